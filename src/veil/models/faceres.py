@@ -1,0 +1,69 @@
+"""A second, different face recognizer: Human's ``faceres`` (HSE FaceRes, MobileNet, 1024-D).
+
+It exists to test whether a protection *transfers*: a cloak optimised against the dlib ResNet
+(:mod:`veil.models.recognizer`) should also fool a network it never saw. The model ships in
+``@vladmandic/human`` (npm) as a tfjs graph model, executed here by
+:class:`veil.models.tfjs.GraphModule` (differentiable, like the dlib port). Its other heads (age,
+gender) are not evaluated.
+
+The descriptor is the graph's ``global_pooling/Mean`` output, L2-normalised; two faces are the
+same person when the L2 distance of their descriptors is below :attr:`FaceRes.threshold`, a value
+measured on face_recognition's Obama x3 / Biden photos (see tests/models/test_faceres.py).
+
+Usage::
+
+    >>> net = FaceRes.pretrained()                       # doctest: +SKIP
+    >>> net(torch.rand(1, 3, 224, 224) * 255).shape      # doctest: +SKIP
+    torch.Size([1, 1024])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from veil.models.tfjs import GraphModule, load_graph_model
+
+__all__ = ["FaceRes"]
+
+_DESCRIPTOR_NODE = "global_pooling/Mean"
+
+
+class FaceRes(nn.Module):
+    """Human's faceres recognizer.
+
+    Attributes:
+        threshold: L2 distance between normalised descriptors under which two faces are the same
+            person. Measured on the real photos (:data:`veil.align.FACERES_CROP`): Obama-Obama
+            0.73-0.80, Obama-Biden 0.91-1.02 (MTCNN or dlib landmarks); 0.87 sits between.
+        input_size: side of the aligned crop it expects (224).
+
+    Shape:
+        forward(crops): (B, 3, 224, 224) float RGB in 0..255 -> (B, 1024) unit-norm descriptors
+    """
+
+    threshold: float = 0.87
+    input_size: int = 224
+    name: str = "faceres"
+
+    def __init__(self, graph: GraphModule) -> None:
+        super().__init__()
+        self.graph = graph
+
+    @classmethod
+    def pretrained(cls, model_json: Path | str | None = None) -> "FaceRes":
+        """The network with Human's weights, fetched into veil's cache on first use."""
+        if model_json is None:
+            from veil.models.store import fetch_many
+
+            model_json = fetch_many(["human/faceres.json", "human/faceres.bin"])["human/faceres.json"]
+        nodes, weights = load_graph_model(model_json)
+        return cls(GraphModule(nodes, weights, [_DESCRIPTOR_NODE])).eval()
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        if crops.dim() != 4 or crops.shape[1] != 3:
+            raise ValueError(f"expected crops of shape (B, 3, 224, 224), got {tuple(crops.shape)}")
+        (features,) = self.graph(crops)
+        return torch.nn.functional.normalize(features, dim=-1)
