@@ -12,7 +12,6 @@ import torch
 
 from veil.models.store import fetch_many
 from veil.models.tfjs import (
-    GraphModule,
     TfjsFormatError,
     conv_filter_to_torch,
     decode_weights,
@@ -21,6 +20,7 @@ from veil.models.tfjs import (
     parse_weight_specs,
     same_padding,
 )
+from veil.models.tfjs_graph import GraphModule
 
 
 def _write_model(tmp: Path, entries: list[dict], blobs: list[bytes]) -> Path:
@@ -91,7 +91,8 @@ def _s(text: str) -> dict:
     return {"s": base64.b64encode(text.encode()).decode()}
 
 
-def test_graph_module_runs_conv_same_stride2_bias_relu_mean_matmul() -> None:
+@pytest.mark.parametrize("fuse", [True, False])
+def test_graph_module_runs_conv_same_stride2_bias_relu_mean_matmul(fuse: bool) -> None:
     rng = np.random.default_rng(1)
     weights = {"k": rng.normal(size=(3, 3, 1, 2)).astype(np.float32), "b": np.array([0.5, -0.5], np.float32),
                "axes": np.array([1, 2], np.int32), "fc": rng.normal(size=(2, 3)).astype(np.float32),
@@ -103,7 +104,7 @@ def test_graph_module_runs_conv_same_stride2_bias_relu_mean_matmul() -> None:
         _node("mean", "Mean", ["relu", "axes"], keep_dims={"b": False}),
         _node("dense", "_FusedMatMul", ["mean", "fc", "fcb"], fused_ops={"list": {"s": [_s("BiasAdd")["s"]]}}),
     ]
-    g = GraphModule(nodes, weights, ["mean", "dense"])
+    g = GraphModule(nodes, weights, ["mean", "dense"], fuse=fuse)
     x = rng.normal(size=(1, 1, 6, 6)).astype(np.float32)
     mean, fc = g(torch.from_numpy(x))
     padded = np.pad(x[0, 0], ((0, 1), (0, 1)))  # 6 -> 3 with k3 s2: one pixel after
@@ -126,3 +127,17 @@ def test_real_manifests_add_up_to_their_shards() -> None:
     assert len(rec) == 117 and rec["fc"].shape == (256, 128) and rec["conv32_down/conv/filters"].shape == (7, 7, 3, 32)
     expr = load_weights_manifest(paths["faceapi/face_expression_model-weights_manifest.json"])
     assert expr["fc/weights"].shape == (256, 7)
+
+
+def test_fusing_conv_batchnorm_relu6_keeps_the_result() -> None:
+    from veil.models.store import fetch_many
+    from veil.models.tfjs import load_graph_model
+
+    path = fetch_many(["human/faceres.json", "human/faceres.bin"])["human/faceres.json"]
+    nodes, weights = load_graph_model(path)
+    fused = GraphModule(nodes, weights, ["global_pooling/Mean"])
+    plain = GraphModule(nodes, weights, ["global_pooling/Mean"], fuse=False)
+    assert len(fused._steps) < len(plain._steps) / 3  # 27 conv+bn+relu6 chains became 27 steps
+    x = torch.rand(1, 3, 224, 224) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x)[0], plain(x)[0], rtol=1e-4, atol=1e-4)

@@ -3,7 +3,7 @@
 It exists to test whether a protection *transfers*: a cloak optimised against the dlib ResNet
 (:mod:`veil.models.recognizer`) should also fool a network it never saw. The model ships in
 ``@vladmandic/human`` (npm) as a tfjs graph model, executed here by
-:class:`veil.models.tfjs.GraphModule` (differentiable, like the dlib port). Its other heads (age,
+:class:`veil.models.tfjs_graph.GraphModule` (differentiable, like the dlib port). Its other heads (age,
 gender) are not evaluated.
 
 The descriptor is the graph's ``global_pooling/Mean`` output, L2-normalised; two faces are the
@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from veil.models.tfjs import GraphModule, load_graph_model
+from veil.models.tfjs import load_graph_model
+from veil.models.tfjs_graph import GraphModule
 
 __all__ = ["FaceRes"]
 
