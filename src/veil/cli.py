@@ -1,0 +1,183 @@
+"""The `veil` command line: typer + rich. Errors are caught here, once, and printed as one line.
+
+Exit codes: 0 success, 2 bad input (some file could not be read, a bad option), 1 failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from veil import __version__
+from veil.batch import Job, plan_jobs, run_jobs
+from veil.detect import TrackerConfig, detector_names
+from veil.errors import InputError, VeilError
+from veil.models import store
+from veil.pipeline import ProtectOptions
+from veil.protect import protector_names, protector_options
+from veil.video import EncodeOptions
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Protect the people in a video.")
+models_app = typer.Typer(no_args_is_help=True, help="The pretrained models veil uses (fetched from package registries).")
+app.add_typer(models_app, name="models")
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _fail(exc: VeilError) -> None:
+    err.print(f"[red]error:[/red] {exc}", highlight=False)
+    raise typer.Exit(exc.exit_code)
+
+
+def _parse_option(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
+    """``key=value`` for a method option, converted to the type of its default."""
+    if "=" not in text:
+        raise InputError(f"--option takes key=value, got {text!r}")
+    key, value = (s.strip() for s in text.split("=", 1))
+    key = key.replace("-", "_")
+    if key not in defaults:
+        raise InputError(f"this method has no option {key!r}; it has: {', '.join(sorted(defaults)) or 'none'}")
+    default = defaults[key]
+    try:
+        if isinstance(default, bool):
+            return key, value.lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return key, int(value)
+        if isinstance(default, float):
+            return key, float(value)
+        if isinstance(default, tuple):
+            return key, tuple(type(default[0])(v) for v in value.split(","))
+    except ValueError:
+        raise InputError(f"option {key}: cannot read {value!r} as {type(default).__name__}") from None
+    return key, value
+
+
+def _color(text: str | None) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
+    try:
+        r, g, b = (int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--color takes R,G,B (e.g. 0,0,0), got {text!r}") from None
+    return (r, g, b)
+
+
+@app.command()
+def protect(
+    inputs: Annotated[list[Path], typer.Argument(help="Video files or folders (searched recursively).")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output file, or folder for several inputs / a folder input. Default: <name>_protected.<ext> beside the input.")] = None,
+    method: Annotated[str, typer.Option("--method", "-m", help=f"Protection: {', '.join(protector_names())}.")] = "blur",
+    detector: Annotated[str, typer.Option(help=f"Face detector: {', '.join(detector_names())}.")] = "centerface",
+    threshold: Annotated[Optional[float], typer.Option(help="Detection score threshold (lower finds more faces).")] = None,
+    detect_size: Annotated[int, typer.Option(help="Longest side, in pixels, of the frame the detector sees (0: full size).")] = 640,
+    mask_scale: Annotated[Optional[float], typer.Option(help="Mask size relative to the face box.")] = None,
+    mask_shape: Annotated[Optional[str], typer.Option(help="ellipse or box.")] = None,
+    strength: Annotated[Optional[float], typer.Option(help="blur: strength (1: sigma = face size / 8).")] = None,
+    blocks: Annotated[Optional[int], typer.Option(help="mosaic: cells across the face.")] = None,
+    block_pixels: Annotated[Optional[int], typer.Option(help="mosaic: fixed cell size in pixels (QM-VAE: 8).")] = None,
+    color: Annotated[Optional[str], typer.Option(help="solid: fill colour R,G,B.")] = None,
+    noise_scale: Annotated[Optional[float], typer.Option(help="noise: Laplace scale in 8-bit pixel units.")] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", "-O", help="Any option of the method as key=value (repeatable).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of random protections (same seed, same output).")] = 0,
+    codec: Annotated[str, typer.Option(help="Video encoder (libx264, libx265, libvpx-vp9, libsvtav1, ...).")] = "libx264",
+    crf: Annotated[int, typer.Option(help="Constant quality (lower is better; H.264: 18 visually lossless).")] = 18,
+    preset: Annotated[str, typer.Option(help="Encoder speed preset.")] = "veryfast",
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="Drop the sound (default: copied unchanged).")] = False,
+    keep_metadata: Annotated[bool, typer.Option("--keep-metadata", help="Keep container metadata (GPS, device, dates); dropped by default.")] = False,
+    max_missing: Annotated[int, typer.Option(help="Frames a face stays masked after the detector loses it.")] = TrackerConfig.max_missing,
+    on_error: Annotated[str, typer.Option(help="When detection fails on a frame: mask (whole frame masked) or stop.")] = "mask",
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write a JSON summary here.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only detect and summarise; write no video.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Protect every face in every frame; sound kept, metadata dropped, input never touched."""
+    try:
+        method_options: dict[str, Any] = {
+            "mask_scale": mask_scale, "mask_shape": mask_shape, "strength": strength, "blocks": blocks,
+            "block_pixels": block_pixels, "color": _color(color), "noise_scale": noise_scale,
+        }
+        defaults = protector_options(method)
+        for text in option or []:
+            key, value = _parse_option(text, defaults)
+            method_options[key] = value
+        options = ProtectOptions(
+            method=method, method_options=method_options, detector=detector, threshold=threshold,
+            detect_size=detect_size or None, on_detection_error=on_error, seed=seed, dry_run=dry_run,
+            tracker=TrackerConfig(max_missing=max_missing),
+            encode=EncodeOptions(codec=codec, crf=crf, preset=preset, keep_audio=not no_audio,
+                                 keep_metadata=keep_metadata),
+        )
+        options.build_protector()  # bad method options fail now, before any video is opened
+        jobs, skipped = plan_jobs(inputs, output, dry_run=dry_run)
+    except VeilError as exc:
+        _fail(exc)
+    for path in skipped:
+        err.print(f"[yellow]skipped[/yellow] {path} (not a video file)", highlight=False)
+    if not jobs:
+        _fail(InputError("no video files to protect"))
+    report = run_jobs(jobs, options, console=err, show_progress=not quiet)
+    if json_path is not None:
+        _write_json(json_path, report.to_dict())
+    for job, message in report.errors:
+        err.print(f"[red]error:[/red] {message}", highlight=False)
+    for summary in report.summaries:
+        where = summary.output or "(dry run)"
+        err.print(f"[green]done[/green] {summary.input} -> {where}: {summary.frames} frames, "
+                  f"{summary.faces} faces, {summary.fps_processed:.1f} frames/s", highlight=False)
+    raise typer.Exit(report.exit_code)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+@models_app.command("list")
+def models_list(all_files: Annotated[bool, typer.Option("--all", help="Include sample media.")] = False) -> None:
+    """What veil uses, where it comes from, and whether it is cached."""
+    table = Table("name", "package", "size", "cached", title=f"cache: {store.veil_home()}")
+    for name, artifact in sorted(store.ARTIFACTS.items()):
+        if not all_files and name.startswith("media/"):
+            continue
+        table.add_row(name, artifact.package.spec(), f"{artifact.size / 1e6:.2f} MB",
+                      "yes" if store.is_cached(name) else "no")
+    Console().print(table)
+
+
+@models_app.command("pull")
+def models_pull(all_files: Annotated[bool, typer.Option("--all", help="Also the sample media (tests, demo).")] = False) -> None:
+    """Fetch what is missing from the registries, verifying every sha256."""
+    names = sorted(store.ARTIFACTS) if all_files else list(store.MODELS)
+    try:
+        paths = store.fetch_many(names)
+    except store.StoreError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    err.print(f"{len(paths)} files ready in {store.veil_home()}", highlight=False)
+
+
+@app.command()
+def version() -> None:
+    """Print veil's version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted; no partial output was left")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

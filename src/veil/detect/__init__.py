@@ -1,0 +1,23 @@
+"""Face detectors (one registry) and the tracker."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from veil.detect import centerface, mtcnn  # noqa: F401  (registers the detectors)
+from veil.detect.base import Detector, detector_names, get_detector, nms, register_detector
+from veil.detect.track import Tracker, TrackerConfig
+from veil.faces import Faces
+
+__all__ = ["Detector", "Faces", "Tracker", "TrackerConfig", "detect", "detector_names", "get_detector",
+           "nms", "register_detector"]
+
+_CACHE: dict[tuple, Detector] = {}
+
+
+def detect(image: np.ndarray, detector: str = "centerface", **options: object) -> Faces:
+    """Faces in one (H, W, 3) uint8 RGB image (the detector is built once and reused)."""
+    key = (detector, tuple(sorted(options.items())))
+    if key not in _CACHE:
+        _CACHE[key] = get_detector(detector, **options)
+    return _CACHE[key].detect(image)

@@ -1,0 +1,253 @@
+"""The one place where I/O meets the core: decode -> detect -> track -> protect -> encode.
+
+Frames are decoded on a background thread (PyAV releases the GIL), detected in small batches,
+held back a few frames by the tracker (so gaps are filled before a frame is written), protected
+and encoded. The output appears only when the whole video succeeded. Privacy fails closed: a
+frame whose detection raised is written fully masked (or the run stops, by option); it is never
+written unprotected.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from veil.detect import Detector, Tracker, TrackerConfig, get_detector
+from veil.detect.track import is_scene_cut, scene_thumbnail
+from veil.errors import DetectionError, InputError
+from veil.faces import Faces
+from veil.protect import ProtectState, Protector, get_protector, mask_everything
+from veil.video import EncodeOptions, Frame, VideoReader, VideoWriter, check_output_path
+
+__all__ = ["ProtectOptions", "Summary", "protect_video", "protect"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class ProtectOptions:
+    """Everything that decides how one video is protected."""
+
+    method: str = "blur"
+    method_options: dict[str, Any] = field(default_factory=dict)
+    detector: str = "centerface"
+    threshold: float | None = None
+    detect_size: int | None = 640
+    batch_size: int = 4
+    on_detection_error: str = "mask"  # "mask": write the frame fully masked; "stop": fail the video
+    seed: int = 0
+    dry_run: bool = False
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    encode: EncodeOptions = field(default_factory=EncodeOptions)
+
+    def __post_init__(self) -> None:
+        if self.on_detection_error not in ("mask", "stop"):
+            raise InputError(f"on_detection_error must be 'mask' or 'stop', got {self.on_detection_error!r}")
+        if self.batch_size < 1:
+            raise InputError("batch_size must be at least 1")
+
+    def build_detector(self) -> Detector:
+        opts: dict[str, Any] = {"detect_size": self.detect_size}
+        if self.threshold is not None:
+            opts["threshold"] = self.threshold
+        return get_detector(self.detector, **opts)
+
+    def build_protector(self) -> Protector:
+        return get_protector(self.method, **self.method_options)
+
+
+@dataclass
+class Summary:
+    """What happened to one video (the `--json` summary)."""
+
+    input: str
+    output: str | None
+    method: str
+    detector: str
+    frames: int = 0
+    width: int = 0
+    height: int = 0
+    fps: str = ""
+    faces_per_frame: list[int] = field(default_factory=list)
+    tracks: int = 0
+    frames_filled: int = 0  # frames where the tracker drew at least one face the detector missed
+    faces_filled: int = 0
+    frames_masked_on_error: int = 0
+    scene_cuts: int = 0
+    audio_streams_copied: int = 0
+    seconds: float = 0.0
+    fps_processed: float = 0.0
+    method_stats: dict[str, list] = field(default_factory=dict)
+
+    @property
+    def faces(self) -> int:
+        return int(sum(self.faces_per_frame))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["faces"] = self.faces
+        return d
+
+
+def _prefetch(items: Iterable[T], depth: int = 8) -> Iterator[T]:
+    """Iterate on a background thread, `depth` items ahead (errors re-raised in the caller)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put(item)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(exc)
+            return
+        q.put(done)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
+def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
+    batch: list[Frame] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def protect_video(src: str | Path, dst: str | Path | None, options: ProtectOptions = ProtectOptions(), *,
+                  detector: Detector | None = None, protector: Protector | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> Summary:
+    """Protect every face in every frame of `src` and write `dst` (nothing written on a dry run).
+
+    `progress(frames_done, frames_total)` is called after each batch (total 0 when unknown).
+    Raises `InputError` for bad input/output and `DetectionError` when detection fails with
+    ``on_detection_error="stop"``; in every failure no file appears at `dst`.
+    """
+    src = Path(src)
+    start = time.perf_counter()
+    reader = VideoReader(src)
+    try:
+        info = reader.info
+        if not options.dry_run:
+            if dst is None:
+                raise InputError("an output path is needed (or use a dry run)")
+            dst = Path(dst)
+            check_output_path(src, dst)
+        detector = detector or options.build_detector()
+        protector = protector or options.build_protector()
+        summary = Summary(input=str(src), output=None if options.dry_run else str(dst), method=options.method,
+                          detector=detector.name, width=info.width, height=info.height, fps=str(info.fps))
+        writer = None if options.dry_run else VideoWriter(
+            dst, width=info.width, height=info.height, fps=info.fps, time_base=info.time_base,
+            source=src, options=options.encode)
+        try:
+            _run(reader, detector, protector, writer, options, summary, progress)
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        if writer is not None:
+            writer.close()
+            summary.audio_streams_copied = info.audio_streams if options.encode.keep_audio else 0
+    finally:
+        reader.close()
+    summary.seconds = time.perf_counter() - start
+    summary.fps_processed = summary.frames / summary.seconds if summary.seconds else 0.0
+    return summary
+
+
+def _run(reader: VideoReader, detector: Detector, protector: Protector, writer: VideoWriter | None,
+         options: ProtectOptions, summary: Summary, progress: Callable[[int, int], None] | None) -> None:
+    tracker = Tracker(options.tracker)
+    state = ProtectState(seed=options.seed)
+    held: deque[tuple[Frame, bool]] = deque()  # frames waiting for the tracker, with "detection failed"
+    previous_thumb = None
+    total = reader.info.frame_count
+
+    def emit(ready: list[Faces]) -> None:
+        for faces in ready:
+            frame, failed = held.popleft()
+            summary.faces_per_frame.append(len(faces))
+            summary.frames_filled += int(faces.filled.any())
+            if failed:
+                image = mask_everything(frame.image)
+                summary.frames_masked_on_error += 1
+            elif writer is None or len(faces) == 0:
+                image = frame.image
+            else:
+                state.frame_index = frame.index
+                image = protector(frame.image, faces, state)
+            if writer is not None:
+                writer.write(image, frame.pts)
+            summary.frames += 1
+
+    for batch in _batches(_prefetch(iter(reader)), options.batch_size):
+        try:
+            found = detector.detect_batch([f.image for f in batch])
+            failed = False
+        except Exception as exc:  # noqa: BLE001 - any detector failure must fail closed
+            if options.on_detection_error == "stop":
+                raise DetectionError(f"face detection failed on frame {batch[0].index}: {exc}") from exc
+            found, failed = [Faces.empty() for _ in batch], True
+        for frame, faces in zip(batch, found):
+            thumb = scene_thumbnail(frame.image)
+            cut = is_scene_cut(previous_thumb, thumb)
+            summary.scene_cuts += int(cut)
+            previous_thumb = thumb
+            held.append((frame, failed))
+            emit(tracker.push(faces.clipped(reader.info.width, reader.info.height), scene_cut=cut))
+        if progress is not None:
+            progress(batch[-1].index + 1, total)
+    emit(tracker.flush())
+    summary.tracks = tracker.tracks_started
+    summary.faces_filled = tracker.faces_filled
+    summary.method_stats = {k: list(v) for k, v in state.stats.items()}
+
+
+def protect(src: str | Path, dst: str | Path | None = None, method: str = "blur", **options: Any) -> Summary:
+    """Protect one video: ``veil.protect("in.mp4", "out.mp4", method="mosaic", blocks=10)``.
+
+    Keyword options are `ProtectOptions` fields (detector, threshold, detect_size, seed, dry_run,
+    ...), `EncodeOptions` fields (codec, crf, preset, keep_audio, keep_metadata) or options of the
+    method (mask_scale, strength, blocks, ...). `dst` defaults to ``<name>_protected<ext>``.
+    """
+    src = Path(src)
+    if dst is None and not options.get("dry_run"):
+        dst = src.with_name(f"{src.stem}_protected{src.suffix}")
+    encode_fields = set(EncodeOptions.__dataclass_fields__)
+    pipeline_fields = set(ProtectOptions.__dataclass_fields__) - {"method", "method_options", "encode"}
+    encode = EncodeOptions(**{k: v for k, v in options.items() if k in encode_fields})
+    pipeline = {k: v for k, v in options.items() if k in pipeline_fields}
+    method_options = {k: v for k, v in options.items() if k not in encode_fields | pipeline_fields}
+    return protect_video(src, dst, ProtectOptions(method=method, method_options=method_options,
+                                                  encode=encode, **pipeline))

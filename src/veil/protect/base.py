@@ -1,0 +1,132 @@
+"""The protection protocol and registry, and the masks shared by protections.
+
+A protection is a callable `(frame, faces, state) -> frame` on one (H, W, 3) uint8 RGB frame. It
+returns a new frame and changes nothing outside its faces' masks. Anything it must remember
+across frames (a seed per track, the previous cloak) lives in the `ProtectState` the pipeline
+creates for each video and passes in, never in a global.
+
+Adding a protection is one file with ``@register("name")`` on a dataclass whose fields are its
+options; `get_protector` fills them from the CLI's options by name, so the CLI needs no change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+from veil.errors import InputError
+from veil.faces import Faces
+
+__all__ = [
+    "Protector", "ProtectState", "register", "get_protector", "protector_names", "protector_options",
+    "face_mask", "ellipse_boxes", "rng_for", "mask_everything",
+]
+
+
+@dataclass
+class ProtectState:
+    """Per-video state handed to a protection with every frame.
+
+    `frame_index` is set by the pipeline; `seed` makes random protections reproducible;
+    `memory` belongs to the protection (e.g. per-track data), `stats` collects per-frame numbers
+    the protection wants in the run's summary (lists keyed by name).
+    """
+
+    seed: int = 0
+    frame_index: int = 0
+    memory: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, list] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Protector(Protocol):
+    name: str
+
+    def __call__(self, frame: np.ndarray, faces: Faces, state: ProtectState) -> np.ndarray: ...
+
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator: make a protection available as ``--method name``."""
+
+    def wrap(cls: type) -> type:
+        if name in _REGISTRY:
+            raise ValueError(f"protection {name!r} is registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def protector_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def protector_options(name: str) -> dict[str, Any]:
+    """The options of a protection and their defaults."""
+    cls = _lookup(name)
+    return {f.name: (f.default if f.default is not dataclasses.MISSING else None)
+            for f in dataclasses.fields(cls) if f.init}
+
+
+def _lookup(name: str) -> type:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise InputError(f"unknown method {name!r}; choose one of: {', '.join(protector_names())}") from None
+
+
+def get_protector(name: str, **options: Any) -> Protector:
+    """Build a protection from its name; options it does not have are ignored (``None`` = default)."""
+    cls = _lookup(name)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    kwargs = {k: v for k, v in options.items() if k in names and v is not None}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"bad option for --method {name}: {exc}") from None
+
+
+def ellipse_boxes(faces: Faces, mask_scale: float) -> np.ndarray:
+    """Face boxes grown by `mask_scale` about their centres. Shape: (N, 4) xyxy."""
+    b = faces.boxes
+    c = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1)
+    half = np.stack([(b[:, 2] - b[:, 0]) / 2, (b[:, 3] - b[:, 1]) / 2], axis=1) * mask_scale
+    return np.concatenate([c - half, c + half], axis=1)
+
+
+def face_mask(shape: tuple[int, ...], faces: Faces, mask_scale: float = 1.3, ellipse: bool = True) -> np.ndarray:
+    """Boolean mask of the faces' regions: ellipses (or boxes) inscribed in the grown boxes.
+
+    Shape: returns (H, W) bool.
+    """
+    h, w = shape[:2]
+    mask = np.zeros((h, w), np.uint8)
+    for x1, y1, x2, y2 in ellipse_boxes(faces, mask_scale):
+        if ellipse:
+            center = (int(round((x1 + x2) / 2)), int(round((y1 + y2) / 2)))
+            axes = (max(1, int(np.ceil((x2 - x1) / 2))), max(1, int(np.ceil((y2 - y1) / 2))))
+            cv2.ellipse(mask, center, axes, 0, 0, 360, 1, thickness=-1)
+        else:
+            mask[max(0, int(y1)):max(0, int(np.ceil(y2))), max(0, int(x1)):max(0, int(np.ceil(x2)))] = 1
+    return mask.astype(bool)
+
+
+def rng_for(seed: int, *keys: int) -> np.random.Generator:
+    """A generator determined by the seed and keys (e.g. track id, frame index), stable across runs."""
+    digest = hashlib.blake2b(repr((seed, *keys)).encode(), digest_size=8).digest()
+    return np.random.default_rng(int.from_bytes(digest, "little"))
+
+
+def mask_everything(frame: np.ndarray) -> np.ndarray:
+    """The fail-closed frame: every pixel masked (used when detection failed on a frame)."""
+    return np.zeros_like(frame)

@@ -1,0 +1,396 @@
+"""Video in and out with PyAV: streaming decode, VFR-safe encode, audio copied packet for packet.
+
+Reading never holds more than a few frames in memory. Frames come out upright (a display-matrix
+rotation is applied to the pixels, so the protected video displays exactly as the original did)
+as (H, W, 3) uint8 RGB arrays, each with its original timestamp.
+
+Writing encodes the frames with the original timestamps and time base (variable frame rate is
+kept as is), copies every audio stream of the source packet for packet (remux, no re-encode),
+drops the container's metadata (GPS, device, creation time, encoder tags) unless asked to keep
+it, and writes to a temporary file beside the target that is renamed only when complete.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from veil.errors import OutputError, VideoOpenError
+
+__all__ = [
+    "VideoInfo", "Frame", "VideoReader", "EncodeOptions", "VideoWriter",
+    "probe", "read_frames", "write_frames", "check_output_path",
+]
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg",
+                            ".ts", ".mts", ".m2ts", ".wmv", ".flv", ".3gp", ".ogv"})
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video is, as displayed (width and height after rotation)."""
+
+    path: Path
+    width: int
+    height: int
+    fps: Fraction
+    frame_count: int  # from the container; 0 when it does not say
+    duration_s: float
+    time_base: Fraction
+    rotation: int  # degrees counter-clockwise from the display matrix, applied on read
+    codec: str
+    audio_streams: int
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio_streams > 0
+
+
+@dataclass
+class Frame:
+    """One decoded frame: `image` (H, W, 3) uint8 RGB, upright; `pts` in `time_base` units."""
+
+    image: np.ndarray
+    pts: int | None
+    time_base: Fraction
+    index: int
+
+    @property
+    def time_s(self) -> float:
+        return float(self.pts * self.time_base) if self.pts is not None else float("nan")
+
+
+def _open_input(path: str | os.PathLike) -> av.container.InputContainer:
+    path = Path(path)
+    if not path.exists():
+        raise VideoOpenError(f"{str(path)!r} does not exist")
+    if path.is_dir():
+        raise VideoOpenError(f"{str(path)!r} is a folder, not a video")
+    if path.stat().st_size == 0:
+        raise VideoOpenError(f"{str(path)!r} is empty (0 bytes)")
+    try:
+        container = av.open(str(path), "r")
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise VideoOpenError(f"{str(path)!r} is not a readable video ({_reason(exc)})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoOpenError(f"{str(path)!r} has no video stream")
+    return container
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).split(":")[0] if isinstance(exc, av.FFmpegError) else str(exc)
+    return getattr(exc, "strerror", None) or text or type(exc).__name__
+
+
+def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    # The display matrix angle is counter-clockwise; showing the frame upright means rotating by it.
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(image, k=k)) if k else image
+
+
+class VideoReader:
+    """Streams the frames of a video file.
+
+    >>> with VideoReader("clip.mp4") as reader:  # doctest: +SKIP
+    ...     for frame in reader:
+    ...         frame.image.shape
+    """
+
+    def __init__(self, path: str | os.PathLike, *, threads: bool = True) -> None:
+        self.path = Path(path)
+        self._container = _open_input(self.path)
+        self._stream = self._container.streams.video[0]
+        if threads:
+            # Frame and slice threads: several times faster decoding on multi-core machines.
+            self._stream.thread_type = "AUTO"
+        codec_ctx = self._stream.codec_context
+        try:
+            codec_name = codec_ctx.name
+        except Exception:  # noqa: BLE001 - an unknown codec has no context name
+            codec_name = "unknown"
+        rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
+        fps = Fraction(rate) if rate else Fraction(25)
+        # The first frame is decoded now: it carries the display matrix and proves the stream decodes.
+        self._frames = self._container.decode(self._stream)
+        self._first = self._next_frame(0)
+        if self._first is None:
+            self.close()
+            raise VideoOpenError(f"{str(self.path)!r} has a video stream but no decodable frame")
+        rotation = int(round(float(getattr(self._first, "rotation", 0) or 0) / 90.0)) * 90 % 360
+        width, height = self._first.width, self._first.height
+        if rotation in (90, 270):
+            width, height = height, width
+        duration = (float(self._stream.duration * self._stream.time_base)
+                    if self._stream.duration else (self._container.duration or 0) / 1e6)
+        self.info = VideoInfo(
+            path=self.path, width=width, height=height, fps=fps,
+            frame_count=int(self._stream.frames or 0), duration_s=duration,
+            time_base=Fraction(self._stream.time_base or Fraction(1, 90000)),
+            rotation=rotation, codec=codec_name,
+            audio_streams=len(self._container.streams.audio),
+        )
+
+    def _next_frame(self, index: int) -> av.VideoFrame | None:
+        try:
+            return next(self._frames, None)
+        except av.FFmpegError as exc:
+            raise VideoOpenError(
+                f"{str(self.path)!r} is damaged: decoding stopped after {index} frames ({_reason(exc)})"
+            ) from None
+
+    def __iter__(self) -> Iterator[Frame]:
+        frame, self._first, index = self._first, None, 0
+        if frame is None:
+            raise RuntimeError("a VideoReader can be iterated once")
+        while frame is not None:
+            image = _upright(frame.to_ndarray(format="rgb24"), self.info.rotation)
+            yield Frame(image=image, pts=frame.pts,
+                        time_base=Fraction(frame.time_base or self.info.time_base), index=index)
+            index += 1
+            frame = self._next_frame(index)
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """The `VideoInfo` of a video file (raises `VideoOpenError` if it is not one)."""
+    with VideoReader(path, threads=False) as reader:
+        return reader.info
+
+
+def read_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """Stream the frames of a video as (H, W, 3) uint8 RGB arrays."""
+    with VideoReader(path) as reader:
+        for frame in reader:
+            yield frame.image
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How the protected video is encoded. H.264 CRF 18 is visually lossless for most footage."""
+
+    codec: str = "libx264"
+    crf: int | None = 18
+    preset: str | None = "veryfast"
+    pix_fmt: str | None = None  # None: yuv420p, or yuv444p when a side is odd (4:2:0 needs even sides)
+    keep_audio: bool = True
+    keep_metadata: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def codec_options(self) -> dict[str, str]:
+        opts = dict(self.extra)
+        if self.crf is not None:
+            opts.setdefault("crf", str(self.crf))
+        if self.preset is not None and self.codec in ("libx264", "libx265"):
+            opts.setdefault("preset", self.preset)
+        if self.crf is not None and self.codec in ("libvpx-vp9", "libvpx"):
+            opts.setdefault("b", "0")  # constant-quality mode for VP9
+        return opts
+
+
+def check_output_path(src: Path, dst: Path) -> None:
+    """Refuse an output that is the input itself or that cannot be written."""
+    if dst.exists() and src.exists() and os.path.samefile(src, dst):
+        raise OutputError(f"output {str(dst)!r} is the input itself; veil never overwrites its input")
+    if dst.is_dir():
+        raise OutputError(f"output {str(dst)!r} is a folder; give a file name")
+    parent = dst.parent if str(dst.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder {str(parent)!r}: {exc.strerror}") from None
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"the output folder {str(parent)!r} is not writable")
+    if dst.suffix.lower() not in VIDEO_SUFFIXES:
+        raise OutputError(f"output {str(dst)!r} has no video file extension (use .mp4, .mov, .mkv, ...)")
+
+
+class VideoWriter:
+    """Encodes frames to `dst` atomically, copying the audio (and optionally metadata) of `source`.
+
+    Use as a context manager: the file appears at `dst` only if the block finishes without error.
+    """
+
+    def __init__(self, dst: str | os.PathLike, *, width: int, height: int, fps: Fraction,
+                 time_base: Fraction | None = None, source: str | os.PathLike | None = None,
+                 options: EncodeOptions = EncodeOptions()) -> None:
+        self.dst = Path(dst)
+        self.options = options
+        self.fps = Fraction(fps)
+        self._time_base = Fraction(time_base) if time_base else 1 / self.fps
+        self.frames_written = 0
+        self._last_pts: int | None = None
+        self._source = av.open(str(source)) if source is not None else None
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.dst.parent, prefix=f".{self.dst.stem}.", suffix=self.dst.suffix)
+        except OSError as exc:
+            if self._source is not None:
+                self._source.close()
+            raise OutputError(f"cannot write in {str(self.dst.parent)!r}: {exc.strerror}") from None
+        os.close(fd)
+        self._tmp = Path(tmp)
+        try:
+            self._container = av.open(tmp, "w", options={"fflags": "+bitexact"})
+            self._setup_video(width, height)
+            self._audio_map = self._setup_audio()
+            self._audio_packets = self._demux_audio()
+            self._pending_audio: av.Packet | None = None
+            if self._source is not None and options.keep_metadata:
+                self._container.metadata.update(self._source.metadata)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _setup_video(self, width: int, height: int) -> None:
+        opts = self.options
+        try:
+            stream = self._container.add_stream(opts.codec, rate=self.fps, options=opts.codec_options())
+        except (av.FFmpegError, ValueError) as exc:
+            raise OutputError(f"cannot encode with codec {opts.codec!r}: {_reason(exc)}") from None
+        stream.width, stream.height = width, height
+        odd = width % 2 or height % 2
+        stream.pix_fmt = opts.pix_fmt or ("yuv444p" if odd and opts.codec == "libx264" else "yuv420p")
+        stream.codec_context.time_base = self._time_base
+        stream.time_base = self._time_base
+        self._video = stream
+
+    def _setup_audio(self) -> dict[int, av.stream.Stream]:
+        if self._source is None or not self.options.keep_audio or not self._source.streams.audio:
+            return {}
+        self._check_audio_fits()
+        mapping = {}
+        for in_stream in self._source.streams.audio:
+            out = self._container.add_stream_from_template(in_stream)
+            if not self.options.keep_metadata:
+                out.metadata.clear()
+            mapping[in_stream.index] = out
+        return mapping
+
+    def _check_audio_fits(self) -> None:
+        """Fail before any work if the target container cannot hold the source's audio codec."""
+        fmt = self._container.format.name.split(",")[0]
+        probe_out = av.open(io.BytesIO(), "w", format=fmt)
+        try:
+            for in_stream in self._source.streams.audio:
+                probe_out.add_stream_from_template(in_stream)
+            probe_out.start_encoding()
+        except (av.FFmpegError, ValueError) as exc:
+            codecs = ", ".join(s.codec_context.name for s in self._source.streams.audio)
+            raise OutputError(
+                f"the audio ({codecs}) cannot be copied into a {self.dst.suffix} file ({_reason(exc)}); "
+                "write to the source's container type or pass --no-audio"
+            ) from None
+        finally:
+            try:
+                probe_out.close()
+            except av.FFmpegError:
+                pass
+
+    def _demux_audio(self) -> Iterator[av.Packet]:
+        if not self._audio_map:
+            return iter(())
+        streams = [s for s in self._source.streams.audio]
+        return (p for p in self._source.demux(*streams) if p.dts is not None and p.size > 0)
+
+    def _mux_audio_until(self, seconds: float) -> None:
+        """Interleave: copy audio packets whose time is before `seconds` (keeps memory flat)."""
+        while True:
+            packet = self._pending_audio or next(self._audio_packets, None)
+            self._pending_audio = None
+            if packet is None:
+                return
+            if packet.dts * packet.time_base > seconds:
+                self._pending_audio = packet
+                return
+            packet.stream = self._audio_map[packet.stream.index]
+            self._container.mux(packet)
+
+    def write(self, image: np.ndarray, pts: int | None = None) -> None:
+        """Encode one (H, W, 3) uint8 RGB frame; `pts` in the writer's time base (None: evenly spaced)."""
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"frames must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        if image.shape[:2] != (self._video.height, self._video.width):
+            raise ValueError(f"frame size {image.shape[1]}x{image.shape[0]} differs from the video's "
+                             f"{self._video.width}x{self._video.height}")
+        if pts is None:
+            pts = round(self.frames_written / (self.fps * self._time_base))
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1  # a damaged source may repeat a timestamp; keep order strictly
+        self._last_pts = pts
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts = pts
+        frame.time_base = self._time_base
+        self._mux_audio_until(float(pts * self._time_base))
+        for packet in self._video.encode(frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+
+    def close(self) -> Path:
+        """Flush, copy the remaining audio, and move the file into place."""
+        try:
+            for packet in self._video.encode(None):
+                self._container.mux(packet)
+            self._mux_audio_until(float("inf"))
+            self._container.close()
+        except BaseException:
+            self.abort()
+            raise
+        if self._source is not None:
+            self._source.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        os.replace(self._tmp, self.dst)
+        return self.dst
+
+    def abort(self) -> None:
+        """Drop everything written so far; nothing appears at `dst`."""
+        for c in (getattr(self, "_container", None), self._source):
+            try:
+                if c is not None:
+                    c.close()
+            except Exception:  # noqa: BLE001 - closing a broken container must not hide the cause
+                pass
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: type | None, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_frames(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: Fraction | float, *,
+                 audio_from: str | os.PathLike | None = None,
+                 options: EncodeOptions = EncodeOptions()) -> Path:
+    """Encode frames ((H, W, 3) uint8 RGB, all the same size) to a video, atomically."""
+    it = iter(frames)
+    first = next(it, None)
+    if first is None:
+        raise ValueError("no frames to write")
+    fps = Fraction(fps).limit_denominator(1001 * 1000)
+    with VideoWriter(path, width=first.shape[1], height=first.shape[0], fps=fps,
+                     source=audio_from, options=options) as writer:
+        writer.write(first)
+        for image in it:
+            writer.write(image)
+    return Path(path)
