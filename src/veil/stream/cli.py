@@ -1,0 +1,138 @@
+"""Typer commands of the codec: ``veil encode``, ``veil decode``, ``veil train codec``.
+
+Errors are caught here once and printed without a traceback: exit status 2 for bad input (a
+damaged, truncated or tampered stream, a wrong or missing key, an unreadable video or checkpoint),
+1 for other failures.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from veil.stream.checkpoint import CheckpointError, default_checkpoint, load_checkpoint
+from veil.stream.format import StreamError, read_key
+from veil.stream.media import MediaError
+
+__all__ = ["encode_command", "decode_command", "train_codec_command"]
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _run(action, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - thin error boundary
+    try:
+        return action(*args, **kwargs)
+    except (StreamError, MediaError, CheckpointError, FileNotFoundError) as exc:
+        _fail(str(exc), 2)
+    except (OSError, RuntimeError, ValueError) as exc:
+        _fail(str(exc), 1)
+    return None
+
+
+def _encode(source: str, out: Path, model: str, checkpoint: Path | None, key: Path | None,
+            chunk_frames: int, follow: bool) -> None:
+    from veil.stream.codec import encode_stream
+
+    # A given checkpoint carries its own kind; --model picks among the shipped ones.
+    ckpt = load_checkpoint(checkpoint or default_checkpoint(model))
+    secret = read_key(key) if key else None
+    tmp = out.with_name(out.name + ".part")
+    try:
+        with open(tmp, "wb") as f:
+            stats = encode_stream(source, f, ckpt, secret, chunk_frames, follow,
+                                  progress=lambda s: typer.echo(f"\rencoded {s.frames} frames", nl=False, err=True))
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    typer.echo("", err=True)
+    size = out.stat().st_size
+    typer.echo(f"{out}: {stats.frames} frames, {stats.audio_packets} audio packets, {size} bytes "
+               f"({size / max(stats.frames, 1):.0f} bytes/frame), {stats.frames / max(stats.seconds, 1e-9):.1f} frames/s"
+               f"{', encrypted' if secret else ''}")
+
+
+def encode_command(
+    source: Annotated[str, typer.Argument(help="input video; '-' reads a streamable container from stdin")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the .veil stream to write")],
+    model: Annotated[str, typer.Option(help="shipped model: f2f (frame by frame) or v2v (clips)")] = "f2f",
+    checkpoint: Annotated[Path | None, typer.Option(help="codec checkpoint (default: the shipped model)")] = None,
+    key: Annotated[Path | None, typer.Option(help="32-byte key file: encrypt and authenticate (AES-GCM)")] = None,
+    chunk_frames: Annotated[int, typer.Option(help="frames per chunk")] = 8,
+    follow: Annotated[bool, typer.Option(help="the input is still being written: wait for it to grow")] = False,
+) -> None:
+    """Encode a video into a privacy-preserving .veil stream (codes + the video's own audio)."""
+    if model not in ("f2f", "v2v"):
+        _fail(f"--model must be f2f or v2v, not {model!r}", 2)
+    _run(_encode, source, output, model, checkpoint, key, chunk_frames, follow)
+
+
+def _decode(stream: str, out: Path, checkpoint: Path | None, key: Path | None, crf: int, follow: bool) -> None:
+    from veil.stream.codec import decode_stream
+    from veil.stream.media import GrowingFile
+
+    secret = read_key(key) if key else None
+    if stream == "-":
+        f = sys.stdin.buffer
+    elif follow:
+        import io
+
+        f = io.BufferedReader(GrowingFile(stream))
+    else:
+        f = open(stream, "rb")  # noqa: SIM115 - closed below
+    try:
+        header = decode_stream(f, out, secret, checkpoint, crf,
+                               progress=lambda n: typer.echo(f"\rdecoded {n} frames", nl=False, err=True))
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+    typer.echo("", err=True)
+    typer.echo(f"{out}: {header.width}x{header.height} at {header.fps} fps, model {header.model_id}"
+               f"{', with sound' if header.audio else ''}")
+
+
+def decode_command(
+    stream: Annotated[str, typer.Argument(help=".veil stream; '-' reads stdin")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the video to write (.mp4, .mkv)")],
+    key: Annotated[Path | None, typer.Option(help="key file the stream was encrypted with")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="codec checkpoint the stream was encoded with")] = None,
+    crf: Annotated[int, typer.Option(help="x264 CRF of the written video")] = 18,
+    follow: Annotated[bool, typer.Option(help="the stream is still arriving: decode as it grows")] = False,
+) -> None:
+    """Decode a .veil stream back to a video with its sound (the receiver's side)."""
+    _run(_decode, stream, output, checkpoint, key, crf, follow)
+
+
+def _train(videos: Path, out: Path, model: str, steps: int, resume: bool, batch: int, crop: int, lr: float) -> None:
+    from veil.stream.model import CodecConfig
+    from veil.stream.train import TrainConfig, load_clips, start_or_resume, train, video_files
+
+    import secrets
+
+    config = CodecConfig(kind=model, scramble_seed=secrets.randbits(63))
+    tc = TrainConfig(steps=steps, batch=batch, crop=crop, lr=lr)
+    ckpt = start_or_resume(out, config, resume)
+    clips = load_clips(video_files(videos), ckpt.model.config.n_mels, tc.max_frames, log=typer.echo)
+    train(ckpt, clips, tc, out, log=typer.echo)
+    typer.echo(f"saved {out} (step {ckpt.step}, sha256 {ckpt.sha256[:16]}...)")
+
+
+def train_codec_command(
+    videos: Annotated[Path, typer.Option(help="folder of training videos")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="checkpoint to write (config inside)")],
+    model: Annotated[str, typer.Option(help="f2f or v2v")] = "f2f",
+    steps: Annotated[int, typer.Option(help="total optimisation steps")] = 3000,
+    resume: Annotated[bool, typer.Option(help="continue from --out if it exists")] = False,
+    batch: Annotated[int, typer.Option(help="frames per step")] = 8,
+    crop: Annotated[int, typer.Option(help="crop size in pixels (a multiple of 4)")] = 128,
+    lr: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-3,
+) -> None:
+    """Train a codec model on a folder of videos, saving a resumable checkpoint as it goes."""
+    if model not in ("f2f", "v2v"):
+        _fail(f"--model must be f2f or v2v, not {model!r}", 2)
+    _run(_train, videos, output, model, steps, resume, batch, crop, lr)

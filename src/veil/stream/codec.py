@@ -1,0 +1,282 @@
+"""Encoding a video to a .veil stream and decoding it back, chunk by chunk.
+
+Both ends work on chunks of ``chunk_frames`` frames as they arrive, so a live input (a growing
+file, a pipe) is encoded while it is recorded and a stream is decoded while it is received.
+
+Per chunk, the sender: writes the audio packets that belong to the chunk's time span (those that
+have arrived), decodes them for the log-mel features, encodes the frames to code indices
+(`CodecModel.encode_codes`), permutes the code alphabet with the key taken from those packets
+(`veil.stream.keying`), entropy-codes the result (`veil.stream.entropy`) and writes the chunk.
+The receiver meets the same audio records before each chunk, so it derives the same features
+and the same key from the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO
+
+import av
+import numpy as np
+import torch
+
+from veil.stream.audio import AudioDecoder, AudioPacket, AudioParams, add_audio_stream, frame_features, packet_to_av
+from veil.stream.checkpoint import Checkpoint, CheckpointError, default_checkpoint, load_checkpoint
+from veil.stream.entropy import EntropyError, decode_indices, encode_indices
+from veil.stream.format import (ChunkRecord, CorruptStreamError, EndRecord, StreamHeader, StreamReader,
+                                StreamWriter, key_check)
+from veil.stream.keying import chunk_key, chunk_permutations, scramble, unscramble
+from veil.stream.media import demux, open_source, source_info
+from veil.stream.model import SPATIAL_STRIDE, CodecModel, pad_to_multiple
+
+__all__ = ["EncodeStats", "AudioOverride", "encode_frames", "decode_codes", "encode_stream", "decode_stream",
+           "resolve_checkpoint"]
+
+AUDIO_LAG_CHUNKS = 4  # emit a chunk anyway when the audio lags this many chunks behind the video
+
+
+@dataclass
+class EncodeStats:
+    frames: int = 0
+    chunks: int = 0
+    audio_packets: int = 0
+    code_bytes: int = 0  # entropy-coded indices only
+    seconds: float = 0.0
+
+
+@dataclass
+class AudioOverride:
+    """Other audio to decode with (a privacy experiment): its parameters and packets, or none."""
+
+    params: AudioParams | None
+    packets: list[AudioPacket] = field(default_factory=list)
+
+
+def _to_tensor(frames: np.ndarray, feats: np.ndarray, per_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames (n, H, W, 3) uint8 -> (n / T, T, 3, H', W') float, padded to whole clips and to /4."""
+    n = len(frames)
+    extra = (-n) % per_step
+    if extra:  # a short last clip repeats its last frame
+        frames = np.concatenate([frames, np.repeat(frames[-1:], extra, 0)])
+        feats = np.concatenate([feats, np.repeat(feats[-1:], extra, 0)])
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+    x = pad_to_multiple(x, SPATIAL_STRIDE)
+    return x.reshape(-1, per_step, *x.shape[1:]), torch.from_numpy(feats).reshape(-1, per_step, feats.shape[-1])
+
+
+def encode_frames(model: CodecModel, frames: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    """Code indices of a run of frames.
+
+    Shape: frames (n, H, W, 3) uint8, feats (n, n_mels) -> (L, ceil(H/4), ceil(W/4), Q) int64
+    """
+    x, a = _to_tensor(frames, feats, model.config.frames_per_step)
+    idx = model.encode_codes(x, a)
+    return idx.reshape(-1, *idx.shape[2:]).numpy()
+
+
+def decode_codes(model: CodecModel, indices: np.ndarray, feats: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Frames back from code indices.
+
+    Shape: indices (L, h, w, Q), feats (n, n_mels) -> (n, height, width, 3) uint8
+    """
+    n, per = len(feats), model.config.frames_per_step
+    extra = (-n) % per
+    if extra:
+        feats = np.concatenate([feats, np.repeat(feats[-1:], extra, 0)])
+    a = torch.from_numpy(feats).reshape(-1, per, feats.shape[-1])
+    idx = torch.from_numpy(indices).reshape(a.shape[0], -1, *indices.shape[1:])
+    out = model.decode_codes(idx, a).reshape(-1, 3, *idx.shape[2:4] * 0 + torch.Size([idx.shape[2] * 4, idx.shape[3] * 4]))
+    out = out[:n, :, :height, :width]
+    return (out.permute(0, 2, 3, 1) * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
+
+
+def _packet_time(p: AudioPacket, params: AudioParams) -> Fraction:
+    return Fraction(p.pts) * params.time_base
+
+
+def encode_stream(source: str | Path | BinaryIO, out: BinaryIO, ckpt: Checkpoint, key: bytes | None = None,
+                  chunk_frames: int = 8, follow: bool = False, max_frames: int = 0,
+                  progress: Callable[[EncodeStats], None] | None = None) -> EncodeStats:
+    """Encode a video (file, growing file with ``follow``, or "-" for stdin) into ``out``.
+
+    ``max_frames`` > 0 stops after that many frames (with the audio up to their end).
+    """
+    model, cfg = ckpt.model, ckpt.model.config
+    if chunk_frames % cfg.frames_per_step:
+        raise ValueError(f"chunk_frames must be a multiple of {cfg.frames_per_step} for a {cfg.kind} model")
+    container = open_source(source, follow)
+    info = source_info(container)
+    header = StreamHeader(ckpt.model_id, ckpt.sha256, cfg.kind, info.width, info.height, info.fps, chunk_frames,
+                          cfg.codebook_size, cfg.num_quantizers, info.audio, key is not None,
+                          key_check(key) if key is not None else "")
+    writer = StreamWriter(out, header, key)
+    adec = AudioDecoder(info.audio) if info.audio else None
+    stats, t0 = EncodeStats(), time.perf_counter()
+    frames: list[np.ndarray] = []
+    audio: list[AudioPacket] = []
+    latest_audio = Fraction(-1)
+
+    def emit(n: int, eof: bool) -> None:
+        first = stats.frames
+        end = Fraction(first + n) / info.fps
+        send = audio[:] if eof else [p for p in audio if _packet_time(p, info.audio) < end]
+        for p in send:
+            audio.remove(p)
+            writer.write_audio(p)
+            adec.push(p)
+        stats.audio_packets += len(send)
+        pcm, rate, start = (adec.pcm, info.audio.sample_rate, adec.start or Fraction(0)) if adec else \
+            (np.zeros(0, np.float32), 16000, Fraction(0))
+        feats = frame_features(pcm, rate, start, info.fps, first, n, cfg.n_mels)
+        codes = encode_frames(model, np.stack(frames[:n]), feats)
+        perms = chunk_permutations(chunk_key(cfg.scramble_seed, stats.chunks, [p.data for p in send]),
+                                   cfg.num_quantizers, cfg.codebook_size)
+        data = encode_indices(scramble(codes, perms), cfg.codebook_size)
+        writer.write_chunk(ChunkRecord(first, n, data))
+        del frames[:n]
+        stats.frames, stats.chunks, stats.code_bytes = first + n, stats.chunks + 1, stats.code_bytes + len(data)
+        if progress:
+            progress(stats)
+
+    for item in demux(container):
+        if max_frames and stats.frames + len(frames) >= max_frames and not isinstance(item, AudioPacket):
+            continue
+        if isinstance(item, AudioPacket):
+            if max_frames and _packet_time(item, info.audio) >= Fraction(max_frames) / info.fps:
+                continue
+            audio.append(item)
+            latest_audio = max(latest_audio, _packet_time(item, info.audio))
+        else:
+            frames.append(item)
+        while len(frames) >= chunk_frames and (
+                info.audio is None or latest_audio >= Fraction(stats.frames + chunk_frames) / info.fps
+                or len(frames) >= AUDIO_LAG_CHUNKS * chunk_frames):
+            emit(chunk_frames, eof=False)
+    container.close()
+    while frames:
+        emit(min(chunk_frames, len(frames)), eof=len(frames) <= chunk_frames)
+    for p in audio:  # audio past the last frame still travels with the stream
+        writer.write_audio(p)
+        stats.audio_packets += 1
+    writer.close(stats.frames)
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def resolve_checkpoint(header: StreamHeader, checkpoint: str | Path | None) -> Checkpoint:
+    """The checkpoint a stream was encoded with, verified by its sha256."""
+    path = Path(checkpoint) if checkpoint else default_checkpoint(header.kind)
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} (the stream needs model {header.model_id!r}, sha256 "
+                              f"{header.model_sha256[:16]}...; pass it with --checkpoint)") from exc
+    if ckpt.sha256 != header.model_sha256:
+        raise CorruptStreamError(f"the stream was encoded with model {header.model_id!r} (sha256 "
+                                 f"{header.model_sha256[:16]}...), but {str(path)!r} has sha256 "
+                                 f"{ckpt.sha256[:16]}...; pass the right one with --checkpoint")
+    return ckpt
+
+
+class _VideoSink:
+    """An output file with an H.264 video stream and the stream's audio packets remuxed."""
+
+    def __init__(self, path: Path, header: StreamHeader, audio: AudioParams | None, crf: int) -> None:
+        self.path, self.tmp = path, path.with_name(f"{path.stem}.part{path.suffix}")
+        self.out = av.open(str(self.tmp), "w")
+        even = header.width % 2 == 0 and header.height % 2 == 0
+        self.video = self.out.add_stream("libx264", rate=header.fps)
+        self.video.width, self.video.height = header.width, header.height
+        self.video.pix_fmt = "yuv420p" if even else "yuv444p"
+        self.video.options = {"crf": str(crf), "preset": "veryfast"}
+        self.audio = add_audio_stream(self.out, audio) if audio else None
+        self.n = 0
+
+    def frames(self, frames: np.ndarray) -> None:
+        for f in frames:
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts = self.n
+            self.n += 1
+            self.out.mux(self.video.encode(vf))
+
+    def packet(self, p: AudioPacket, time_base: Fraction) -> None:
+        if self.audio is not None:
+            pkt = packet_to_av(p, time_base)
+            pkt.stream = self.audio
+            self.out.mux(pkt)
+
+    def close(self, ok: bool) -> None:
+        if ok:
+            self.out.mux(self.video.encode(None))
+        self.out.close()
+        if ok:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _records(reader: StreamReader) -> Iterator[ChunkRecord | AudioPacket | EndRecord]:
+    yield from reader
+
+
+def decode_stream(f: BinaryIO, out_path: str | Path | None, key: bytes | None = None,
+                  checkpoint: str | Path | None = None, crf: int = 18,
+                  on_frames: Callable[[np.ndarray], None] | None = None,
+                  audio_override: AudioOverride | None = None,
+                  progress: Callable[[int], None] | None = None) -> StreamHeader:
+    """Decode a stream chunk by chunk to a video file (and/or hand frames to ``on_frames``).
+
+    A damaged, truncated or tampered stream raises `StreamError`; the partial output is removed.
+    """
+    reader = StreamReader(f, key)
+    header = reader.header
+    ckpt = resolve_checkpoint(header, checkpoint)
+    model, cfg = ckpt.model, ckpt.model.config
+    params = audio_override.params if audio_override else header.audio
+    adec = AudioDecoder(params) if params else None
+    pending_override = list(audio_override.packets) if audio_override else []
+    sink = _VideoSink(Path(out_path), header, header.audio, crf) if out_path else None
+    since_chunk: list[AudioPacket] = []
+    ok, chunks = False, 0
+    try:
+        for rec in _records(reader):
+            if isinstance(rec, AudioPacket):
+                if sink:
+                    sink.packet(rec, header.audio.time_base)
+                if audio_override is None:
+                    since_chunk.append(rec)
+                    adec.push(rec)
+            elif isinstance(rec, ChunkRecord):
+                if audio_override is not None and params is not None:
+                    end = Fraction(rec.first_frame + rec.n_frames) / header.fps
+                    since_chunk = [p for p in pending_override if _packet_time(p, params) < end]
+                    pending_override = pending_override[len(since_chunk):]
+                    for p in since_chunk:
+                        adec.push(p)
+                pcm, rate, start = (adec.pcm, params.sample_rate, adec.start or Fraction(0)) if adec else \
+                    (np.zeros(0, np.float32), 16000, Fraction(0))
+                feats = frame_features(pcm, rate, start, header.fps, rec.first_frame, rec.n_frames, cfg.n_mels)
+                perms = chunk_permutations(chunk_key(cfg.scramble_seed, chunks, [p.data for p in since_chunk]),
+                                           cfg.num_quantizers, cfg.codebook_size)
+                try:
+                    codes = unscramble(decode_indices(rec.data), perms)
+                except EntropyError as exc:
+                    raise CorruptStreamError(f"chunk {chunks}: {exc}") from exc
+                frames = decode_codes(model, codes, feats, header.height, header.width)
+                if sink:
+                    sink.frames(frames)
+                if on_frames:
+                    on_frames(frames)
+                since_chunk, chunks = [], chunks + 1
+                if progress:
+                    progress(rec.first_frame + rec.n_frames)
+        ok = True
+    finally:
+        if sink:
+            sink.close(ok)
+    return header

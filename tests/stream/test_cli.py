@@ -1,0 +1,109 @@
+"""The typer commands: round trip, and exit 2 with a message for damaged streams and wrong keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from veil.stream.cli import decode_command, encode_command, train_codec_command
+from veil.stream.checkpoint import load_checkpoint
+
+app = typer.Typer()
+app.command("encode")(encode_command)
+app.command("decode")(decode_command)
+train_app = typer.Typer()
+train_app.command("codec")(train_codec_command)
+app.add_typer(train_app, name="train")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory, clip_path, tiny_checkpoint) -> tuple[Path, Path, Path]:
+    d = tmp_path_factory.mktemp("cli")
+    key = d / "k.key"
+    key.write_bytes(bytes(range(1, 33)))
+    plain, secret = d / "plain.veil", d / "secret.veil"
+    for out, extra in ((plain, []), (secret, ["--key", str(key)])):
+        r = runner.invoke(app, ["encode", str(clip_path), "-o", str(out), "--checkpoint", str(tiny_checkpoint), *extra])
+        assert r.exit_code == 0, r.output
+        assert "20 frames" in r.output
+    return plain, secret, key
+
+
+def decode(stream: Path, out: Path, ckpt: Path, *extra: str):
+    return runner.invoke(app, ["decode", str(stream), "-o", str(out), "--checkpoint", str(ckpt), *extra])
+
+
+def test_round_trip_with_and_without_key(encoded, tiny_checkpoint, tmp_path) -> None:
+    plain, secret, key = encoded
+    r = decode(plain, tmp_path / "a.mp4", tiny_checkpoint)
+    assert r.exit_code == 0 and "with sound" in r.output, r.output
+    r = decode(secret, tmp_path / "b.mp4", tiny_checkpoint, "--key", str(key))
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "a.mp4").stat().st_size > 1000 and (tmp_path / "b.mp4").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damaged_stream_exits_2_with_a_message(encoded, tiny_checkpoint, tmp_path, damage: str) -> None:
+    data = bytearray(encoded[0].read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+    else:
+        data = data[: len(data) * 2 // 3]
+    bad = tmp_path / "bad.veil"
+    bad.write_bytes(bytes(data))
+    r = decode(bad, tmp_path / "x.mp4", tiny_checkpoint)
+    assert r.exit_code == 2
+    assert ("checksum" in r.output) if damage == "flip" else ("truncated" in r.output)
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_wrong_or_missing_key_exits_2(encoded, tiny_checkpoint, tmp_path) -> None:
+    _, secret, _ = encoded
+    wrong = tmp_path / "wrong.key"
+    wrong.write_bytes(bytes(32))
+    r = decode(secret, tmp_path / "x.mp4", tiny_checkpoint, "--key", str(wrong))
+    assert r.exit_code == 2 and "wrong key" in r.output
+    r = decode(secret, tmp_path / "x.mp4", tiny_checkpoint)
+    assert r.exit_code == 2 and "--key" in r.output
+    r = decode(secret, tmp_path / "x.mp4", tiny_checkpoint, "--key", str(tmp_path / "nope.key"))
+    assert r.exit_code == 2 and "cannot read key file" in r.output
+
+
+def test_wrong_checkpoint_exits_2(encoded, tmp_path, clip_path, tiny) -> None:
+    other = tmp_path / "other.pt"
+    from veil.stream.checkpoint import Checkpoint, save_checkpoint
+    from veil.stream.model import CodecConfig, CodecModel
+
+    save_checkpoint(Checkpoint(CodecModel(CodecConfig(**tiny))), other)
+    r = decode(encoded[0], tmp_path / "x.mp4", other)
+    assert r.exit_code == 2 and "encoded with model" in r.output
+
+
+def test_not_a_video_exits_2(tmp_path, tiny_checkpoint) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all" * 10)
+    r = runner.invoke(app, ["encode", str(junk), "-o", str(tmp_path / "j.veil"), "--checkpoint", str(tiny_checkpoint)])
+    assert r.exit_code == 2 and "cannot open" in r.output
+    assert not (tmp_path / "j.veil").exists()
+
+
+def test_train_codec_writes_a_resumable_checkpoint(tmp_path, clip_path) -> None:
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "clip.mkv").write_bytes(clip_path.read_bytes())
+    out = tmp_path / "m.pt"
+    args = ["train", "codec", "--videos", str(videos), "-o", str(out), "--batch", "2", "--crop", "32"]
+    r = runner.invoke(app, [*args, "--steps", "25"])
+    assert r.exit_code == 0, r.output
+    assert "step 25/25" in r.output and load_checkpoint(out).step == 25
+    r = runner.invoke(app, [*args, "--steps", "50", "--resume"])
+    assert r.exit_code == 0, r.output
+    assert "step 50/50" in r.output and "step 25/50" not in r.output
+    ckpt = load_checkpoint(out)
+    assert ckpt.step == 50 and ckpt.train_config["steps"] == 50 and ckpt.model.config.kind == "f2f"
+    r = runner.invoke(app, ["train", "codec", "--videos", str(tmp_path / "none"), "-o", str(out)])
+    assert r.exit_code == 2

@@ -1,0 +1,85 @@
+"""Encode/decode files through the codec with a tiny model: audio exact, streaming, live input."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from veil.stream.checkpoint import load_checkpoint
+from veil.stream.codec import decode_stream, encode_stream
+from veil.stream.format import StreamReader, TruncatedStreamError
+from veil.stream.audio import AudioPacket
+
+
+def audio_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
+
+
+def encode(clip: Path, ckpt_path: Path, **kw) -> bytes:
+    buf = io.BytesIO()
+    encode_stream(clip, buf, load_checkpoint(ckpt_path), **kw)
+    return buf.getvalue()
+
+
+def test_audio_packets_survive_encode_and_decode_byte_for_byte(clip_path, tiny_checkpoint, tmp_path) -> None:
+    data = encode(clip_path, tiny_checkpoint)
+    source = audio_packets(clip_path)
+    assert len(source) > 10
+    in_stream = [r.data for r in StreamReader(io.BytesIO(data)) if isinstance(r, AudioPacket)]
+    assert in_stream == source
+    out = tmp_path / "rec.mp4"
+    frames: list[np.ndarray] = []
+    decode_stream(io.BytesIO(data), out, checkpoint=tiny_checkpoint, on_frames=frames.append)
+    assert audio_packets(out) == source
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].frames == 20 and c.streams.audio[0].codec_context.name == "aac"
+    assert np.concatenate(frames).shape == (20, 48, 64, 3)
+
+
+def test_encoding_is_deterministic_and_header_counts_frames(clip_path, tiny_checkpoint) -> None:
+    a, b = encode(clip_path, tiny_checkpoint), encode(clip_path, tiny_checkpoint)
+    assert a == b
+    r = StreamReader(io.BytesIO(a))
+    assert r.header.frame_count == 20 and r.header.chunk_frames == 8
+    chunks = [rec for rec in r if hasattr(rec, "first_frame")]
+    assert [(c.first_frame, c.n_frames) for c in chunks] == [(0, 8), (8, 8), (16, 4)]
+    short = encode(clip_path, tiny_checkpoint, max_frames=10)
+    assert StreamReader(io.BytesIO(short)).header.frame_count == 10
+
+
+def test_decoding_starts_before_the_stream_ends(clip_path, tiny_checkpoint, tmp_path) -> None:
+    data = encode(clip_path, tiny_checkpoint)
+    got: list[np.ndarray] = []
+    out = tmp_path / "cut.mp4"
+    with pytest.raises(TruncatedStreamError):
+        decode_stream(io.BytesIO(data[: len(data) - 200]), out, checkpoint=tiny_checkpoint, on_frames=got.append)
+    assert sum(len(g) for g in got) == 16  # the two complete chunks were decoded as they arrived
+    assert not out.exists() and not list(tmp_path.glob("*.part*"))  # no half-written output left behind
+
+
+def test_a_growing_file_encodes_like_the_finished_file(clip_path, tiny_checkpoint, tmp_path) -> None:
+    growing = tmp_path / "live.mkv"
+    payload = clip_path.read_bytes()
+    growing.write_bytes(payload[:4096])
+
+    def record() -> None:  # a recorder appending to the file while the encoder reads it
+        with open(growing, "ab") as f:
+            for start in range(4096, len(payload), 2048):
+                time.sleep(0.02)
+                f.write(payload[start:start + 2048])
+                f.flush()
+
+    writer = threading.Thread(target=record)
+    writer.start()
+    live = encode(growing, tiny_checkpoint, follow=True)
+    writer.join()
+    assert live == encode(clip_path, tiny_checkpoint)
+    shutil.rmtree(tmp_path, ignore_errors=True)
