@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -28,7 +28,7 @@ import torch
 from veil.stream.audio import AudioDecoder, AudioPacket, AudioParams, add_audio_stream, frame_features, packet_to_av
 from veil.stream.checkpoint import Checkpoint, CheckpointError, default_checkpoint, load_checkpoint
 from veil.stream.entropy import EntropyError, decode_indices, encode_indices
-from veil.stream.format import (ChunkRecord, CorruptStreamError, EndRecord, StreamHeader, StreamReader,
+from veil.stream.format import (ChunkRecord, CorruptStreamError, StreamHeader, StreamReader,
                                 StreamWriter, key_check)
 from veil.stream.keying import chunk_key, chunk_permutations, scramble, unscramble
 from veil.stream.media import demux, open_source, source_info
@@ -90,8 +90,7 @@ def decode_codes(model: CodecModel, indices: np.ndarray, feats: np.ndarray, heig
         feats = np.concatenate([feats, np.repeat(feats[-1:], extra, 0)])
     a = torch.from_numpy(feats).reshape(-1, per, feats.shape[-1])
     idx = torch.from_numpy(indices).reshape(a.shape[0], -1, *indices.shape[1:])
-    out = model.decode_codes(idx, a).reshape(-1, 3, *idx.shape[2:4] * 0 + torch.Size([idx.shape[2] * 4, idx.shape[3] * 4]))
-    out = out[:n, :, :height, :width]
+    out = model.decode_codes(idx, a).flatten(0, 1)[:n, :, :height, :width]
     return (out.permute(0, 2, 3, 1) * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
 
 
@@ -220,10 +219,6 @@ class _VideoSink:
             self.tmp.unlink(missing_ok=True)
 
 
-def _records(reader: StreamReader) -> Iterator[ChunkRecord | AudioPacket | EndRecord]:
-    yield from reader
-
-
 def decode_stream(f: BinaryIO, out_path: str | Path | None, key: bytes | None = None,
                   checkpoint: str | Path | None = None, crf: int = 18,
                   on_frames: Callable[[np.ndarray], None] | None = None,
@@ -244,7 +239,7 @@ def decode_stream(f: BinaryIO, out_path: str | Path | None, key: bytes | None = 
     since_chunk: list[AudioPacket] = []
     ok, chunks = False, 0
     try:
-        for rec in _records(reader):
+        for rec in reader:
             if isinstance(rec, AudioPacket):
                 if sink:
                     sink.packet(rec, header.audio.time_base)

@@ -1,0 +1,6 @@
+"""Privacy-preserving streaming codec (cycle-VQ-VAE): ``veil encode`` / ``veil decode``.
+
+`veil.stream.codec` encodes a video into a .veil stream (`veil.stream.format`) of entropy-coded
+(`veil.stream.entropy`), audio-keyed (`veil.stream.keying`) code indices of an audio-conditioned
+VQ-VAE (`veil.stream.model`), with the video's own audio packets (`veil.stream.audio`).
+"""
