@@ -47,8 +47,11 @@ class _SeparableConv(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = pad_same(x, (3, 3), (self.stride, self.stride))
-        x = F.conv2d(x, self.depthwise.to(x.dtype), stride=self.stride, groups=x.shape[1])
+        if self.stride == 1:  # symmetric "same": let the conv pad (F.pad copies)
+            x = F.conv2d(x, self.depthwise.to(x.dtype), padding=1, groups=x.shape[1])
+        else:
+            x = pad_same(x, (3, 3), (self.stride, self.stride))
+            x = F.conv2d(x, self.depthwise.to(x.dtype), stride=self.stride, groups=x.shape[1])
         return F.conv2d(x, self.pointwise.to(x.dtype), self.bias.to(x.dtype))
 
 
@@ -108,11 +111,13 @@ class ExpressionNet(nn.Module):
             paths = fetch_many(["faceapi/face_expression_model-weights_manifest.json",
                                 "faceapi/face_expression_model.bin"])
             manifest = paths["faceapi/face_expression_model-weights_manifest.json"]
-        return cls(load_weights_manifest(manifest)).eval()
+        return cls(load_weights_manifest(manifest)).eval().to(memory_format=torch.channels_last)
 
     def logits(self, crops: torch.Tensor) -> torch.Tensor:
         if crops.dim() != 4 or crops.shape[1] != 3:
             raise ValueError(f"expected crops of shape (B, 3, 112, 112), got {tuple(crops.shape)}")
+        # channels-last runs oneDNN's fast (depthwise) convolutions on CPU: 2-4x faster here
+        crops = crops.contiguous(memory_format=torch.channels_last)
         x = (crops - self.mean.to(crops.dtype)) / 255.0
         for block in self.blocks:
             x = block(x)

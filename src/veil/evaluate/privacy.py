@@ -1,0 +1,141 @@
+"""What a protection hides: faces still found, identities still matched.
+
+- :func:`matches_after` says, for each face of the original, whether a detector still finds a
+  face at the same place in the protected frame (IoU of the boxes >= ``iou_threshold``).
+- :class:`IdentityModel` wraps a recognizer with its aligned crop and its own same-person
+  threshold; :func:`describe` turns frames + landmarks into descriptors in batches.
+- :func:`reidentified` compares a protected face's descriptor to the original face's: the
+  protection failed for that face when the distance is under the recognizer's threshold.
+
+The protected face is cropped at the *original's* landmarks: the attacker is granted a perfect
+alignment, the strongest case, and a face that no detector finds any more is still judged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from veil.align import EXPRESSION_CROP, FACERES_CROP, RECOGNIZER_CROP, CropSpec, crop_faces
+from veil.errors import InputError
+
+__all__ = [
+    "IdentityModel",
+    "RECOGNIZERS",
+    "get_recognizer",
+    "get_expression_model",
+    "box_iou",
+    "matches_after",
+    "describe",
+    "reidentified",
+]
+
+
+@dataclass
+class IdentityModel:
+    """A recognizer as evaluate uses it."""
+
+    name: str
+    net: nn.Module
+    crop: CropSpec
+    threshold: float
+
+
+def _dlib() -> IdentityModel:
+    from veil.models.recognizer import FaceRecognizer
+
+    net = FaceRecognizer.pretrained()
+    return IdentityModel("dlib", net, RECOGNIZER_CROP, net.threshold)
+
+
+def _faceres() -> IdentityModel:
+    from veil.models.faceres import FaceRes
+
+    net = FaceRes.pretrained()
+    return IdentityModel("faceres", net, FACERES_CROP, net.threshold)
+
+
+RECOGNIZERS: dict[str, Callable[[], IdentityModel]] = {"dlib": _dlib, "faceres": _faceres}
+"""Recognizers ``veil evaluate --recognizer`` can use: dlib's ResNet (the cloak's target) and
+Human's faceres (a different network, for transfer)."""
+
+
+@lru_cache(maxsize=None)
+def get_recognizer(name: str) -> IdentityModel:
+    """A recognizer by name, loaded once per process."""
+    if name not in RECOGNIZERS:
+        raise InputError(f"unknown recognizer {name!r}; choose from: {', '.join(RECOGNIZERS)}")
+    return RECOGNIZERS[name]()
+
+
+@lru_cache(maxsize=None)
+def get_expression_model() -> IdentityModel:
+    """The expression classifier, wrapped like a recognizer (its output: 7 probabilities)."""
+    from veil.models.expression import ExpressionNet
+
+    return IdentityModel("expression", ExpressionNet.pretrained(), EXPRESSION_CROP, float("nan"))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise intersection over union.
+
+    Shape:
+        a: (N, 4), b: (M, 4) xyxy -> (N, M)
+    """
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    tl = np.maximum(a[:, None, :2], b[None, :, :2])
+    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(br - tl, 0, None).prod(-1)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
+    union = area_a[:, None] + area_b[None] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def matches_after(original_boxes: np.ndarray, detected_boxes: np.ndarray, iou_threshold: float = 0.3) -> np.ndarray:
+    """For each original face, whether a detection in the protected frame overlaps it.
+
+    Shape:
+        original_boxes: (N, 4), detected_boxes: (M, 4) -> (N,) bool
+    """
+    if len(original_boxes) == 0 or len(detected_boxes) == 0:
+        return np.zeros(len(original_boxes), bool)
+    return box_iou(original_boxes, detected_boxes).max(axis=1) >= iou_threshold
+
+
+def describe(model: IdentityModel, frames: list[np.ndarray], landmarks: list[np.ndarray],
+             batch_size: int = 32) -> np.ndarray:
+    """Run a model on the aligned crops of the given faces.
+
+    Shape:
+        frames: list of (H, W, 3) uint8, landmarks: list of (N_i, 5, 2), one per frame
+        -> (sum N_i, D) float32, faces in frame order
+    """
+    crops = [crop_faces(f, lm, model.crop) for f, lm in zip(frames, landmarks) if len(lm)]
+    if not crops:
+        return np.zeros((0, 0), np.float32)
+    stacked = np.concatenate(crops)
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(stacked), batch_size):
+            x = torch.from_numpy(stacked[i:i + batch_size]).permute(0, 3, 1, 2).float()
+            out.append(model.net(x).numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def reidentified(original: np.ndarray, protected: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Descriptor distances and whether each protected face still matches its original.
+
+    Shape:
+        original, protected: (N, D) -> distances (N,), matched (N,) bool
+    """
+    if len(original) == 0:
+        return np.zeros(0, np.float32), np.zeros(0, bool)
+    dist = np.linalg.norm(original - protected, axis=-1)
+    return dist.astype(np.float32), dist < threshold
