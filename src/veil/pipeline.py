@@ -41,7 +41,7 @@ class ProtectOptions:
     detector: str = "centerface"
     threshold: float | None = None
     detect_size: int | None = 640
-    batch_size: int = 4
+    batch_size: int = 1
     on_detection_error: str = "mask"  # "mask": write the frame fully masked; "stop": fail the video
     seed: int = 0
     dry_run: bool = False

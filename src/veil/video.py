@@ -157,6 +157,10 @@ class VideoReader:
                         time_base=Fraction(frame.time_base or self.info.time_base), index=index)
             index += 1
             frame = self._next_frame(index)
+        # A file cut short often decodes without an error, just fewer frames than its index lists.
+        if self.info.frame_count and index < self.info.frame_count - 1:
+            raise VideoOpenError(f"{str(self.path)!r} is truncated: it lists {self.info.frame_count} frames "
+                                 f"but only {index} could be decoded")
 
     def close(self) -> None:
         self._container.close()

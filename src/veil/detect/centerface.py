@@ -62,6 +62,8 @@ class CenterFace:
         self.detect_size = detect_size
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        # Spinning worker threads burn the cores that decoding and encoding need meanwhile.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = threads
         self._session = ort.InferenceSession(str(centerface_path()), opts, providers=["CPUExecutionProvider"])

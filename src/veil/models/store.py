@@ -30,6 +30,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from veil.errors import VeilError
+
 __all__ = [
     "Artifact",
     "Package",
@@ -44,7 +46,7 @@ __all__ = [
 ]
 
 
-class StoreError(RuntimeError):
+class StoreError(VeilError):
     """A pinned file could not be fetched or failed verification."""
 
 

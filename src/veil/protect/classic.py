@@ -94,7 +94,7 @@ def mosaic(crop: np.ndarray, block: int) -> np.ndarray:
 class Mosaic(_Masked):
     """Pixelation: `blocks` cells across the face, or fixed `block_pixels` (the QM-VAE paper's 8)."""
 
-    blocks: int = 8
+    blocks: int = 5
     block_pixels: int | None = None
 
     def transform(self, crop: np.ndarray, face_size: float, rng: np.random.Generator) -> np.ndarray:

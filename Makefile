@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine:
+#   make demo   set up (venv, install, models) and protect the built-in sample video
+#   make test   set up the same way and run the whole test suite
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup models demo test test-slow bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned: the CPU build; nothing installed after it may replace it.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+models: setup
+	$(BIN)/veil models pull --all
+
+demo: models
+	$(BIN)/veil demo
+
+test: models
+	$(BIN)/python -m pytest -q
+
+test-slow: models
+	VEIL_SLOW=1 $(BIN)/python -m pytest -q
+
+bench: models
+	$(BIN)/python bench/protect_speed.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

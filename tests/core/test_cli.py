@@ -1,0 +1,158 @@
+"""`veil protect` from the command line: exit codes, messages, folders, JSON, dry run, fail closed."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from veil.cli import app
+from veil.detect.base import register_detector, _REGISTRY
+from veil.faces import Faces
+from veil.video import probe, read_frames
+
+from conftest import synthetic_frames
+
+runner = CliRunner()
+
+
+def veil(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def face_clip(media, tmp_path):
+    path = tmp_path / "face.mp4"
+    shutil.copy(media("single_face.mp4"), path)
+    return path
+
+
+def test_protect_writes_output_and_json_summary(face_clip, tmp_path):
+    result = veil("protect", face_clip, "-o", tmp_path / "safe.mp4", "--json", tmp_path / "s.json", "-q")
+    assert result.exit_code == 0, result.output
+    assert probe(tmp_path / "safe.mp4").frame_count == 72
+    data = json.loads((tmp_path / "s.json").read_text())
+    f = data["files"][0]
+    for key in ("input", "output", "method", "detector", "frames", "faces_per_frame", "tracks", "frames_filled",
+                "faces_filled", "frames_masked_on_error", "seconds", "fps_processed", "audio_streams_copied"):
+        assert key in f
+    assert f["frames"] == 72 and len(f["faces_per_frame"]) == 72 and f["tracks"] >= 1
+    assert data["totals"]["files"] == 1 and data["failed"] == []
+
+
+def test_default_output_name_is_beside_the_input(face_clip):
+    assert veil("protect", face_clip, "-q").exit_code == 0
+    assert (face_clip.parent / "face_protected.mp4").is_file()
+
+
+def test_dry_run_writes_no_video(face_clip, tmp_path):
+    result = veil("protect", face_clip, "--dry-run", "--json", tmp_path / "s.json", "-q")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.mp4", "s.json"]
+    assert json.loads((tmp_path / "s.json").read_text())["files"][0]["faces"] >= 72
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("zero.mp4", b"", "empty"),
+    ("text.mp4", b"this is a text file\n" * 10, "not a readable video"),
+])
+def test_bad_input_exit_2_one_line_no_output(tmp_path, name, content, message):
+    src = tmp_path / name
+    src.write_bytes(content)
+    result = veil("protect", src, "-o", tmp_path / "out.mp4", "-q")
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_truncated_input_exit_2(media, tmp_path):
+    src = tmp_path / "cut.mp4"
+    src.write_bytes(media("WolfgangLanger_Pexels.mp4").read_bytes()[:200_000])
+    result = veil("protect", src, "-o", tmp_path / "out.mp4", "-q")
+    assert result.exit_code == 2 and "cut.mp4" in result.output
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_missing_input_and_same_path(face_clip, tmp_path):
+    assert veil("protect", tmp_path / "nope.mp4", "-o", tmp_path / "o.mp4").exit_code == 2
+    before = face_clip.read_bytes()
+    result = veil("protect", face_clip, "-o", face_clip)
+    assert result.exit_code == 2 and "input itself" in result.output
+    assert face_clip.read_bytes() == before
+
+
+def test_unwritable_output_folder_is_exit_2(face_clip, tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file where a folder should be")
+    result = veil("protect", face_clip, "-o", blocker / "out.mp4", "-q")
+    assert result.exit_code == 2 and "cannot" in result.output
+
+
+def test_bad_option_is_exit_2(face_clip, tmp_path):
+    assert veil("protect", face_clip, "-o", tmp_path / "o.mp4", "--method", "nope").exit_code == 2
+    assert veil("protect", face_clip, "-o", tmp_path / "o.mp4", "-O", "nonsense=1").exit_code == 2
+    assert veil("protect", face_clip, "-o", tmp_path / "o.mp4", "--mask-scale", "-2").exit_code == 2
+
+
+def test_folder_is_mirrored_bad_files_reported_others_done(face_clip, clip, tmp_path):
+    root = tmp_path / "archive"
+    (root / "a" / "b").mkdir(parents=True)
+    shutil.copy(face_clip, root / "one.mp4")
+    clip("two.mkv", synthetic_frames(8))
+    shutil.move(tmp_path / "two.mkv", root / "a" / "b" / "two.mkv")
+    (root / "a" / "broken.mp4").write_bytes(b"")
+    (root / "a" / "notes.txt").write_text("not a video")
+    result = veil("protect", root, "-o", tmp_path / "safe", "--method", "mosaic", "-q")
+    assert result.exit_code == 2
+    assert "broken.mp4" in result.output and "notes.txt" in result.output
+    produced = sorted(str(p.relative_to(tmp_path / "safe")) for p in (tmp_path / "safe").rglob("*") if p.is_file())
+    assert produced == ["a/b/two.mkv", "one.mp4"]
+
+
+def test_folder_without_output_folder_is_exit_2(tmp_path):
+    (tmp_path / "d").mkdir()
+    assert veil("protect", tmp_path / "d").exit_code == 2
+
+
+@pytest.fixture
+def broken_detector():
+    @register_detector("broken-for-test")
+    class Broken:
+        name = "broken-for-test"
+
+        def __init__(self, **_: object) -> None:
+            pass
+
+        def detect(self, image):
+            return self.detect_batch([image])[0]
+
+        def detect_batch(self, images):
+            raise RuntimeError("simulated detector crash")
+
+    yield
+    del _REGISTRY["broken-for-test"]
+
+
+def test_detection_failure_masks_the_whole_frame(broken_detector, clip, tmp_path):
+    src = clip("in.mkv", synthetic_frames(6))
+    result = veil("protect", src, "-o", tmp_path / "out.mkv", "--detector", "broken-for-test",
+                  "--json", tmp_path / "s.json", "-q")
+    assert result.exit_code == 0, result.output
+    for frame in read_frames(tmp_path / "out.mkv"):
+        assert frame.max() <= 2  # black, up to codec rounding: nothing of the original is shown
+    assert json.loads((tmp_path / "s.json").read_text())["files"][0]["frames_masked_on_error"] == 6
+
+
+def test_detection_failure_can_stop_the_run(broken_detector, clip, tmp_path):
+    src = clip("in.mkv", synthetic_frames(6))
+    result = veil("protect", src, "-o", tmp_path / "out.mkv", "--detector", "broken-for-test", "--on-error", "stop", "-q")
+    assert result.exit_code == 1 and "simulated detector crash" in result.output
+    assert not (tmp_path / "out.mkv").exists()
+    assert not list(tmp_path.glob(".out*"))  # no temporary file left behind
+
+
+def test_models_list_and_version():
+    result = veil("models", "list")
+    assert result.exit_code == 0 and "mtcnn/pnet.pt" in result.output and "facenet-pytorch" in result.output
+    assert veil("version").exit_code == 0

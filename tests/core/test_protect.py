@@ -1,0 +1,140 @@
+"""Protections on real faces: the face changes strongly, nothing outside the mask changes, and
+after blur / mosaic / solid neither detector finds the face any more."""
+
+import cv2
+import numpy as np
+import pytest
+
+import veil
+from veil.detect import get_detector
+from veil.errors import InputError
+from veil.faces import Faces
+from veil.protect import ProtectState, face_mask, get_protector, protector_names
+from veil.protect.classic import eye_band, mosaic
+from veil.video import read_frames
+
+CLASSIC = ["blur", "mosaic", "solid", "noise", "cartoon"]
+PHOTOS = ["obama.jpg", "biden.jpg", "0-f15-hao-ph.jpg", "multi_face.jpg"]
+
+
+@pytest.fixture(scope="module")
+def detectors():
+    return [get_detector("centerface", detect_size=None), get_detector("mtcnn", detect_size=None)]
+
+
+@pytest.fixture(scope="module")
+def faces_of(detectors, load_rgb):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            image = load_rgb(name)
+            cache[name] = (image, detectors[0].detect(image))
+        return cache[name]
+
+    return get
+
+
+def test_registry_has_the_classic_methods():
+    assert set(CLASSIC + ["blindfold"]) <= set(protector_names())
+
+
+@pytest.mark.parametrize("method", CLASSIC)
+def test_face_changes_and_outside_is_untouched(faces_of, method):
+    image, faces = faces_of("obama.jpg")
+    out = get_protector(method)(image, faces, ProtectState())
+    mask = face_mask(image.shape, faces, mask_scale=1.3)
+    np.testing.assert_array_equal(out[~mask], image[~mask])
+    x1, y1, x2, y2 = faces.boxes[0].astype(int)
+    change = np.abs(out[y1:y2, x1:x2].astype(int) - image[y1:y2, x1:x2].astype(int)).mean()
+    assert change > 15, f"{method} changed the face by only {change:.1f} levels"
+
+
+def test_blindfold_blacks_out_exactly_the_eye_band(faces_of):
+    image, faces = faces_of("obama.jpg")
+    out = get_protector("blindfold")(image, faces, ProtectState())
+    band = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillConvexPoly(band, np.round(eye_band(faces.landmarks[0])).astype(np.int32), 1)
+    band = band.astype(bool)
+    assert (out[band] == 0).all()
+    np.testing.assert_array_equal(out[~band], image[~band])
+    for eye in faces.landmarks[0][:2].astype(int):
+        assert band[eye[1], eye[0]]
+
+
+@pytest.mark.parametrize("method", ["blur", "mosaic", "solid"])
+@pytest.mark.parametrize("photo", PHOTOS)
+def test_detectors_find_no_face_after_protection(detectors, faces_of, method, photo):
+    image, faces = faces_of(photo)
+    assert len(faces) >= 1
+    out = get_protector(method)(image, faces, ProtectState())
+    for det in detectors:
+        found = det.detect(out)
+        # A face found after protection would have to overlap an original face.
+        from veil.detect.track import iou_matrix
+        overlap = iou_matrix(found.boxes, faces.boxes)
+        assert not (overlap > 0.3).any(), f"{det.name} still finds a face after {method} on {photo}"
+
+
+def test_no_faces_means_an_identical_frame(load_rgb):
+    image = load_rgb("free-mountain-vector-01.jpg")
+    for method in CLASSIC + ["blindfold"]:
+        np.testing.assert_array_equal(get_protector(method)(image, Faces.empty(), ProtectState()), image)
+
+
+def test_noise_is_deterministic_for_a_seed(faces_of):
+    image, faces = faces_of("obama.jpg")
+    noise = get_protector("noise")
+    a = noise(image, faces, ProtectState(seed=1))
+    b = noise(image, faces, ProtectState(seed=1))
+    c = noise(image, faces, ProtectState(seed=2))
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).any()
+
+
+def test_laplace_noise_has_the_requested_scale(faces_of):
+    image, faces = faces_of("biden.jpg")
+    flat = np.full_like(image, 128)
+    out = get_protector("noise", noise_scale=10.0)(flat, faces, ProtectState())
+    mask = face_mask(image.shape, faces)
+    diff = out[mask].astype(float) - 128
+    # Laplace(0, b): mean absolute deviation is b.
+    assert np.abs(diff).mean() == pytest.approx(10.0, rel=0.05)
+
+
+def test_mosaic_cells_are_block_means():
+    crop = np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3)
+    out = mosaic(crop, 8)
+    for y in (0, 8):
+        for x in (0, 8):
+            cell = crop[y:y + 8, x:x + 8].reshape(-1, 3).mean(0)
+            assert np.abs(out[y:y + 8, x:x + 8].reshape(-1, 3) - cell).max() <= 1
+
+
+def test_mosaic_fixed_block_pixels_as_in_the_qmvae_paper(faces_of):
+    image, faces = faces_of("obama.jpg")
+    out = get_protector("mosaic", block_pixels=8, mask_shape="box")(image, faces, ProtectState())
+    row = out[int(faces.boxes[0, 1]) + 40, int(faces.boxes[0, 0]) + 16:int(faces.boxes[0, 0]) + 120]
+    runs = np.count_nonzero(np.any(np.diff(row.astype(int), axis=0) != 0, axis=1))
+    assert runs <= (120 - 16) // 8 + 1
+
+
+@pytest.mark.parametrize("options", [{"mask_scale": -1}, {"mask_shape": "star"}])
+def test_bad_options_are_input_errors(options):
+    with pytest.raises(InputError):
+        get_protector("blur", **options)
+
+
+def test_unknown_method_lists_the_choices():
+    with pytest.raises(InputError, match="blur"):
+        get_protector("nope")
+
+
+def test_protected_video_shows_no_face_to_the_thorough_detector(media, tmp_path):
+    summary = veil.protect(media("single_face.mp4"), tmp_path / "out.mp4", method="blur")
+    assert summary.frames == 72 and summary.faces >= 72
+    # A different, slower detector than the one that placed the masks, on every other frame.
+    thorough = get_detector("mtcnn", detect_size=None, min_face=40)
+    frames = list(read_frames(tmp_path / "out.mp4"))[::2]
+    leaked = [i for i, f in enumerate(frames) if len(thorough.detect(f))]
+    assert leaked == []

@@ -1,0 +1,149 @@
+"""Video I/O: exact frames after a lossless round trip, audio copied byte for byte, timestamps,
+metadata, odd sizes, rotation, and bad input."""
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+import veil
+from veil.errors import OutputError, VideoOpenError
+from veil.video import EncodeOptions, VideoReader, probe, read_frames, write_frames
+
+from conftest import synthetic_frames
+
+LOSSLESS = EncodeOptions(codec="ffv1", crf=None, preset=None, pix_fmt="bgr0")
+
+
+def _audio_packets(path):
+    with av.open(str(path)) as c:
+        return [(bytes(p), p.pts, p.dts) for p in c.demux(c.streams.audio[0]) if p.size]
+
+
+def _video_pts(path):
+    with av.open(str(path)) as c:
+        return [f.pts for f in c.decode(video=0)]
+
+
+def test_lossless_round_trip_gives_identical_frames(clip, tmp_path):
+    frames = synthetic_frames(10)
+    src = clip("in.mkv", frames)
+    assert [f.tolist() for f in read_frames(src)] == [f.tolist() for f in frames]
+    out = write_frames(tmp_path / "out.mkv", read_frames(src), Fraction(25), options=LOSSLESS)
+    got = list(read_frames(out))
+    assert len(got) == len(frames)
+    for a, b in zip(got, frames):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_protect_copies_audio_packets_byte_for_byte(clip, tmp_path):
+    src = clip("tone.mp4", synthetic_frames(25), codec="libx264", pix_fmt="yuv420p", tone_hz=440.0)
+    summary = veil.protect(src, tmp_path / "out.mp4", method="blur")
+    assert summary.audio_streams_copied == 1
+    before, after = _audio_packets(src), _audio_packets(tmp_path / "out.mp4")
+    assert len(before) > 20
+    assert after == before
+
+
+def test_no_audio_drops_the_sound(clip, tmp_path):
+    src = clip("tone.mp4", synthetic_frames(10), codec="libx264", pix_fmt="yuv420p", tone_hz=440.0)
+    veil.protect(src, tmp_path / "out.mp4", keep_audio=False)
+    assert probe(tmp_path / "out.mp4").audio_streams == 0
+
+
+def test_variable_frame_rate_timestamps_are_kept(clip, tmp_path):
+    pts = [0, 33, 80, 100, 167, 200, 290, 300, 333, 480]
+    src = clip("vfr.mkv", synthetic_frames(len(pts)), pts=pts, time_base=Fraction(1, 1000))
+    veil.protect(src, tmp_path / "out.mkv", codec="ffv1", crf=None, preset=None, pix_fmt="bgr0")
+    assert _video_pts(src) == pts
+    assert _video_pts(tmp_path / "out.mkv") == pts
+
+
+def test_frame_rate_and_count_are_kept(media, tmp_path):
+    src = media("WolfgangLanger_Pexels.mp4")
+    veil.protect(src, tmp_path / "out.mp4", method="solid")
+    a, b = probe(src), probe(tmp_path / "out.mp4")
+    assert b.fps == a.fps == Fraction(24000, 1001)
+    assert b.frame_count == a.frame_count == 472
+    assert _video_pts(tmp_path / "out.mp4") == _video_pts(src)
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_metadata_dropped_unless_kept(clip, tmp_path, keep):
+    meta = {"title": "holiday", "comment": "Pixel 7 Pro", "artist": "someone"}
+    src = clip("meta.mp4", synthetic_frames(6), codec="libx264", pix_fmt="yuv420p", metadata=meta)
+    with av.open(str(src)) as c:
+        assert c.metadata.get("title") == "holiday"
+    veil.protect(src, tmp_path / "out.mp4", keep_metadata=keep)
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        tags = dict(c.metadata)
+        tags.update(c.streams.video[0].metadata)
+    if keep:
+        assert tags.get("title") == "holiday" and tags.get("comment") == "Pixel 7 Pro"
+    else:
+        assert not {"title", "comment", "artist", "encoder", "creation_time"} & set(tags)
+
+
+def test_odd_size_is_kept_without_stretching(clip, tmp_path):
+    frames = synthetic_frames(5, width=97, height=63)
+    src = clip("odd.mkv", frames)
+    out = veil.protect(src, tmp_path / "out.mp4")
+    info = probe(out.output)
+    assert (info.width, info.height) == (97, 63)
+    got = next(read_frames(out.output))
+    assert np.abs(got.astype(int) - frames[0].astype(int)).mean() < 6  # codec noise only
+
+
+def test_rotation_is_applied_so_output_displays_the_same(clip, tmp_path):
+    frames = synthetic_frames(4, width=80, height=48)
+    src = clip("rot.mkv", frames, rotation=90)
+    with VideoReader(src) as reader:
+        assert reader.info.rotation == 90
+        assert (reader.info.width, reader.info.height) == (48, 80)
+        got = [f.image for f in reader]
+    np.testing.assert_array_equal(got[0], np.rot90(frames[0], k=1))
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a video\n", b"\x00" * 4096])
+def test_unreadable_files_raise_a_clear_error(tmp_path, content):
+    path = tmp_path / "bad.mp4"
+    path.write_bytes(content)
+    with pytest.raises(VideoOpenError, match="bad.mp4"):
+        probe(path)
+
+
+def test_truncated_file_is_an_input_error(media, tmp_path):
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(media("single_face.mp4").read_bytes()[:60_000])
+    with pytest.raises(VideoOpenError):
+        veil.protect(path, tmp_path / "out.mp4")
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    path = tmp_path / "sound.m4a"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("aac", rate=44100)
+        s.layout = "mono"
+        af = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt", layout="mono")
+        af.sample_rate, af.pts = 44100, 0
+        for p in list(s.encode(af)) + list(s.encode(None)):
+            out.mux(p)
+    with pytest.raises(VideoOpenError, match="no video stream"):
+        probe(path)
+
+
+def test_input_is_never_overwritten(clip):
+    src = clip("same.mkv")
+    before = src.read_bytes()
+    with pytest.raises(OutputError, match="input itself"):
+        veil.protect(src, src)
+    assert src.read_bytes() == before
+
+
+def test_failed_write_leaves_no_file(clip, tmp_path):
+    src = clip("x.mkv")
+    with pytest.raises(OutputError):
+        veil.protect(src, tmp_path / "out.mp4", codec="no-such-codec")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.mkv"]
