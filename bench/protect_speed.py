@@ -1,0 +1,125 @@
+"""Speed and faces missed: `veil protect --method blur` against deface and a plain transcode.
+
+All three run in this one process run, on the same real clips, as whole commands (start-up and
+model loading included): veil's CLI, deface's CLI (installed with --no-deps in its own virtual
+environment under bench/.venv-deface, OpenCV back end), and a PyAV decode + libx264 encode with
+veil's encoder settings (the ceiling: what any tool that re-encodes the video must pay).
+
+Faces missed: a frame counts when a thorough detector setting (MTCNN at full resolution plus
+CenterFace at full resolution and a low threshold) finds a face in the ORIGINAL frame and still
+finds one overlapping it in the PROTECTED frame.
+
+    python bench/protect_speed.py            # writes bench/results/protect_speed.md
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+import venv
+from pathlib import Path
+
+import numpy as np
+
+from veil.detect import get_detector
+from veil.detect.track import iou_matrix
+from veil.faces import Faces
+from veil.models.store import fetch
+from veil.video import probe, read_frames
+
+HERE = Path(__file__).resolve().parent
+DEFACE_ENV = HERE / ".venv-deface"
+CLIPS = ["single_face.mp4", "WolfgangLanger_Pexels.mp4"]
+TRANSCODE = """
+import sys, av
+src, dst = sys.argv[1], sys.argv[2]
+with av.open(src) as i, av.open(dst, "w") as o:
+    s = i.streams.video[0]; s.thread_type = "AUTO"
+    v = o.add_stream("libx264", rate=s.average_rate, options={"crf": "18", "preset": "veryfast"})
+    v.width, v.height, v.pix_fmt = s.codec_context.width, s.codec_context.height, "yuv420p"
+    for f in i.decode(s):
+        f.pict_type = None
+        for p in v.encode(f.reformat(format="yuv420p")): o.mux(p)
+    for p in v.encode(None): o.mux(p)
+"""
+
+
+def deface_bin() -> Path:
+    exe = DEFACE_ENV / "bin" / "deface"
+    if exe.exists():
+        return exe
+    venv.create(DEFACE_ENV, with_pip=True)
+    pip = [str(DEFACE_ENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    subprocess.run(pip + ["--no-deps", "deface==1.5.0"], check=True)
+    subprocess.run(pip + ["imageio>=2.25", "imageio-ffmpeg>=0.4.6", "tqdm", "scikit-image",
+                          "opencv-python-headless<5", "numpy"], check=True)
+    return exe
+
+
+def timed(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {proc.stderr[-2000:]}")
+    return seconds
+
+
+class Thorough:
+    """The slower, more thorough detector setting used as the judge."""
+
+    def __init__(self) -> None:
+        self.detectors = [get_detector("mtcnn", detect_size=None),
+                          get_detector("centerface", detect_size=None, threshold=0.2)]
+
+    def __call__(self, image: np.ndarray) -> Faces:
+        return Faces.concatenate([d.detect(image) for d in self.detectors])
+
+
+def missed(judge: Thorough, original: Path, protected: Path) -> tuple[int, int]:
+    """(frames with a face in the original, frames where the protected video still shows one)."""
+    with_face = leaked = 0
+    for a, b in zip(read_frames(original), read_frames(protected)):
+        faces = judge(a)
+        if len(faces) == 0:
+            continue
+        with_face += 1
+        found = judge(b)
+        leaked += int((iou_matrix(found.boxes, faces.boxes) > 0.3).any())
+    return with_face, leaked
+
+
+def main() -> None:
+    veil_cmd = [str(Path(sys.executable).with_name("veil"))]
+    deface = str(deface_bin())
+    judge = Thorough()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in CLIPS:
+            clip = fetch(f"media/{name}")
+            frames = probe(clip).frame_count
+            out_veil, out_deface, out_x264 = (Path(tmp) / f"{k}_{name}" for k in ("veil", "deface", "x264"))
+            t_veil = timed(veil_cmd + ["protect", str(clip), "-o", str(out_veil), "--method", "blur", "-q"])
+            t_deface = timed([deface, str(clip), "-o", str(out_deface), "--backend", "opencv"])
+            t_x264 = timed([sys.executable, "-c", TRANSCODE, str(clip), str(out_x264)])
+            faces_v, missed_v = missed(judge, clip, out_veil)
+            _, missed_d = missed(judge, clip, out_deface)
+            rows.append((name, frames, frames / t_veil, frames / t_deface, frames / t_x264, faces_v, missed_v, missed_d))
+    header = ("| clip | frames | veil fps | deface fps | transcode fps | veil / deface | veil / transcode "
+              "| frames with a face | missed by veil | missed by deface |")
+    lines = [header, "|" + "---|" * 10]
+    for name, n, v, d, x, f, mv, md in rows:
+        lines.append(f"| {name} | {n} | {v:.1f} | {d:.1f} | {x:.1f} | {v / d:.2f}x | {v / x:.2f} | {f} | {mv} | {md} |")
+    table = "\n".join(lines)
+    print(table)
+    results = HERE / "results"
+    results.mkdir(exist_ok=True)
+    (results / "protect_speed.md").write_text(
+        "Made by `python bench/protect_speed.py` (2 CPU cores, no GPU; whole commands timed, model loading included).\n\n"
+        + table + "\n")
+
+
+if __name__ == "__main__":
+    main()
