@@ -2,6 +2,9 @@
 
 - :func:`matches_after` says, for each face of the original, whether a detector still finds a
   face at the same place in the protected frame (IoU of the boxes >= ``iou_threshold``).
+  :func:`detect_around` runs the detector only on a square region around each original face
+  (twice the face, resized to 256 px): it asks about that face alone, at a quarter of the cost
+  of a 640x360 frame.
 - :class:`IdentityModel` wraps a recognizer with its aligned crop and its own same-person
   threshold; :func:`describe` turns frames + landmarks into descriptors in batches.
 - :func:`reidentified` compares a protected face's descriptor to the original face's: the
@@ -31,6 +34,8 @@ __all__ = [
     "get_expression_model",
     "box_iou",
     "matches_after",
+    "face_regions",
+    "detect_around",
     "describe",
     "reidentified",
 ]
@@ -107,6 +112,43 @@ def matches_after(original_boxes: np.ndarray, detected_boxes: np.ndarray, iou_th
     if len(original_boxes) == 0 or len(detected_boxes) == 0:
         return np.zeros(len(original_boxes), bool)
     return box_iou(original_boxes, detected_boxes).max(axis=1) >= iou_threshold
+
+
+def face_regions(boxes: np.ndarray, context: float = 2.0) -> np.ndarray:
+    """Square regions centred on the faces, ``context`` times the longer side of each box.
+
+    Shape:
+        boxes: (N, 4) xyxy -> (N, 3) (x0, y0, side)
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    side = context * np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    return np.stack([cx - side / 2, cy - side / 2, np.maximum(side, 1.0)], axis=1)
+
+
+def detect_around(detector: object, frames: list[np.ndarray], boxes: list[np.ndarray], size: int = 256,
+                  context: float = 2.0) -> list[list[np.ndarray]]:
+    """Detections near each face: for frame i and face j, the boxes found in its region.
+
+    Regions reaching past the frame are padded with black. Boxes come back in frame coordinates.
+
+    Shape:
+        frames: list of (H, W, 3) uint8, boxes: list of (N_i, 4) -> [[(M_ij, 4) per face] per frame]
+    """
+    import cv2
+
+    crops, where = [], []
+    for i, (frame, b) in enumerate(zip(frames, boxes)):
+        for j, (x0, y0, side) in enumerate(face_regions(b, context)):
+            s = size / side
+            m = np.array([[s, 0.0, -x0 * s], [0.0, s, -y0 * s]])
+            crops.append(cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR))
+            where.append((i, j, x0, y0, s))
+    out: list[list[np.ndarray]] = [[np.zeros((0, 4), np.float32)] * len(b) for b in boxes]
+    found = detector.detect_batch(crops) if crops else []  # type: ignore[attr-defined]
+    for (i, j, x0, y0, s), faces in zip(where, found):
+        out[i][j] = (faces.boxes / s + np.array([x0, y0, x0, y0])).astype(np.float32)
+    return out
 
 
 def describe(model: IdentityModel, frames: list[np.ndarray], landmarks: list[np.ndarray],

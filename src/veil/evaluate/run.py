@@ -26,7 +26,14 @@ import numpy as np
 
 from veil.detect import Tracker, get_detector
 from veil.errors import InputError
-from veil.evaluate.privacy import describe, get_expression_model, get_recognizer, matches_after, reidentified
+from veil.evaluate.privacy import (
+    describe,
+    detect_around,
+    get_expression_model,
+    get_recognizer,
+    matches_after,
+    reidentified,
+)
 from veil.evaluate.results import SCHEMA_VERSION, summarize
 from veil.evaluate.utility import face_mask, flicker_ratio, frame_quality, temporal_change
 from veil.faces import Faces
@@ -150,7 +157,8 @@ class _Judge:
         prots = [b[1] for b in batch]
         faces = [b[2] for b in batch]
         lms = [f.landmarks for f in faces]
-        found = {name: det.detect_batch(prots) for name, det in self.detectors.items()}
+        boxes = [f.boxes for f in faces]
+        found = {name: detect_around(det, prots, boxes) for name, det in self.detectors.items()}
         n = sum(len(lm) for lm in lms)
         identity = {}
         for model in self.recognizers:
@@ -170,13 +178,14 @@ class _Judge:
         k = 0  # running index of the face over the batch
         for j, (orig, prot, f) in enumerate(batch):
             quality = frame_quality(orig, prot, face_mask(orig.shape[:2], f.boxes, cfg.mask_scale))
-            after = {name: matches_after(f.boxes, found[name][j].boxes, cfg.iou_threshold) for name in found}
+            after = {name: [bool(matches_after(f.boxes[i:i + 1], found[name][j][i], cfg.iou_threshold)[0])
+                            for i in range(len(f))] for name in found}
             prev = self.previous
             face_records = []
             for i in range(len(f)):
                 tid = int(f.track_ids[i])
                 rec: dict = {"track_id": tid, "box": [round(float(v), 1) for v in f.boxes[i]],
-                             "detected_after": {n: bool(after[n][i]) for n in after},
+                             "detected_after": {n: after[n][i] for n in after},
                              "reidentified": {n: bool(identity[n][1][k]) for n in identity},
                              "descriptor_distance": {n: round(float(identity[n][0][k]), 4) for n in identity}}
                 if self.expression is not None:
