@@ -28,6 +28,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Protect the people in a video.")
 models_app = typer.Typer(no_args_is_help=True, help="The pretrained models veil uses (fetched from package registries).")
 app.add_typer(models_app, name="models")
+train_app = typer.Typer(no_args_is_help=True, help="Train veil's learned models.")
+app.add_typer(train_app, name="train")
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -188,6 +190,20 @@ def demo(
 def version() -> None:
     """Print veil's version."""
     typer.echo(__version__)
+
+
+def _register_commands() -> None:
+    """The commands that live beside their subsystems (each module owns its options)."""
+    from veil.evaluate.cli import evaluate_command
+    from veil.stream.cli import decode_command, encode_command, train_codec_command
+
+    app.command("evaluate")(evaluate_command)
+    app.command("encode")(encode_command)
+    app.command("decode")(decode_command)
+    train_app.command("codec")(train_codec_command)
+
+
+_register_commands()
 
 
 def main() -> None:
