@@ -133,6 +133,48 @@ def _prefetch(items: Iterable[T], depth: int = 8) -> Iterator[T]:
                 thread.join(0.05)
 
 
+class _Sink:
+    """Runs `consume(*item)` for each item on one background thread, in order, a few items ahead.
+
+    Protection and encoding (OpenCV, x264: both release the GIL) then overlap the next frames'
+    detection. An error in `consume` is raised again by the next `put` or by `close`.
+    """
+
+    def __init__(self, consume: Callable[..., None], depth: int = 4) -> None:
+        self._consume = consume
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._consume(*item)
+                except BaseException as exc:  # noqa: BLE001 - handed to the producer
+                    self._error = exc
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, *item: object) -> None:
+        self._check()
+        self._queue.put(item)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._check()
+
+    def abandon(self) -> None:
+        """Stop after the queued items, ignoring their result (the run failed elsewhere)."""
+        self._error = self._error or RuntimeError("abandoned")
+        self._queue.put(None)
+        self._thread.join()
+
+
 def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
     batch: list[Frame] = []
     for frame in frames:
@@ -191,26 +233,48 @@ def _run(reader: VideoReader, detector: Detector, protector: Protector, writer: 
     tracker = Tracker(options.tracker)
     state = ProtectState(seed=options.seed)
     held: deque[tuple[Frame, bool]] = deque()  # frames waiting for the tracker, with "detection failed"
-    previous_thumb = None
-    total = reader.info.frame_count
+
+    def finish(frame: Frame, faces: Faces, failed: bool) -> None:
+        """Protect and encode one frame (on the sink's thread, in frame order)."""
+        if failed:
+            image = mask_everything(frame.image)
+        elif writer is None or len(faces) == 0:
+            image = frame.image
+        else:
+            state.frame_index = frame.index
+            image = protector(frame.image, faces, state)
+        if writer is not None:
+            writer.write(image, frame.pts)
+
+    sink = _Sink(finish)
 
     def emit(ready: list[Faces]) -> None:
         for faces in ready:
             frame, failed = held.popleft()
             summary.faces_per_frame.append(len(faces))
             summary.frames_filled += int(faces.filled.any())
-            if failed:
-                image = mask_everything(frame.image)
-                summary.frames_masked_on_error += 1
-            elif writer is None or len(faces) == 0:
-                image = frame.image
-            else:
-                state.frame_index = frame.index
-                image = protector(frame.image, faces, state)
-            if writer is not None:
-                writer.write(image, frame.pts)
+            summary.frames_masked_on_error += int(failed)
             summary.frames += 1
+            sink.put(frame, faces, failed)
 
+    try:
+        _detect_all(reader, detector, tracker, options, summary, held, emit, progress)
+        emit(tracker.flush())
+    except BaseException:
+        sink.abandon()
+        raise
+    sink.close()
+    summary.tracks = tracker.tracks_started
+    summary.faces_filled = tracker.faces_filled
+    summary.method_stats = {k: list(v) for k, v in state.stats.items()}
+
+
+def _detect_all(reader: VideoReader, detector: Detector, tracker: Tracker, options: ProtectOptions,
+                summary: Summary, held: deque, emit: Callable[[list[Faces]], None],
+                progress: Callable[[int, int], None] | None) -> None:
+    """Decode, detect in batches, track; hands every frame that is final to `emit`."""
+    previous_thumb = None
+    total = reader.info.frame_count
     for batch in _batches(_prefetch(iter(reader)), options.batch_size):
         try:
             found = detector.detect_batch([f.image for f in batch])
@@ -228,10 +292,6 @@ def _run(reader: VideoReader, detector: Detector, protector: Protector, writer: 
             emit(tracker.push(faces.clipped(reader.info.width, reader.info.height), scene_cut=cut))
         if progress is not None:
             progress(batch[-1].index + 1, total)
-    emit(tracker.flush())
-    summary.tracks = tracker.tracks_started
-    summary.faces_filled = tracker.faces_filled
-    summary.method_stats = {k: list(v) for k, v in state.stats.items()}
 
 
 def protect(src: str | Path, dst: str | Path | None = None, method: str = "blur", **options: Any) -> Summary:
