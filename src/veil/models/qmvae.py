@@ -1,0 +1,253 @@
+"""QM-VAE: a VQ-VAE that fuses de-identified versions of a face into one face that keeps a service.
+
+The input is the aligned face crop de-identified k ways (blindfold, mosaic, Laplace noise, cartoon
+by default; 3, 4 or 5 inputs as in the paper's Figure 12), stacked on channels. The original face
+is never an input: it is only the reconstruction target of the loss. Encoder -> vector quantiser
+(``vector_quantize_pytorch.VectorQuantize``, Eq. 5-6) -> decoder -> face crop.
+
+Loss (Eq. 7)::
+
+    alpha * L_service + (1 - alpha) * MSE(x, x_hat) + |sg[z_e] - e|^2 + beta * |z_e - sg[e]|^2
+
+The paper's L_service (Eq. 8) is 0/1 (expressions equal or not) and has no gradient; training
+uses a differentiable surrogate, the KL divergence between a service's outputs on the original
+and on the generated face (:func:`service_divergence`); the 0/1 rate is reported alongside.
+
+A *service* is any callable ``faces -> logits`` on QM-VAE crops, ``(B, 3, S, S)`` RGB in 0..1.
+:class:`ExpressionService` wraps veil's expression classifier; an age or gender model plugs in
+the same way (resample the crop to the model's input, return its logits).
+
+Usage::
+
+    >>> model = QMVAE(QMVAEConfig())
+    >>> x = torch.rand(2, model.config.in_channels, 64, 64)
+    >>> out = model(x)
+    >>> tuple(out.faces.shape), tuple(out.indices.shape)
+    ((2, 3, 64, 64), (2, 8, 8))
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from vector_quantize_pytorch import VectorQuantize
+
+from veil.align import EXPRESSION_CROP, CropSpec
+
+__all__ = ["DEIDENTIFICATIONS", "QMVAEConfig", "QMVAE", "QMVAEOutput", "QMVAELoss", "Service",
+           "ExpressionService", "qmvae_loss", "service_divergence", "service_loss_rate", "crop_to_spec"]
+
+DEIDENTIFICATIONS = ("blindfold", "mosaic", "noise", "cartoon", "blur")
+"""De-identifications QM-VAE can take as inputs (the paper's four, plus blur as a fifth)."""
+
+Service = Callable[[torch.Tensor], torch.Tensor]
+"""faces (B, 3, S, S) RGB 0..1 in the QM-VAE crop -> logits (B, C)."""
+
+
+@dataclass
+class QMVAEConfig:
+    """The model's shape. ``inputs`` order is the channel order of the stacked input."""
+
+    inputs: tuple[str, ...] = ("blindfold", "mosaic", "noise", "cartoon")
+    size: int = 64
+    padding: float = 0.35
+    hidden: tuple[int, ...] = (32, 64, 96)
+    codebook_size: int = 128
+    codebook_dim: int = 32
+
+    def __post_init__(self) -> None:
+        self.inputs = tuple(self.inputs)
+        self.hidden = tuple(int(h) for h in self.hidden)
+        unknown = [name for name in self.inputs if name not in DEIDENTIFICATIONS]
+        if unknown or not self.inputs:
+            raise ValueError(f"inputs must be some of {', '.join(DEIDENTIFICATIONS)}; got {list(self.inputs)}")
+        if self.size % (2 ** len(self.hidden)):
+            raise ValueError(f"size {self.size} must be divisible by 2**{len(self.hidden)} (one halving per hidden layer)")
+        if self.codebook_size < 2 or self.codebook_dim < 1:
+            raise ValueError(f"codebook_size >= 2 and codebook_dim >= 1 needed, got {self.codebook_size}, {self.codebook_dim}")
+
+    @property
+    def in_channels(self) -> int:
+        return 3 * len(self.inputs)
+
+    @property
+    def latent_size(self) -> int:
+        return self.size // 2 ** len(self.hidden)
+
+    @property
+    def crop(self) -> CropSpec:
+        return CropSpec(self.size, self.padding)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+class _Residual(nn.Module):
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.ReLU(), nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(), nn.Conv2d(ch, ch, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def _encoder(cfg: QMVAEConfig) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cfg.in_channels, cfg.hidden[0], 3, padding=1)]
+    chans = (cfg.hidden[0], *cfg.hidden)
+    for c_in, c_out in zip(chans[:-1], chans[1:]):
+        layers += [nn.ReLU(), nn.Conv2d(c_in, c_out, 4, stride=2, padding=1)]
+    layers += [_Residual(cfg.hidden[-1]), nn.ReLU(), nn.Conv2d(cfg.hidden[-1], cfg.codebook_dim, 1)]
+    return nn.Sequential(*layers)
+
+
+def _decoder(cfg: QMVAEConfig) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cfg.codebook_dim, cfg.hidden[-1], 3, padding=1), _Residual(cfg.hidden[-1])]
+    chans = (*reversed(cfg.hidden), cfg.hidden[0])
+    for c_in, c_out in zip(chans[:-1], chans[1:]):
+        layers += [nn.ReLU(), nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)]
+    layers += [nn.ReLU(), nn.Conv2d(cfg.hidden[0], 3, 3, padding=1), nn.Sigmoid()]
+    return nn.Sequential(*layers)
+
+
+class QMVAEOutput(NamedTuple):
+    faces: torch.Tensor       # (B, 3, S, S) in 0..1
+    indices: torch.Tensor     # (B, s, s) codebook indices
+    codebook: torch.Tensor    # scalar |sg[z_e] - e|^2
+    commitment: torch.Tensor  # scalar |z_e - sg[e]|^2
+
+
+class QMVAE(nn.Module):
+    """The QM-VAE generator.
+
+    Shape:
+        forward(x): (B, 3k, S, S) de-identified crops in 0..1, k = len(config.inputs)
+            -> QMVAEOutput(faces (B, 3, S, S), indices (B, S/2^L, S/2^L), codebook (), commitment ())
+        encode(x): -> (B, D, s, s) latent z_e;  quantize(z): -> (z_q, indices)
+        decode(indices): (B, s, s) -> (B, 3, S, S)
+    """
+
+    def __init__(self, config: QMVAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = _encoder(config)
+        # The codebook is learnt by the codebook term of Eq. 7 (no EMA); commitment is computed below.
+        self.vq = VectorQuantize(dim=config.codebook_dim, codebook_size=config.codebook_size,
+                                 accept_image_fmap=True, learnable_codebook=True, ema_update=False,
+                                 commitment_weight=0.0)
+        self.decoder = _decoder(config)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.config.in_channels:
+            raise ValueError(f"expected (B, {self.config.in_channels}, {self.config.size}, {self.config.size}) "
+                             f"for inputs {list(self.config.inputs)}, got {tuple(x.shape)}")
+        return self.encoder(x)
+
+    def quantize(self, z_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 5-6: nearest codebook vector per position, straight-through gradient to z_e."""
+        z_q, indices, _ = self.vq(z_e)
+        return z_q, indices
+
+    def codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """Codebook vectors at the indices. Shape: (B, s, s) -> (B, D, s, s)."""
+        return self.vq.get_output_from_indices(indices)
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.codes(indices))
+
+    def forward(self, x: torch.Tensor) -> QMVAEOutput:
+        z_e = self.encode(x)
+        z_q, indices = self.quantize(z_e)
+        e = self.codes(indices)
+        codebook = F.mse_loss(e, z_e.detach())     # Eq. 7, third term: moves the codebook
+        commitment = F.mse_loss(z_e, e.detach())  # Eq. 7, fourth term: holds the encoder
+        return QMVAEOutput(self.decoder(z_q), indices, codebook, commitment)
+
+
+def crop_to_spec(faces: torch.Tensor, source: CropSpec, target: CropSpec) -> torch.Tensor:
+    """Resample aligned crops of one spec into another (both centred on the same mean face).
+
+    Differentiable; regions outside the source are zero.
+
+    Shape:
+        faces: (B, C, source.size, source.size) -> (B, C, target.size, target.size)
+    """
+    # Crop pixel u maps to face coordinate (u / size) * (1 + 2p) - p: same centre, scale ratio.
+    scale = (1 + 2 * target.padding) / (1 + 2 * source.padding)
+    theta = torch.tensor([[scale, 0.0, 0.0], [0.0, scale, 0.0]], dtype=faces.dtype, device=faces.device)
+    grid = F.affine_grid(theta.expand(len(faces), 2, 3), [len(faces), faces.shape[1], target.size, target.size],
+                         align_corners=False)
+    return F.grid_sample(faces, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+@dataclass
+class ExpressionService:
+    """Facial expression as QM-VAE's service: face-api's 7-class classifier on the crop.
+
+    Shape:
+        __call__(faces): (B, 3, S, S) RGB 0..1 in ``crop`` -> (B, 7) logits
+    """
+
+    crop: CropSpec
+    net: nn.Module = field(default=None, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.net is None:
+            from veil.models.expression import ExpressionNet
+
+            self.net = ExpressionNet.pretrained()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    def __call__(self, faces: torch.Tensor) -> torch.Tensor:
+        return self.net.logits(crop_to_spec(faces, self.crop, EXPRESSION_CROP) * 255.0)
+
+
+def service_divergence(logits_original: torch.Tensor, logits_generated: torch.Tensor) -> torch.Tensor:
+    """Differentiable surrogate of Eq. 8: KL(p_original || p_generated), batch mean.
+
+    Shape:
+        (B, C), (B, C) -> ()
+    """
+    target = F.log_softmax(logits_original.detach(), dim=-1)
+    return F.kl_div(F.log_softmax(logits_generated, dim=-1), target, log_target=True, reduction="batchmean")
+
+
+def service_loss_rate(logits_original: torch.Tensor, logits_generated: torch.Tensor) -> float:
+    """Eq. 8 averaged: the fraction of faces whose service result (argmax) changed."""
+    if len(logits_original) == 0:
+        return 0.0
+    return float((logits_original.argmax(-1) != logits_generated.argmax(-1)).float().mean())
+
+
+class QMVAELoss(NamedTuple):
+    total: torch.Tensor
+    service: torch.Tensor
+    mse: torch.Tensor
+    codebook: torch.Tensor
+    commitment: torch.Tensor
+
+
+def qmvae_loss(out: QMVAEOutput, original: torch.Tensor, service: Service | None,
+               alpha: float = 0.4, beta: float = 0.25,
+               service_original: torch.Tensor | None = None) -> QMVAELoss:
+    """Eq. 7. ``service_original``: the service's logits on the originals, if already computed.
+
+    Shape:
+        out.faces, original: (B, 3, S, S) in 0..1 -> QMVAELoss of scalars
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha weighs service against MSE and must be in [0, 1], got {alpha}")
+    mse = F.mse_loss(out.faces, original)
+    if service is None or alpha == 0.0:
+        l_service = torch.zeros((), dtype=mse.dtype)
+    else:
+        if service_original is None:
+            with torch.no_grad():
+                service_original = service(original)
+        l_service = service_divergence(service_original, service(out.faces))
+    total = alpha * l_service + (1 - alpha) * mse + out.codebook + beta * out.commitment
+    return QMVAELoss(total, l_service, mse, out.codebook, out.commitment)

@@ -1,0 +1,110 @@
+"""QM-VAE model: the VQ round trip, the documented shapes, Eq. 7 term by term, the crop resampler."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from veil.align import CropSpec
+from veil.models.qmvae import (
+    QMVAE,
+    QMVAEConfig,
+    crop_to_spec,
+    qmvae_loss,
+    service_divergence,
+    service_loss_rate,
+)
+
+
+@pytest.fixture
+def model() -> QMVAE:
+    torch.manual_seed(0)
+    return QMVAE(QMVAEConfig()).eval()
+
+
+def test_decode_of_indices_equals_the_quantised_path(model):
+    x = torch.rand(3, model.config.in_channels, 64, 64)
+    with torch.no_grad():
+        out = model(x)
+        z_q, indices = model.quantize(model.encode(x))
+        assert torch.equal(indices, out.indices)
+        # the codebook vectors at the indices are the quantised latent ...
+        torch.testing.assert_close(model.codes(indices), z_q, atol=1e-6, rtol=0)
+        # ... and decoding the indices alone gives the forward pass's faces
+        torch.testing.assert_close(model.decode(indices), out.faces, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("inputs, size, hidden, latent", [
+    (("mosaic", "noise", "cartoon"), 64, (16, 32, 64), 8),            # Figure 12: 3 inputs
+    (("blindfold", "mosaic", "noise", "cartoon"), 64, (16, 32, 64), 8),
+    (("blindfold", "mosaic", "noise", "cartoon", "blur"), 96, (16, 32), 24),  # 5 inputs
+])
+def test_shapes_follow_the_contract(inputs, size, hidden, latent):
+    cfg = QMVAEConfig(inputs=inputs, size=size, hidden=hidden, codebook_size=16, codebook_dim=8)
+    model = QMVAE(cfg).eval()
+    assert cfg.in_channels == 3 * len(inputs)
+    with torch.no_grad():
+        out = model(torch.rand(2, 3 * len(inputs), size, size))
+    assert out.faces.shape == (2, 3, size, size)
+    assert out.indices.shape == (2, latent, latent)
+    assert int(out.indices.max()) < 16 and int(out.indices.min()) >= 0
+    assert float(out.faces.min()) >= 0.0 and float(out.faces.max()) <= 1.0
+
+
+def test_wrong_channel_count_names_the_inputs(model):
+    with pytest.raises(ValueError, match="blindfold"):
+        model(torch.rand(1, 9, 64, 64))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"inputs": ("blindfold", "original")}, "inputs must be"),
+    ({"size": 60}, "divisible"),
+    ({"codebook_size": 1}, "codebook_size"),
+])
+def test_bad_config_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        QMVAEConfig(**kwargs)
+
+
+def test_loss_is_eq7_term_by_term(model):
+    torch.manual_seed(1)
+    model.train()
+    x, original = torch.rand(4, 12, 64, 64), torch.rand(4, 3, 64, 64)
+    weights = torch.randn(3 * 64 * 64, 7) * 0.01
+    service = lambda faces: faces.flatten(1) @ weights  # noqa: E731 - a linear "service"
+    out = model(x)
+    terms = qmvae_loss(out, original, service, alpha=0.4, beta=0.25)
+    mse = ((out.faces - original) ** 2).mean()
+    p, q = torch.softmax(service(original), -1), torch.softmax(service(out.faces), -1)
+    kl = (p * (p.log() - q.log())).sum(-1).mean()
+    expected = 0.4 * kl + 0.6 * mse + out.codebook + 0.25 * out.commitment
+    torch.testing.assert_close(terms.total, expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(terms.service, kl, atol=1e-6, rtol=1e-5)
+    # the codebook term moves only the codebook, the commitment term only the encoder
+    codebook = model.vq.codebook
+    assert torch.autograd.grad(out.commitment, codebook, retain_graph=True, allow_unused=True)[0] is None
+    enc_w = model.encoder[0].weight
+    assert torch.autograd.grad(out.codebook, enc_w, retain_graph=True, allow_unused=True)[0] is None
+    with pytest.raises(ValueError, match="alpha"):
+        qmvae_loss(out, original, service, alpha=1.5)
+
+
+def test_service_divergence_and_rate_by_hand():
+    a = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    b = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    assert service_loss_rate(a, b) == pytest.approx(1 / 3)
+    assert float(service_divergence(a, a)) == pytest.approx(0.0, abs=1e-7)
+    p, q = torch.softmax(a, -1), torch.softmax(b, -1)
+    assert float(service_divergence(a, b)) == pytest.approx(float((p * (p / q).log()).sum() / 3), rel=1e-5)
+
+
+def test_crop_to_spec_is_identity_for_the_same_spec_and_zooms_by_the_padding_ratio():
+    spec = CropSpec(64, 0.35)
+    faces = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(crop_to_spec(faces, spec, spec), faces, atol=1e-5, rtol=0)
+    # a bright square exactly the mean face's extent fills a padding-0 crop
+    square = torch.zeros(1, 1, 64, 64)
+    lo, hi = round(0.35 / 1.7 * 64), round(1.35 / 1.7 * 64)
+    square[..., lo:hi, lo:hi] = 1.0
+    zoomed = crop_to_spec(square, spec, CropSpec(32, 0.0))
+    assert float(zoomed[..., 2:-2, 2:-2].min()) > 0.99
