@@ -185,9 +185,9 @@ class _Judge:
             for i in range(len(f)):
                 tid = int(f.track_ids[i])
                 rec: dict = {"track_id": tid, "box": [round(float(v), 1) for v in f.boxes[i]],
-                             "detected_after": {n: after[n][i] for n in after},
-                             "reidentified": {n: bool(identity[n][1][k]) for n in identity},
-                             "descriptor_distance": {n: round(float(identity[n][0][k]), 4) for n in identity}}
+                             "detected_after": {name: after[name][i] for name in after},
+                             "reidentified": {name: bool(identity[name][1][k]) for name in identity},
+                             "descriptor_distance": {name: round(float(identity[name][0][k]), 4) for name in identity}}
                 if self.expression is not None:
                     rec.update(expression_original=labels[k][0], expression_protected=labels[k][1],
                                expression_agrees=labels[k][0] == labels[k][1])
