@@ -1,0 +1,212 @@
+"""``--method cloak``: Fawkes-style cloaks on video with cloak reuse between frames (the paper's
+Algorithm 1, "Efficient Video Privacy Protection Against Malicious Face Recognition Models").
+
+For every tracked face of a frame:
+
+1. its region (the recognizer's crop footprint) is taken at *working resolution*: faces larger
+   than the recognizer's 150x150 crop are downscaled so the crop sees them at scale 1, which makes
+   a step cost the same for every face size;
+2. the track's target identity is chosen once, from the bank (:mod:`veil.protect.targets`);
+3. the cloak starts from the previous frame's cloak of the same track, warped by the least-squares
+   affine between the two frames' five key points (Eq. 6), or from random noise on the track's
+   first frame, after a scene cut (a new track), after a big landmark jump, or with ``reuse=False``;
+4. it is optimised by :func:`~veil.protect.cloak_opt.optimise_cloak` (Eq. 5), upsampled to the
+   frame, added, rounded, and scaled down if needed so that DSSIM <= budget on the face box.
+
+Per-frame numbers land in the run's summary (``method_stats``): ``cloak_iterations`` (steps per
+frame, all faces), ``cloak_seconds``, ``cloak_dssim`` and ``cloak_shift`` (per face), and
+``cloak_fresh_starts``. A face the cloak cannot handle (too small, at the frame's edge) is filled
+black: privacy fails closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from veil.align import RECOGNIZER_CROP, alignment_matrices, crop_faces
+from veil.faces import Faces
+from veil.protect.base import ProtectState, ellipse_boxes, register
+from veil.protect.cloak_ops import Region, face_region, keypoint_affine, landmark_jump, region_warp, soft_mask, warp_cloak
+from veil.protect.cloak_opt import CloakConfig, PreviousCloak, fit_budget, optimise_cloak
+from veil.protect.targets import BANK_PHOTOS, TargetBank, choose_target, load_bank
+
+__all__ = ["Cloak", "MODES", "TrackMemory", "work_scale", "to_work"]
+
+log = logging.getLogger(__name__)
+
+MODES: dict[str, tuple[float, int]] = {"low": (0.004, 40), "mid": (0.007, 40), "high": (0.01, 60)}
+"""Fawkes-like modes: (DSSIM budget, iteration cap); each overridable by option."""
+
+
+@dataclass
+class TrackMemory:
+    """What one track remembers from its last cloaked frame."""
+
+    frame_index: int
+    landmarks: np.ndarray  # (5, 2) frame coordinates
+    region: Region
+    cloak: np.ndarray  # (h, w, 3) float32 grey levels, frame resolution, as written
+    descriptor: np.ndarray  # (D,) protected face's descriptor
+    target: np.ndarray  # (D,) the track's target identity
+
+
+def work_scale(landmarks: np.ndarray) -> float:
+    """Scale that brings a face to the recognizer crop's resolution (never enlarges)."""
+    m = alignment_matrices(landmarks[None], RECOGNIZER_CROP)[0]
+    return float(min(1.0, np.sqrt(abs(np.linalg.det(m[:, :2])))))
+
+
+def to_work(pixels: np.ndarray, region: Region, landmarks: np.ndarray,
+            scale: float) -> tuple[np.ndarray, Region, np.ndarray]:
+    """A region's pixels, face box and key points at working resolution (pixel centres kept).
+
+    Shape:
+        pixels: (h, w, 3) uint8, landmarks: (5, 2) frame -> (h', w', 3), Region, (5, 2) work coords
+    """
+    h, w = region.shape
+    local = np.asarray(landmarks, np.float64) - region.origin
+    if scale >= 1.0:
+        return pixels, Region(0, 0, w, h, region.face), local
+    ws, hs = max(16, int(round(w * scale))), max(16, int(round(h * scale)))
+    sx, sy = ws / w, hs / h
+    small = cv2.resize(pixels, (ws, hs), interpolation=cv2.INTER_AREA)
+    fx0, fy0, fx1, fy1 = region.face
+    face = (int(np.floor(fx0 * sx)), int(np.floor(fy0 * sy)), min(ws, int(np.ceil(fx1 * sx))),
+            min(hs, int(np.ceil(fy1 * sy))))
+    if face[2] - face[0] < 11 or face[3] - face[1] < 11:
+        face = (0, 0, ws, hs)
+    pts = (local + 0.5) * np.array([sx, sy]) - 0.5
+    return small, Region(0, 0, ws, hs, face), pts
+
+
+def _fill_black(frame: np.ndarray, faces: Faces, mask_scale: float) -> None:
+    for x1, y1, x2, y2 in ellipse_boxes(faces, mask_scale):
+        centre = (int(round((x1 + x2) / 2)), int(round((y1 + y2) / 2)))
+        axes = (max(1, int(np.ceil((x2 - x1) / 2))), max(1, int(np.ceil((y2 - y1) / 2))))
+        cv2.ellipse(frame, centre, axes, 0, 0, 360, (0, 0, 0), thickness=-1)
+
+
+@register("cloak")
+@dataclass
+class Cloak:
+    """Adversarial cloak against face recognition, reused between frames (see module docstring)."""
+
+    mode: str = "low"
+    budget_dssim: float | None = None  # default: the mode's
+    max_iters: int | None = None  # default: the mode's
+    loss_threshold: float = -0.5
+    reuse: bool = True
+    optimizer: str = "adadelta"
+    lr: float | None = None
+    targets_dir: str | None = None
+    max_jump: float = 0.3  # landmark_jump above which the previous cloak is not reused
+    mask_scale: float = 1.2
+    temporal: bool = True  # the adjacent-frame terms of Eq. (5)
+    _net: Any = field(default=None, init=False, repr=False)
+    _bank: TargetBank | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        budget, iters = MODES[self.mode]
+        self.config = CloakConfig(
+            budget_dssim=float(self.budget_dssim) if self.budget_dssim is not None else budget,
+            max_iters=int(self.max_iters) if self.max_iters is not None else iters,
+            loss_threshold=float(self.loss_threshold), optimizer=str(self.optimizer),
+            lr=float(self.lr) if self.lr is not None else None,
+            temporal_feature_weight=CloakConfig.temporal_feature_weight if self.temporal else 0.0,
+            temporal_ssim_weight=CloakConfig.temporal_ssim_weight if self.temporal else 0.0)
+        if self.mask_scale <= 0:
+            raise ValueError(f"mask_scale must be positive, got {self.mask_scale}")
+
+    @property
+    def net(self) -> torch.nn.Module:
+        if self._net is None:
+            from veil.models.recognizer import FaceRecognizer
+
+            self._net = FaceRecognizer.pretrained()
+        return self._net
+
+    @property
+    def bank(self) -> TargetBank:
+        if self._bank is None:
+            self._bank = load_bank(self.net, BANK_PHOTOS, self.targets_dir)
+        return self._bank
+
+    def describe(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """Descriptors as an attacker computes them (OpenCV crop of the frame). Shape: (N, 5, 2) -> (N, D)."""
+        crops = crop_faces(frame, landmarks, RECOGNIZER_CROP)
+        with torch.no_grad():
+            return self.net(torch.from_numpy(crops).permute(0, 3, 1, 2).float()).numpy().astype(np.float32)
+
+    def __call__(self, frame: np.ndarray, faces: Faces, state: ProtectState) -> np.ndarray:
+        out = frame.copy()
+        tracks: dict[int, TrackMemory] = state.memory.setdefault("cloak_tracks", {})
+        steps_total, start = 0, time.perf_counter()
+        for i in range(len(faces)):
+            try:
+                steps = self._cloak_face(frame, out, faces[i], state, tracks)
+            except ValueError as exc:
+                log.warning("frame %d: face %d filled black, no cloak possible (%s)", state.frame_index, i, exc)
+                _fill_black(out, faces[i], self.mask_scale)
+                state.stats.setdefault("cloak_faces_masked", []).append(state.frame_index)
+                continue
+            steps_total += steps
+        state.stats.setdefault("cloak_iterations", []).append(steps_total)
+        state.stats.setdefault("cloak_seconds", []).append(round(time.perf_counter() - start, 4))
+        log.info("frame %d: %d cloak iterations", state.frame_index, steps_total)
+        return out
+
+    def _cloak_face(self, frame: np.ndarray, out: np.ndarray, face: Faces, state: ProtectState,
+                    tracks: dict[int, TrackMemory]) -> int:
+        """Cloak one face of ``frame`` into ``out``; returns the optimisation steps taken."""
+        lm = face.landmarks[0].astype(np.float64)
+        track = int(face.track_ids[0])
+        region = face_region(lm, face.boxes[0], frame.shape, mask_scale=self.mask_scale)
+        pixels = frame[region.y0:region.y1, region.x0:region.x1]
+        original = self.describe(frame, lm[None])[0]
+        memory = tracks.get(track) if track >= 0 else None
+        target = memory.target if memory is not None else \
+            self.bank.descriptors[choose_target(original, self.bank, float(self.net.threshold))]
+
+        # Algorithm 1, lines 5-9: the previous cloak warped by the key points' affine (Eq. 6)
+        warped = None
+        if memory is not None and state.frame_index - memory.frame_index <= 2 \
+                and landmark_jump(memory.landmarks, lm) <= self.max_jump:
+            affine = keypoint_affine(memory.landmarks, lm)
+            warped = warp_cloak(memory.cloak, region_warp(affine, memory.region, region), region.shape)
+        if warped is None:
+            state.stats.setdefault("cloak_fresh_starts", []).append(state.frame_index)
+
+        scale = work_scale(lm)
+        small, work, work_lm = to_work(pixels, region, lm, scale)
+        size = (work.shape[1], work.shape[0])
+        warped_small = None if warped is None else cv2.resize(warped, size, interpolation=cv2.INTER_AREA)
+        previous = None
+        if warped_small is not None and self.config.temporal_ssim_weight + self.config.temporal_feature_weight > 0:
+            previous = PreviousCloak(warped_small.reshape(work.shape[0], work.shape[1], 3), memory.descriptor)
+        init = warped_small.reshape(work.shape[0], work.shape[1], 3) if (self.reuse and warped_small is not None) else None
+        gen = torch.Generator().manual_seed(state.seed * 1_000_003 + state.frame_index * 7919 + max(track, 0))
+        result = optimise_cloak(self.net, small, work, work_lm, soft_mask(work), original, target, self.config,
+                                init=init, previous=previous, generator=gen)
+
+        cloak = result.cloak if scale >= 1.0 else \
+            cv2.resize(result.cloak, (region.shape[1], region.shape[0]), interpolation=cv2.INTER_LINEAR)
+        protected, final_dssim, used = fit_budget(pixels, cloak.reshape(*region.shape, 3), region,
+                                                  self.config.budget_dssim)
+        out[region.y0:region.y1, region.x0:region.x1] = protected
+        # the written pixels decide the descriptor (an attacker sees the uint8 frame)
+        descriptor = self.describe(out, lm[None])[0]
+        if track >= 0:
+            tracks[track] = TrackMemory(state.frame_index, lm, region, (cloak * used).reshape(*region.shape, 3),
+                                        descriptor, target)
+        state.stats.setdefault("cloak_dssim", []).append(round(final_dssim, 5))
+        state.stats.setdefault("cloak_shift", []).append(round(float(np.linalg.norm(descriptor - original)), 4))
+        return result.iterations

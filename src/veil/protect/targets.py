@@ -1,0 +1,130 @@
+"""Target identities for the cloak: a bank of other people's descriptors, and the choice of one
+target per person (Fawkes, Shan et al. 2020, Sec. 4.2: the target is a real, different identity
+far from the user in feature space, fixed for all of the user's images).
+
+The bank is built from real faces: the photos that ship as veil's pinned media (several people
+per photo) and, optionally, a folder of the user's own photos of other people. Every face at
+least 40 pixels wide becomes one entry. The descriptors are cached under ``veil_home()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from veil.align import RECOGNIZER_CROP, crop_faces
+from veil.errors import InputError
+
+__all__ = ["BANK_PHOTOS", "TargetBank", "build_bank", "choose_target", "load_bank"]
+
+BANK_PHOTOS: tuple[str, ...] = (
+    "media/obama.jpg", "media/biden.jpg", "media/0-f1-su-ph.jpg", "media/0-f15-hao-ph.jpg",
+    "media/15-f13-anc-ph.jpg", "media/45-m7-di-ph.jpg", "media/multi_face.jpg",
+    "media/faceapi-sample1.jpg", "media/faceapi-sample2.jpg", "media/faceapi-sample3.jpg",
+    "media/faceapi-sample4.jpg", "media/faceapi-sample5.jpg", "media/faceapi-sample6.jpg",
+)
+"""Pinned real photos whose faces form the default target bank (one entry per face)."""
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+_MIN_FACE_PIXELS = 40
+
+
+@dataclass(frozen=True)
+class TargetBank:
+    """Descriptors of other people's faces.
+
+    Shape:
+        descriptors: (K, D) float32; sources: K names ("photo#face")
+    """
+
+    descriptors: np.ndarray
+    sources: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.descriptors)
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path))
+    if image is None:
+        raise InputError(f"cannot read target photo {str(path)!r}; use .jpg or .png images")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def build_bank(net: nn.Module, images: Sequence[tuple[str, np.ndarray]], detector: str = "centerface") -> TargetBank:
+    """One descriptor per face (at least 40 px wide) found in the images.
+
+    Shape:
+        images: (name, (H, W, 3) uint8 RGB) pairs -> TargetBank
+    """
+    from veil.detect import detect
+
+    descriptors: list[np.ndarray] = []
+    sources: list[str] = []
+    for name, image in images:
+        faces = detect(image, detector)
+        big = faces[(faces.boxes[:, 2] - faces.boxes[:, 0]) >= _MIN_FACE_PIXELS]
+        if len(big) == 0:
+            continue
+        crops = crop_faces(image, big.landmarks, RECOGNIZER_CROP)
+        with torch.no_grad():
+            desc = net(torch.from_numpy(crops).permute(0, 3, 1, 2).float()).numpy()
+        descriptors += list(desc.astype(np.float32))
+        sources += [f"{name}#{i}" for i in range(len(big))]
+    if not descriptors:
+        raise InputError("no face of at least 40 pixels found in the target photos; add photos of other people")
+    return TargetBank(np.stack(descriptors), tuple(sources))
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise InputError(f"target folder {str(folder)!r} does not exist or is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"target folder {str(folder)!r} holds no .jpg/.png photos")
+    return files
+
+
+def load_bank(net: nn.Module, photos: Sequence[str] = BANK_PHOTOS, folder: str | Path | None = None,
+              cache: bool = True) -> TargetBank:
+    """The bank of the pinned ``photos`` plus every photo in ``folder``, cached under ``veil_home()``."""
+    from veil.models.store import fetch_many, veil_home
+
+    files = _folder_images(Path(folder)) if folder is not None else []
+    key = hashlib.sha256(repr((tuple(photos), [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files],
+                               getattr(net, "name", type(net).__name__))).encode()).hexdigest()[:16]
+    path = veil_home() / "cloak_targets" / f"{key}.npz"
+    if cache and path.exists():
+        data = np.load(path)
+        return TargetBank(data["descriptors"], tuple(str(s) for s in data["sources"]))
+    paths = fetch_many(list(photos)) if photos else {}
+    images = [(name, _read_rgb(paths[name])) for name in photos] + [(str(f), _read_rgb(f)) for f in files]
+    bank = build_bank(net, images)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, descriptors=bank.descriptors, sources=np.array(bank.sources))
+        tmp.replace(path)
+    return bank
+
+
+def choose_target(descriptor: np.ndarray, bank: TargetBank, same_person: float) -> int:
+    """The bank entry farthest from the person, skipping entries within ``same_person`` (the
+    recognizer's threshold: those are the person themself).
+
+    Shape:
+        descriptor: (D,) -> index into the bank
+    """
+    dist = np.linalg.norm(bank.descriptors - descriptor[None], axis=-1)
+    dist = np.where(dist < same_person, -np.inf, dist)
+    if not np.isfinite(dist).any():
+        raise InputError("every face in the target bank looks like the person being protected; "
+                         "add photos of other people with --targets DIR")
+    return int(np.argmax(dist))
