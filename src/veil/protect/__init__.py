@@ -1,6 +1,7 @@
 """Protections: one registry, one call shape `(frame, faces, state) -> frame`."""
 
 from veil.protect import classic  # noqa: F401  (registers the classic protections)
+from veil.protect import cloak  # noqa: F401  (registers the cloak)
 from veil.protect.base import (
     ProtectState,
     Protector,
