@@ -46,7 +46,7 @@ def test_same_person_below_threshold_different_above(net: FaceRecognizer, dlib_r
     names = list(PEOPLE.values())
     same = [dist[i, j] for i in range(4) for j in range(i + 1, 4) if names[i] == names[j]]
     diff = [dist[i, j] for i in range(4) for j in range(i + 1, 4) if names[i] != names[j]]
-    # measured: Obama-Obama 0.33-0.45, Obama-Biden 0.77-0.87
+    # measured: Obama-Obama 0.35-0.46, Obama-Biden 0.74-0.83 (MTCNN landmarks: 0.35-0.43, 0.78-0.86)
     assert max(same) < net.threshold < min(diff)
     assert min(diff) - max(same) > 0.2
 
