@@ -1,0 +1,279 @@
+"""Where the work of a batch runs: in this process, or in worker processes that load the models once.
+
+A unit of work is a `Task`: a whole file, one segment of a long file, or the join of a file's
+protected segments. `execute` runs one task with already-built models and returns a `TaskResult`;
+the back ends only differ in where `execute` runs:
+
+- `InlineRunner`: in the calling process (``--jobs 1``);
+- `ProcessRunner`: N spawned worker processes, each building its detector and protector once and
+  taking tasks from a queue; a worker that dies (killed, out of memory) fails only its own task and
+  is replaced;
+- `veil.ray_backend.RayRunner`: one Ray actor per worker, on one machine or a cluster.
+
+Outputs are always written to a temporary file and moved into place, then synced, before a task
+reports success, so the manifest never calls a file done that a power loss could still take away.
+"""
+
+from __future__ import annotations
+
+import inspect
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from veil.errors import VeilError
+from veil.manifest import sha256_file
+from veil.pipeline import ProtectOptions, Summary, protect_video
+
+__all__ = ["Task", "TaskResult", "Models", "build_models", "execute", "InlineRunner", "ProcessRunner"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work. `kind`: "file" (src -> dst), "segment" (part `index` of src -> `part`),
+    "join" (the protected `parts` of src -> dst)."""
+
+    id: int
+    kind: str
+    src: Path
+    dst: Path | None  # None on a dry run
+    segment: Any = None  # veil.segments.Segment for kind "segment"
+    parts: tuple[Path, ...] = ()
+
+
+@dataclass
+class TaskResult:
+    id: int
+    summary: Summary | None = None
+    error: str | None = None
+    exit_code: int = 0
+    # For "file" and "join": what the manifest records.
+    sha256: str | None = None
+    size: int = 0
+    mtime_ns: int = 0
+    output_size: int = 0
+    output_sha256: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class Models:
+    detector: Any
+    protector: Any
+
+
+def build_models(options: ProtectOptions, threads: int = 0) -> Models:
+    """The detector and protector of `options`; `threads` > 0 caps the CPU threads each uses."""
+    if threads <= 0:
+        return Models(options.build_detector(), options.build_protector())
+    import cv2
+    import torch
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    from veil.detect.base import _REGISTRY
+
+    factory = _REGISTRY.get(options.detector)
+    detector = None
+    if factory is not None and "threads" in inspect.signature(factory).parameters:
+        opts: dict[str, Any] = {"detect_size": options.detect_size, "threads": threads}
+        if options.threshold is not None:
+            opts["threshold"] = options.threshold
+        detector = factory(**opts)
+    return Models(detector or options.build_detector(), options.build_protector())
+
+
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself
+    finally:
+        os.close(dir_fd)
+
+
+def _finished(result: TaskResult, src: Path, dst: Path, before: os.stat_result) -> TaskResult:
+    """Fill in what the manifest records about a finished file."""
+    _sync(dst)
+    result.size, result.mtime_ns = before.st_size, before.st_mtime_ns
+    result.sha256 = sha256_file(src)
+    result.output_size = dst.stat().st_size
+    result.output_sha256 = sha256_file(dst)
+    return result
+
+
+def execute(task: Task, options: ProtectOptions, models: Models,
+            progress: Callable[[int, int], None] | None = None) -> TaskResult:
+    """Run one task; never raises for a bad file (the error is in the result)."""
+    result = TaskResult(task.id)
+    try:
+        before = task.src.stat()
+        if task.kind == "file":
+            result.summary = protect_video(task.src, task.dst, options, detector=models.detector,
+                                           protector=models.protector, progress=progress)
+            if not options.dry_run:
+                _finished(result, task.src, task.dst, before)
+        elif task.kind == "segment":
+            from veil.segments import protect_segment
+
+            result.summary = protect_segment(task.src, task.segment, options, models.detector,
+                                             models.protector, progress=progress)
+        elif task.kind == "join":
+            from veil.segments import join_parts
+
+            result.extra["audio_streams"] = join_parts(task.src, task.parts, task.dst, options.encode)
+            _finished(result, task.src, task.dst, before)
+        else:
+            raise ValueError(f"unknown task kind {task.kind!r}")
+    except VeilError as exc:
+        result.error, result.exit_code = str(exc), exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - one broken file must not stop a folder run
+        result.error = f"{task.src}: unexpected failure: {type(exc).__name__}: {exc}"
+        result.exit_code = 1
+    return result
+
+
+# Events a runner hands back from `poll`:
+#   ("progress", task_id, frames_done, frames_total)
+#   ("result", TaskResult)
+Event = tuple
+
+
+class InlineRunner:
+    """Runs tasks in this process, one at a time, with models built once."""
+
+    def __init__(self, options: ProtectOptions) -> None:
+        self.options = options
+        self.models = build_models(options)
+        self._queue: list[Task] = []
+        self.capacity = 1
+
+    def submit(self, task: Task) -> None:
+        self._queue.append(task)
+
+    def poll(self, timeout: float, on_event: Callable[[Event], None]) -> None:
+        if not self._queue:
+            return
+        task = self._queue.pop(0)
+        result = execute(task, self.options, self.models,
+                         progress=lambda done, total: on_event(("progress", task.id, done, total)))
+        on_event(("result", result))
+
+    def running(self) -> list[int]:
+        return [t.id for t in self._queue]
+
+    def close(self, *, abort: bool = False) -> None:
+        self._queue.clear()
+
+
+def _worker_main(options: ProtectOptions, threads: int, tasks: Any, events: Any, slot: int) -> None:
+    # Ctrl-C goes to the whole process group; the coordinator decides and stops the workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    models = build_models(options, threads)
+    while True:
+        task = tasks.get()
+        if task is None:
+            return
+        events.put(("start", slot, task.id))
+        last = [0.0]
+
+        def progress(done: int, total: int, task_id: int = task.id) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 0.5:
+                last[0] = now
+                events.put(("progress", task_id, done, total))
+
+        events.put(("result", execute(task, options, models, progress=progress)))
+
+
+class ProcessRunner:
+    """`workers` spawned processes; each builds the models once and shares the cores evenly."""
+
+    def __init__(self, options: ProtectOptions, workers: int, *, threads: int | None = None) -> None:
+        self.options = options
+        self.capacity = workers
+        self._ctx = mp.get_context("spawn")
+        self._tasks = self._ctx.Queue()
+        self._events = self._ctx.Queue()
+        self._threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // workers)
+        self._procs: list[mp.process.BaseProcess | None] = [None] * workers
+        self._running: dict[int, int] = {}  # slot -> task id
+        self._submitted: dict[int, Task] = {}
+        self._restarts = 0
+        for slot in range(workers):
+            self._start(slot)
+
+    def _start(self, slot: int) -> None:
+        proc = self._ctx.Process(target=_worker_main, name=f"veil-worker-{slot}", daemon=True,
+                                 args=(self.options, self._threads, self._tasks, self._events, slot))
+        proc.start()
+        self._procs[slot] = proc
+
+    def submit(self, task: Task) -> None:
+        self._submitted[task.id] = task
+        self._tasks.put(task)
+
+    def poll(self, timeout: float, on_event: Callable[[Event], None]) -> None:
+        self._check_workers(on_event)
+        try:
+            event = self._events.get(timeout=timeout)
+        except queue.Empty:
+            return
+        if event[0] == "start":
+            self._running[event[1]] = event[2]
+            return
+        if event[0] == "result":
+            if self._submitted.pop(event[1].id, None) is None:
+                return  # already reported as failed when its worker died
+            self._running = {s: t for s, t in self._running.items() if t != event[1].id}
+        on_event(event)
+
+    def _check_workers(self, on_event: Callable[[Event], None]) -> None:
+        for slot, proc in enumerate(self._procs):
+            if proc is None or proc.is_alive():
+                continue
+            task_id = self._running.pop(slot, None)
+            self._restarts += 1
+            if task_id is None and self._restarts > 2 * self.capacity:
+                self.close(abort=True)
+                raise VeilError(f"the worker processes keep failing to start (exit code {proc.exitcode}); "
+                                "a script that calls run_jobs needs `if __name__ == \"__main__\":`")
+            self._start(slot)
+            if task_id is not None and task_id in self._submitted:
+                task = self._submitted.pop(task_id)
+                on_event(("result", TaskResult(task_id, error=f"{task.src}: the worker process died "
+                                               f"(exit code {proc.exitcode})", exit_code=1)))
+
+    def running(self) -> list[int]:
+        return list(self._submitted)
+
+    def close(self, *, abort: bool = False) -> None:
+        if abort:
+            for proc in self._procs:
+                if proc is not None and proc.is_alive():
+                    proc.terminate()
+        else:
+            for _ in self._procs:
+                self._tasks.put(None)
+        for proc in self._procs:
+            if proc is not None:
+                proc.join(timeout=30)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
+        self._tasks.cancel_join_thread()
+        self._events.cancel_join_thread()

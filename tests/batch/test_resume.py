@@ -1,0 +1,177 @@
+"""Resumable batches: a run killed with SIGKILL mid-file resumes without redoing or leaving anything."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from veil.batch import output_folder, plan_jobs, run_jobs, status_command
+from veil.manifest import MANIFEST_NAME, Manifest, options_fingerprint, sha256_file
+from veil.pipeline import ProtectOptions
+from veil.video import read_frames
+
+from conftest import synthetic_frames, write_clip
+
+OPTIONS = ProtectOptions(method="blur")
+
+
+def _archive(root: Path, n: int = 3, frames: int = 40) -> Path:
+    archive = root / "archive"
+    (archive / "sub").mkdir(parents=True)
+    for i in range(n):
+        folder = archive / "sub" if i == n - 1 else archive
+        write_clip(folder / f"clip{i}.mkv", synthetic_frames(frames, width=320, height=192, seed=i))
+    (archive / "notes.txt").write_text("not a video")
+    return archive
+
+
+def _outputs(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*.mkv"))}
+
+
+def _hidden(folder: Path) -> list[str]:
+    """Files a run leaves besides its outputs and its manifest (temporary files, segment parts)."""
+    keep = {MANIFEST_NAME, MANIFEST_NAME + "-wal", MANIFEST_NAME + "-shm", ".veil-manifest.lock"}
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.is_file() and p.name.startswith(".") and p.name not in keep)
+
+
+def _rows(folder: Path) -> dict[str, tuple]:
+    with sqlite3.connect(folder / MANIFEST_NAME) as db:
+        return {Path(r[0]).name: r[1:] for r in db.execute("SELECT input, status, attempts, updated FROM files")}
+
+
+def _done(folder: Path) -> list[str]:
+    """Names of the inputs the manifest records as done (read while another process writes it)."""
+    if not (folder / MANIFEST_NAME).exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{folder / MANIFEST_NAME}?mode=ro", uri=True, timeout=1) as db:
+            return [Path(r[0]).name for r in db.execute("SELECT input FROM files WHERE status = 'done'")]
+    except sqlite3.OperationalError:
+        return []
+
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from veil.batch import plan_jobs, run_jobs
+    from veil.pipeline import ProtectOptions
+
+    if __name__ == "__main__":
+        archive, safe, workers = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+        jobs, _ = plan_jobs([archive], safe)
+        run_jobs(jobs, ProtectOptions(method="blur"), workers=workers, manifest=safe, show_progress=False)
+""")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_mid_file_then_resume(tmp_path, workers):
+    archive = _archive(tmp_path)
+    jobs, skipped = plan_jobs([archive], tmp_path / "clean")
+    assert [p.name for p in skipped] == ["notes.txt"]
+    clean = run_jobs(jobs, OPTIONS, manifest=output_folder([archive], tmp_path / "clean"), show_progress=False)
+    assert clean.exit_code == 0 and len(clean.summaries) == 3
+    expected = _outputs(tmp_path / "clean")
+    assert len(expected) == 3
+
+    safe = tmp_path / "safe"
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(archive), str(safe), str(workers)],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    killed_with_temp = False
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = _done(safe)
+            temps = _hidden(safe) if done else []
+            if done and temps:  # one file finished, another half-written
+                os.killpg(proc.pid, signal.SIGKILL)
+                killed_with_temp = True
+                break
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert killed_with_temp, f"the run ended before it could be killed mid-file: {proc.stderr.read()[-2000:]!r}"
+    finished = {name: (p.stat().st_ino, p.stat().st_mtime_ns)
+                for name in _done(safe) for p in safe.rglob(name)}
+    rows_before = _rows(safe)
+    assert 1 <= len(finished) < 3
+
+    report = run_jobs(plan_jobs([archive], safe)[0], OPTIONS, manifest=safe, show_progress=False)
+    assert report.exit_code == 0, report.errors
+    assert sorted(j.src.name for j in report.resumed) == sorted(finished)
+    assert len(report.summaries) == 3 - len(finished)
+    assert _outputs(safe) == expected  # every output complete, byte for byte the clean run's
+    assert _hidden(safe) == []  # no temporary file left
+    for name, stat in finished.items():  # finished files not touched again
+        path = next(safe.rglob(name))
+        assert (path.stat().st_ino, path.stat().st_mtime_ns) == stat
+        src_name = name
+        assert _rows(safe)[src_name] == rows_before[src_name]
+    with Manifest(safe, lock=False, create=False) as book:
+        assert book.totals()["done"] == 3 and book.totals()["failed"] == 0
+        for entry in book.entries():
+            assert entry.output_sha256 == sha256_file(entry.output)
+            assert entry.sha256 == sha256_file(entry.input)
+
+
+def test_changed_input_is_redone_touched_input_is_not(tmp_path):
+    archive = _archive(tmp_path, n=2, frames=8)
+    safe = tmp_path / "safe"
+    jobs, _ = plan_jobs([archive], safe)
+    assert run_jobs(jobs, OPTIONS, manifest=safe, show_progress=False).exit_code == 0
+    changed, touched = archive / "clip0.mkv", archive / "sub" / "clip1.mkv"
+    write_clip(changed, synthetic_frames(8, width=320, height=192, seed=99))
+    os.utime(touched, ns=(time.time_ns(), time.time_ns() + 10**9))
+    report = run_jobs(jobs, OPTIONS, manifest=safe, show_progress=False)
+    assert [j.src for j in report.resumed] == [touched]
+    assert [s.input for s in report.summaries] == [str(changed)]
+    first = next(read_frames(safe / "clip0.mkv"))
+    new, old = (np.abs(first.astype(int) - synthetic_frames(1, width=320, height=192, seed=k)[0]).mean()
+                for k in (99, 0))
+    assert new < 10 < old  # the output is the new content's
+    # Other options, other output: everything is redone.
+    report = run_jobs(jobs, ProtectOptions(method="mosaic"), manifest=safe, show_progress=False)
+    assert report.resumed == [] and len(report.summaries) == 2
+    # resume=False redoes everything too.
+    report = run_jobs(jobs, ProtectOptions(method="mosaic"), manifest=safe, resume=False, show_progress=False)
+    assert len(report.summaries) == 2
+    assert options_fingerprint(OPTIONS) != options_fingerprint(ProtectOptions(method="mosaic"))
+
+
+def test_status_prints_totals_and_failures(tmp_path):
+    archive = _archive(tmp_path, n=2, frames=6)
+    (archive / "broken.mp4").write_bytes(b"not a video at all" * 100)
+    safe = tmp_path / "safe"
+    jobs, _ = plan_jobs([archive], safe)
+    report = run_jobs(jobs, OPTIONS, workers=1, manifest=safe, show_progress=False)
+    assert report.exit_code == 2 and len(report.errors) == 1 and len(report.summaries) == 2
+    app = typer.Typer()
+    app.command()(status_command)
+    result = CliRunner().invoke(app, [str(safe)])
+    assert result.exit_code == 1
+    assert "3 files: 2 done, 1 failed, 0 to do; 12 frames protected" in result.output
+    assert "broken.mp4" in result.output and "not a readable video" in result.output
+    missing = CliRunner().invoke(app, [str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "no batch manifest" in missing.output
+
+
+def test_one_run_per_output_folder(tmp_path):
+    with Manifest(tmp_path / "safe"):
+        with pytest.raises(Exception, match="another veil run"):
+            Manifest(tmp_path / "safe")
