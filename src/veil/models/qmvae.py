@@ -55,7 +55,7 @@ class QMVAEConfig:
     inputs: tuple[str, ...] = ("blindfold", "mosaic", "noise", "cartoon")
     size: int = 64
     padding: float = 0.35
-    hidden: tuple[int, ...] = (32, 64, 96)
+    hidden: tuple[int, ...] = (16, 32, 64)
     codebook_size: int = 128
     codebook_dim: int = 32
 

@@ -1,0 +1,57 @@
+"""``veil train qmvae``: train QM-VAE on a folder of face photos or videos, or on CelebA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from veil.errors import VeilError
+
+__all__ = ["train_qmvae_command"]
+
+
+def train_qmvae_command(
+    faces: Annotated[Path, typer.Option("--faces", help="Folder (or file) of face photos/videos, or a CelebA root "
+                                        "(img_align_celeba/ + list_eval_partition.txt).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write (config, inputs list, weights, "
+                                      "history); loss curves go beside it as <out>.curves.csv.")],
+    alpha: Annotated[float, typer.Option(help="Eq. 7: weight of the service loss against the MSE (0..1).")] = 0.4,
+    beta: Annotated[float, typer.Option(help="Eq. 7: commitment weight.")] = 0.25,
+    epochs: Annotated[int, typer.Option(help="Epochs (a resumed run continues up to this many).")] = 12,
+    batch_size: Annotated[int, typer.Option(help="Faces per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    inputs: Annotated[str, typer.Option(help="De-identifications fed to the model, comma-separated "
+                                        "(blindfold, mosaic, noise, cartoon, blur).")] = "blindfold,mosaic,noise,cartoon",
+    size: Annotated[int, typer.Option(help="Crop size in pixels (a multiple of 8).")] = 64,
+    codebook_size: Annotated[int, typer.Option(help="Vectors in the codebook.")] = 128,
+    codebook_dim: Annotated[int, typer.Option(help="Dimension of a codebook vector.")] = 32,
+    stride: Annotated[int, typer.Option(help="Use every n-th video frame.")] = 2,
+    max_frames: Annotated[Optional[int], typer.Option(help="Read at most this many frames of each video.")] = None,
+    max_images: Annotated[Optional[int], typer.Option(help="CelebA: use at most this many images.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from --out if it exists.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and noise.")] = 0,
+) -> None:
+    """Train QM-VAE (Eq. 7, Adam) on an 80/20 split; prints progress and saves after every epoch."""
+    from veil.models.qmvae import QMVAEConfig
+    from veil.qmvae_train import TrainConfig, run
+
+    try:
+        config = QMVAEConfig(inputs=tuple(s.strip() for s in inputs.split(",") if s.strip()), size=size,
+                             codebook_size=codebook_size, codebook_dim=codebook_dim)
+        tc = TrainConfig(alpha=alpha, beta=beta, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+        if epochs < 1 or batch_size < 1 or lr <= 0 or not 0 <= alpha <= 1:
+            raise ValueError("need epochs >= 1, batch size >= 1, lr > 0 and 0 <= alpha <= 1")
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        ckpt = run(faces, out, config, tc, resume=resume, stride=stride, max_frames=max_frames,
+                   max_images=max_images, log=lambda line: typer.echo(line, err=True))
+    except VeilError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    last = ckpt.history[-1] if ckpt.history else {}
+    typer.echo(f"{out}: epoch {ckpt.epoch}, test mse {last.get('test_mse', float('nan')):.4f}, "
+               f"expression loss rate {last.get('test_service_loss_rate', float('nan')):.3f}")

@@ -1,0 +1,206 @@
+"""QM-VAE's data: aligned face crops from photos, videos or CelebA, split 80/20, de-identified k ways.
+
+Sources are found in a folder (or given as files): images (``.jpg .png ...``), videos (``.mp4 ...``),
+or the CelebA layout (``img_align_celeba/`` and ``list_eval_partition.txt``). Faces are found by
+veil's detector and aligned to the QM-VAE crop with their five landmarks.
+
+The 80/20 split (as the paper) is made per source and never splits near-duplicates: the last 20%
+of a video's frames are held out as one contiguous block, every fifth photo is held out whole,
+and CelebA's images are split in the order of ``list_eval_partition.txt`` (its train images
+first).
+
+The de-identifications are the classic protections of :mod:`veil.protect.classic`, applied to the
+aligned crop with their default strengths; the eye band of the blindfold sits on the crop's
+template eye points, where alignment puts every face's eyes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+
+from veil.align import CropSpec, crop_faces, template_points
+from veil.errors import InputError
+from veil.protect.classic import Blur, Cartoon, Mosaic, Noise, eye_band
+
+__all__ = ["FaceSet", "IMAGE_EXTS", "VIDEO_EXTS", "deidentify", "deidentify_batch", "find_sources",
+           "load_faces", "augment", "default_sources"]
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+TEST_FRACTION = 0.2
+DEFAULT_MEDIA = ("single_face.mp4", "WolfgangLanger_Pexels.mp4", "obama.jpg", "obama2.jpg", "obama3.jpg",
+                 "biden.jpg", "0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg",
+                 "multi_face.jpg", *(f"faceapi-sample{i}.jpg" for i in range(1, 7)))
+"""The real face media of veil's store that the default model is trained on."""
+
+
+@dataclass
+class FaceSet:
+    """Aligned face crops and where they came from.
+
+    Shape:
+        crops: (N, S, S, 3) uint8 RGB; landmarks: (N, 5, 2) in the source frame;
+        frame_index: (N,) int; test: (N,) bool; sources: list of N paths
+    """
+
+    crops: np.ndarray
+    landmarks: np.ndarray
+    frame_index: np.ndarray
+    test: np.ndarray
+    sources: list[str]
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def subset(self, keep: np.ndarray) -> "FaceSet":
+        idx = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep)
+        return FaceSet(self.crops[idx], self.landmarks[idx], self.frame_index[idx], self.test[idx],
+                       [self.sources[i] for i in idx])
+
+
+def deidentify(crop: np.ndarray, name: str, spec: CropSpec, rng: np.random.Generator) -> np.ndarray:
+    """One classic de-identification of an aligned crop (QM-VAE Eq. 1-3 and the cartoon).
+
+    Shape:
+        crop: (S, S, 3) uint8 -> (S, S, 3) uint8
+    """
+    face_px = spec.size / (1 + 2 * spec.padding)  # the mean face's width in the crop
+    if name == "blindfold":  # Eq. 1: the eye band set to 0
+        out = crop.copy()
+        corners = eye_band(template_points(spec)[:2])
+        cv2.fillConvexPoly(out, np.round(corners).astype(np.int32), (0, 0, 0), lineType=cv2.LINE_8)
+        return out
+    if name == "mosaic":  # Eq. 2
+        return Mosaic().transform(crop, face_px, rng)
+    if name == "noise":  # Eq. 3
+        return Noise().transform(crop, face_px, rng)
+    if name == "cartoon":
+        return Cartoon().transform(crop, face_px, rng)
+    if name == "blur":
+        return Blur().transform(crop, face_px, rng)
+    raise ValueError(f"unknown de-identification {name!r}")
+
+
+def deidentify_batch(crops: np.ndarray, inputs: tuple[str, ...], spec: CropSpec,
+                     rng: np.random.Generator) -> np.ndarray:
+    """The model's input: each crop de-identified by every method of ``inputs``, on channels.
+
+    Shape:
+        crops: (N, S, S, 3) uint8 -> (N, S, S, 3k) uint8, k = len(inputs)
+    """
+    out = np.zeros((*crops.shape[:3], 3 * len(inputs)), np.uint8)
+    for i, crop in enumerate(crops):
+        out[i] = np.concatenate([deidentify(crop, name, spec, rng) for name in inputs], axis=-1)
+    return out
+
+
+def augment(crops: np.ndarray, rng: np.random.Generator, jitter: float = 0.04) -> np.ndarray:
+    """Mirror images and one small random similarity (shift, scale, rotation) per crop.
+
+    Shape:
+        crops: (N, S, S, 3) -> (3N, S, S, 3): originals, mirrored, jittered
+    """
+    size = crops.shape[1]
+    jittered = np.empty_like(crops)
+    for i, crop in enumerate(crops):
+        angle = rng.uniform(-6, 6)
+        scale = 1 + rng.uniform(-jitter, jitter)
+        m = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
+        m[:, 2] += rng.uniform(-jitter, jitter, 2) * size
+        jittered[i] = cv2.warpAffine(crop, m, (size, size), borderMode=cv2.BORDER_REFLECT)
+    return np.concatenate([crops, crops[:, :, ::-1], jittered])
+
+
+def default_sources() -> list[Path]:
+    """The store's real photos and videos (fetched on first use)."""
+    from veil.models.store import fetch
+
+    return [fetch(f"media/{name}") for name in DEFAULT_MEDIA]
+
+
+def find_sources(path: Path) -> list[Path]:
+    """Media files under ``path`` (a file, a folder, or a CelebA root) in a stable order."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise InputError(f"--faces {str(path)!r} does not exist; give a folder of face images or videos, "
+                         "or a CelebA root (img_align_celeba/ + list_eval_partition.txt)")
+    found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS + VIDEO_EXTS)
+    if not found:
+        raise InputError(f"no images ({' '.join(IMAGE_EXTS)}) or videos ({' '.join(VIDEO_EXTS)}) under {str(path)!r}")
+    return found
+
+
+def _celeba_files(root: Path, max_images: int | None) -> list[Path] | None:
+    partition = root / "list_eval_partition.txt"
+    images = root / "img_align_celeba"
+    if not (partition.is_file() and images.is_dir()):
+        return None
+    rows = [line.split() for line in partition.read_text().splitlines() if line.strip()]
+    rows.sort(key=lambda r: int(r[1]) if len(r) > 1 else 0)  # train (0) first, then val (1), test (2)
+    files = [images / r[0] for r in rows if (images / r[0]).is_file()]
+    if not files:
+        raise InputError(f"{str(partition)!r} names no file present in {str(images)!r}")
+    return files[:max_images] if max_images else files
+
+
+def _frames(path: Path, stride: int, max_frames: int | None) -> Iterator[tuple[int, np.ndarray]]:
+    if path.suffix.lower() in IMAGE_EXTS:
+        image = cv2.imread(str(path))
+        if image is None:
+            raise InputError(f"{str(path)!r} is not a readable image")
+        yield 0, cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return
+    from veil.video import read_frames
+
+    for i, frame in enumerate(read_frames(path)):
+        if max_frames is not None and i >= max_frames:
+            return
+        if i % stride == 0:
+            yield i, frame
+
+
+def load_faces(sources: list[Path] | Path, spec: CropSpec, *, stride: int = 1, max_frames: int | None = None,
+               max_images: int | None = None, min_face: float = 32.0, detector: str = "centerface",
+               log: Callable[[str], None] = print) -> FaceSet:
+    """Detect, align and split the faces of the sources (see the module docstring for the split)."""
+    from veil.detect import get_detector
+
+    celeba = _celeba_files(Path(sources), max_images) if isinstance(sources, (str, Path)) else None
+    files = celeba if celeba is not None else (
+        find_sources(Path(sources)) if isinstance(sources, (str, Path)) else [Path(s) for s in sources])
+    det = get_detector(detector)
+    crops, marks, index, test, names = [], [], [], [], []
+    photo_count = 0
+    for k, path in enumerate(files):
+        is_video = path.suffix.lower() in VIDEO_EXTS
+        found = [(i, frame, det.detect(frame)) for i, frame in _frames(path, stride, max_frames)]
+        if is_video:
+            cut = int(round(len(found) * (1 - TEST_FRACTION)))
+            held = [j >= cut for j in range(len(found))]
+        elif celeba is not None:
+            held = [k >= int(round(len(files) * (1 - TEST_FRACTION)))]
+        else:
+            held = [photo_count % 5 == 4]
+            photo_count += 1
+        for (i, frame, faces), hold in zip(found, held):
+            keep = faces.sizes >= min_face
+            if not keep.any():
+                continue
+            lm = faces.landmarks[keep]
+            crops.append(crop_faces(frame, lm, spec))
+            marks.append(lm)
+            index += [i] * len(lm)
+            test += [hold] * len(lm)
+            names += [str(path)] * len(lm)
+        if not celeba or k % 500 == 0:
+            log(f"faces: {path.name}: {len(names)} faces so far")
+    if not names:
+        raise InputError("no face of at least {min_face:.0f} px was found in the given media")
+    return FaceSet(np.concatenate(crops), np.concatenate(marks), np.asarray(index), np.asarray(test), names)

@@ -1,0 +1,258 @@
+"""Train QM-VAE (Eq. 7) on aligned face crops; checkpoints hold the config, inputs list and history.
+
+The shipped model is trained on the store's real photos and videos by::
+
+    python -m veil.qmvae_train --default
+
+which writes ``src/veil/weights/qmvae.pt``; ``veil train qmvae --faces DIR --out model.pt`` trains
+on your own media (photos, videos or the CelebA layout). Training is resumable: rerun the same
+command with ``--resume`` and it continues from the checkpoint's epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from veil.errors import InputError
+from veil.models.qmvae import QMVAE, ExpressionService, QMVAEConfig, Service, qmvae_loss, service_loss_rate
+from veil.qmvae_data import FaceSet, augment, default_sources, deidentify_batch, load_faces
+
+__all__ = ["TrainConfig", "QMVAECheckpoint", "CheckpointError", "save_checkpoint", "load_checkpoint",
+           "default_checkpoint", "prepare", "evaluate_split", "train", "main"]
+
+FORMAT = "veil-qmvae-checkpoint/1"
+WEIGHTS = Path(__file__).parent / "weights" / "qmvae.pt"
+
+
+class CheckpointError(InputError):
+    """A QM-VAE checkpoint is missing, unreadable or of another kind."""
+
+
+@dataclass
+class TrainConfig:
+    """Eq. 7's weights and the optimiser (the paper: Adam, 1e-3, beta 0.25, alpha 0.4)."""
+
+    alpha: float = 0.4
+    beta: float = 0.25
+    epochs: int = 12
+    batch_size: int = 32
+    service_batch: int = 8
+    lr: float = 1e-3
+    seed: int = 0
+
+
+@dataclass
+class QMVAECheckpoint:
+    model: QMVAE
+    train_config: TrainConfig = field(default_factory=TrainConfig)
+    epoch: int = 0
+    optimizer: dict | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+def default_checkpoint() -> Path:
+    return WEIGHTS
+
+
+def save_checkpoint(ckpt: QMVAECheckpoint, path: str | Path, keep_optimizer: bool = True) -> Path:
+    """Write atomically (temp file + rename): an interrupted run never leaves a broken file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {"format": FORMAT, "config": ckpt.model.config.to_dict(), "inputs": list(ckpt.model.config.inputs),
+            "state_dict": ckpt.model.state_dict(), "train_config": asdict(ckpt.train_config),
+            "epoch": ckpt.epoch, "optimizer": ckpt.optimizer if keep_optimizer else None,
+            "history": ckpt.history}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> QMVAECheckpoint:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"QM-VAE checkpoint {str(path)!r} not found; train one with "
+                              "`veil train qmvae --faces DIR --out FILE` (or `python -m veil.qmvae_train --default`)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many kinds for a bad file
+        raise CheckpointError(f"{str(path)!r} is not a readable torch checkpoint: {exc}") from exc
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a veil QM-VAE checkpoint")
+    model = QMVAE(QMVAEConfig(**blob["config"]))
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    return QMVAECheckpoint(model, TrainConfig(**blob["train_config"]), blob["epoch"], blob.get("optimizer"),
+                           blob.get("history", []))
+
+
+@dataclass
+class Prepared:
+    """Tensors for training. Shape: x (N, 3k, S, S), target (N, 3, S, S) in 0..1; logits (N, C)."""
+
+    x: torch.Tensor
+    target: torch.Tensor
+    logits: torch.Tensor | None
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def prepare(crops: np.ndarray, config: QMVAEConfig, service: Service | None, seed: int,
+            batch: int = 64) -> Prepared:
+    """De-identify the crops and run the service on the originals once (its target never changes)."""
+    x = _to_tensor(deidentify_batch(crops, config.inputs, config.crop, np.random.default_rng(seed)))
+    target = _to_tensor(crops)
+    logits = None
+    if service is not None:
+        with torch.no_grad():
+            logits = torch.cat([service(target[i:i + batch]) for i in range(0, len(target), batch)])
+    return Prepared(x, target, logits)
+
+
+def evaluate_split(model: QMVAE, data: Prepared, service: Service | None, tc: TrainConfig,
+                   batch: int = 64) -> dict[str, float]:
+    """Mean loss terms and the 0/1 service loss rate (Eq. 8) on a split, in eval mode."""
+    model.eval()
+    sums: dict[str, float] = {}
+    generated = []
+    with torch.no_grad():
+        for i in range(0, len(data.x), batch):
+            out = model(data.x[i:i + batch])
+            so = data.logits[i:i + batch] if data.logits is not None else None
+            terms = qmvae_loss(out, data.target[i:i + batch], service, tc.alpha, tc.beta, so)
+            for k, v in terms._asdict().items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(out.faces)
+            if service is not None:
+                generated.append(service(out.faces))
+    result = {k: v / max(len(data.x), 1) for k, v in sums.items()}
+    if service is not None and data.logits is not None:
+        result["service_loss_rate"] = service_loss_rate(data.logits, torch.cat(generated))
+    return result
+
+
+def train(ckpt: QMVAECheckpoint, train_data: Prepared, test_data: Prepared, service: Service | None,
+          out: Path | None = None, log: Callable[[str], None] = print) -> QMVAECheckpoint:
+    """Run epochs ``ckpt.epoch + 1 .. tc.epochs`` of Adam on Eq. 7, saving after each epoch."""
+    tc, model = ckpt.train_config, ckpt.model
+    optim = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    if ckpt.optimizer:
+        optim.load_state_dict(ckpt.optimizer)
+    n = len(train_data.x)
+    if n == 0:
+        raise InputError("no training faces: the 80/20 split left the training split empty")
+    for epoch in range(ckpt.epoch + 1, tc.epochs + 1):
+        torch.manual_seed(tc.seed * 1000 + epoch)
+        order = torch.randperm(n)
+        model.train()
+        start, sums = time.time(), {}
+        for b, i in enumerate(range(0, n, tc.batch_size)):
+            idx = order[i:i + tc.batch_size]
+            result = model(train_data.x[idx])
+            target = train_data.target[idx]
+            # The service term is estimated on the first `service_batch` faces of the batch: the
+            # expression net's backward pass dominates a step on a CPU.
+            k = min(tc.service_batch, len(idx))
+            sub = result._replace(faces=result.faces[:k])
+            so = train_data.logits[idx[:k]] if train_data.logits is not None else None
+            service_terms = qmvae_loss(sub, target[:k], service, tc.alpha, tc.beta, so)
+            terms = qmvae_loss(result, target, None, tc.alpha, tc.beta)
+            total = terms.total + tc.alpha * service_terms.service
+            optim.zero_grad(set_to_none=True)
+            total.backward()
+            optim.step()
+            for name, v in (("total", total), ("service", service_terms.service), ("mse", terms.mse),
+                            ("codebook", terms.codebook), ("commitment", terms.commitment)):
+                sums[name] = sums.get(name, 0.0) + float(v.detach()) * len(idx)
+        row = {"epoch": epoch, "seconds": round(time.time() - start, 1),
+               **{f"train_{k}": v / n for k, v in sums.items()},
+               **{f"test_{k}": v for k, v in evaluate_split(model, test_data, service, tc).items()}}
+        ckpt.history.append(row)
+        ckpt.epoch, ckpt.optimizer = epoch, optim.state_dict()
+        log(f"epoch {epoch}/{tc.epochs} ({row['seconds']:.0f} s): train loss {row['train_total']:.4f} "
+            f"(mse {row['train_mse']:.4f}, service {row['train_service']:.3f}); test mse {row['test_mse']:.4f}"
+            + (f", expression loss rate {row['test_service_loss_rate']:.3f}" if "test_service_loss_rate" in row else ""))
+        if out is not None:
+            save_checkpoint(ckpt, out)
+            write_curves(ckpt.history, out.with_suffix(".curves.csv"))
+    model.eval()
+    return ckpt
+
+
+def write_curves(history: list[dict], path: Path) -> Path:
+    """The loss curves, one row per epoch (train and test terms), as CSV."""
+    keys = sorted({k for row in history for k in row}, key=lambda k: (k != "epoch", k))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    return path
+
+
+def start_or_resume(out: Path, config: QMVAEConfig, tc: TrainConfig, resume: bool) -> QMVAECheckpoint:
+    if resume and out.is_file():
+        ckpt = load_checkpoint(out)
+        ckpt.train_config.epochs = tc.epochs  # a resumed run may be extended
+        return ckpt
+    torch.manual_seed(tc.seed)
+    return QMVAECheckpoint(QMVAE(config), tc)
+
+
+def run(faces: Path | list[Path], out: Path, config: QMVAEConfig, tc: TrainConfig, *, resume: bool = False,
+        stride: int = 1, max_frames: int | None = None, max_images: int | None = None,
+        service: Service | None = None, log: Callable[[str], None] = print) -> QMVAECheckpoint:
+    """Load faces, split, augment the training split, train and save (what `veil train qmvae` runs)."""
+    ckpt = start_or_resume(out, config, tc, resume)
+    config = ckpt.model.config
+    faceset: FaceSet = load_faces(faces, config.crop, stride=stride, max_frames=max_frames,
+                                  max_images=max_images, log=log)
+    train_set, test_set = faceset.subset(~faceset.test), faceset.subset(faceset.test)
+    if len(test_set) == 0:
+        raise InputError("the 80/20 split left no test face: give more media (several photos or a video)")
+    rng = np.random.default_rng(tc.seed)
+    train_crops = augment(train_set.crops, rng)
+    log(f"training on {len(train_set)} faces ({len(train_crops)} with mirrors and jitter), "
+        f"testing on {len(test_set)}; inputs: {', '.join(config.inputs)}")
+    service = service if service is not None else ExpressionService(config.crop)
+    train_data = prepare(train_crops, config, service, tc.seed)
+    test_data = prepare(test_set.crops, config, service, tc.seed + 1)
+    return train(ckpt, train_data, test_data, service, out, log)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m veil.qmvae_train", description=__doc__.split("\n")[0])
+    ap.add_argument("--default", action="store_true", help="train the shipped model on the store's media")
+    ap.add_argument("--faces", type=Path, help="folder of face photos/videos, or a CelebA root")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    ap.add_argument("--alpha", type=float, default=TrainConfig.alpha)
+    ap.add_argument("--beta", type=float, default=TrainConfig.beta)
+    ap.add_argument("--stride", type=int, default=2, help="use every n-th video frame")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tc = TrainConfig(alpha=args.alpha, beta=args.beta, epochs=args.epochs)
+    if args.default:
+        out = args.out or default_checkpoint()
+        ckpt = run(default_sources(), out, QMVAEConfig(), tc, resume=args.resume, stride=args.stride)
+        save_checkpoint(ckpt, out, keep_optimizer=False)  # the shipped file: weights, config, history
+    elif args.faces and args.out:
+        run(args.faces, args.out, QMVAEConfig(), tc, resume=args.resume, stride=args.stride)
+    else:
+        ap.error("give --default, or --faces DIR and --out FILE")
+
+
+if __name__ == "__main__":
+    main()
