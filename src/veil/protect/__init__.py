@@ -2,6 +2,7 @@
 
 from veil.protect import classic  # noqa: F401  (registers the classic protections)
 from veil.protect import cloak  # noqa: F401  (registers the cloak)
+from veil.protect import qmvae  # noqa: F401  (registers --method qmvae; the model loads on use)
 from veil.protect.base import (
     ProtectState,
     Protector,
