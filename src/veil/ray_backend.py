@@ -1,0 +1,109 @@
+"""The batch on Ray: one actor per worker, each holding its detector and protector, on one machine or many.
+
+Tasks are the same as with local worker processes (`veil.workers.Task`): whole files, segments of
+long files, joins. The coordinating process keeps the manifest and hands each idle actor its next
+task. Inputs and outputs are paths, so on a cluster every machine must see the archive and the
+output folder at the same paths (a shared file system). An actor that dies (its machine lost)
+fails its task, and a new actor takes its place.
+
+Ray is optional: ``pip install 'veil[ray]'``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from veil.errors import InputError
+from veil.pipeline import ProtectOptions
+from veil.workers import Event, Task, TaskResult, build_models, execute
+
+__all__ = ["RayRunner", "import_ray"]
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise InputError("--ray needs Ray, an optional extra: pip install 'veil[ray]'") from None
+    return ray
+
+
+class _Actor:
+    """Holds the models for its whole life; `run` protects one task."""
+
+    def __init__(self, options: ProtectOptions, workers_per_node: int) -> None:
+        self.options = options
+        self.models = build_models(options, max(1, (os.cpu_count() or 1) // workers_per_node))
+
+    def run(self, task: Task) -> TaskResult:
+        return execute(task, self.options, self.models)
+
+
+class RayRunner:
+    """`workers` Ray actors (one CPU each). Joins the Ray at `address`, or starts a local one."""
+
+    def __init__(self, options: ProtectOptions, workers: int, *, address: str | None = None) -> None:
+        ray = self._ray = import_ray()
+        self.options, self.capacity = options, workers
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            try:
+                if address:
+                    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+                else:
+                    ray.init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False,
+                             log_to_driver=False)
+            except ConnectionError as exc:
+                raise InputError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
+        self._actor_class = ray.remote(num_cpus=1)(_Actor)
+        self._actors = [self._new_actor() for _ in range(workers)]
+        self._idle = deque(self._actors)
+        self._waiting: deque[Task] = deque()
+        self._refs: dict[Any, tuple[Any, Task]] = {}  # object ref -> (actor, task)
+
+    def _new_actor(self) -> Any:
+        return self._actor_class.remote(self.options, min(self.capacity, os.cpu_count() or 1))
+
+    def submit(self, task: Task) -> None:
+        self._waiting.append(task)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self._idle and self._waiting:
+            actor, task = self._idle.popleft(), self._waiting.popleft()
+            self._refs[actor.run.remote(task)] = (actor, task)
+
+    def poll(self, timeout: float, on_event: Callable[[Event], None]) -> None:
+        if not self._refs:
+            return
+        ready, _ = self._ray.wait(list(self._refs), num_returns=1, timeout=timeout)
+        for ref in ready:
+            actor, task = self._refs.pop(ref)
+            try:
+                result = self._ray.get(ref)
+            except self._ray.exceptions.RayActorError as exc:
+                actor = self._new_actor()
+                result = TaskResult(task.id, error=f"{task.src}: the Ray worker died ({type(exc).__name__})",
+                                    exit_code=1)
+            except self._ray.exceptions.RayError as exc:
+                result = TaskResult(task.id, error=f"{task.src}: Ray failed: {exc}", exit_code=1)
+            self._idle.append(actor)
+            on_event(("result", result))
+        self._dispatch()
+
+    def running(self) -> list[int]:
+        return [t.id for _, t in self._refs.values()] + [t.id for t in self._waiting]
+
+    def close(self, *, abort: bool = False) -> None:
+        for actor in set(a for a, _ in self._refs.values()) | set(self._idle):
+            try:
+                self._ray.kill(actor)
+            except Exception:  # noqa: BLE001 - an actor already gone is fine
+                pass
+        self._refs.clear()
+        self._idle.clear()
+        if self._owns_ray:
+            self._ray.shutdown()
