@@ -134,3 +134,22 @@ def test_protected_crop_differs_from_original_only_slightly(load_rgb, cloak_mid:
     b = crop_faces(out, faces.landmarks, RECOGNIZER_CROP).astype(np.int16)
     assert np.mean(np.abs(a - b) <= 8) > 0.95
     assert np.abs(a - b).max() > 0
+
+
+def test_new_track_or_landmark_jump_starts_fresh(load_rgb) -> None:
+    """A scene cut (the pipeline starts a new track) or key points no affine explains: no reuse."""
+    from veil.detect import detect
+
+    image = load_rgb("obama.jpg")
+    faces = detect(image)[:1]
+    cloak = get_protector("cloak", mode="low", max_iters=1)
+    state = ProtectState()
+    sequence = [(0, faces.landmarks), (0, faces.landmarks + 2.0), (7, faces.landmarks + 2.0),
+                (7, faces.landmarks[:, [1, 0, 2, 4, 3]])]
+    for i, (track, lm) in enumerate(sequence):
+        f = Faces(faces.boxes, lm, faces.scores, np.array([track]))
+        state.frame_index = i
+        cloak(image, f, state)
+    # frame 1 reuses frame 0's cloak (same track, moved 2 px); frame 2 is a new track; frame 3 jumps
+    assert state.stats["cloak_fresh_starts"] == [0, 2, 3]
+    assert set(state.memory["cloak_tracks"]) == {0, 7}

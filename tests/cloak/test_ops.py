@@ -62,6 +62,7 @@ def test_landmark_jump_flags_points_no_affine_explains() -> None:
     src = np.array([[30.0, 40.0], [70.0, 41.0], [50.0, 60.0], [35.0, 80.0], [66.0, 79.0]])
     assert landmark_jump(src, src + 3.0) < 1e-9
     assert landmark_jump(src, src[[4, 2, 0, 1, 3]]) > 0.3
+    assert landmark_jump(src, src[[1, 0, 2, 4, 3]]) == float("inf")  # left and right swapped: a mirror
 
 
 def test_warp_cloak_moves_pixels_by_a_known_transform() -> None:

@@ -162,6 +162,9 @@ class Cloak:
                 state.stats.setdefault("cloak_faces_masked", []).append(state.frame_index)
                 continue
             steps_total += steps
+        # tracks gone for more than two frames are never reused: drop their cloaks
+        for gone in [t for t, m in tracks.items() if m.frame_index < state.frame_index - 2]:
+            del tracks[gone]
         state.stats.setdefault("cloak_iterations", []).append(steps_total)
         state.stats.setdefault("cloak_seconds", []).append(round(time.perf_counter() - start, 4))
         log.info("frame %d: %d cloak iterations", state.frame_index, steps_total)

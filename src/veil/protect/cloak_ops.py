@@ -148,15 +148,19 @@ def warp_cloak(cloak: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) ->
 def landmark_jump(old: np.ndarray, new: np.ndarray) -> float:
     """How badly an affine explains the key points' move, in units of the eye distance.
 
-    The RMS residual of :func:`keypoint_affine` plus the log-scale change: a scene cut, a wrong
-    track or a sudden head turn gives a large value, and the cloak is not reused.
+    The RMS residual of :func:`keypoint_affine` plus the log-scale change (infinite for a mirror
+    image): a scene cut, a wrong track or a sudden head turn gives a large value, and the cloak is
+    not reused.
 
     Shape:
         old, new: (5, 2) -> float
     """
     m = keypoint_affine(old, new)
+    det = float(np.linalg.det(m[:, :2]))
+    if det <= 0:  # a mirror image: the points were matched wrongly, never a head's motion
+        return float("inf")
     moved = np.asarray(old, np.float64) @ m[:, :2].T + m[:, 2]
     eye = max(float(np.linalg.norm(new[1] - new[0])), 1e-6)
     residual = float(np.sqrt(((moved - new) ** 2).sum(-1).mean())) / eye
-    scale = abs(float(np.log(max(abs(np.linalg.det(m[:, :2])), 1e-9)))) / 2
+    scale = abs(float(np.log(max(det, 1e-9)))) / 2
     return residual + scale
