@@ -123,11 +123,12 @@ class STPrivacy(nn.Module):
         b, n, _ = x.shape
         index = torch.arange(n, device=x.device).expand(b, n)
         keep = torch.ones(b, n, device=x.device, dtype=x.dtype) if self.training else None
-        counts = stage_counts(n, ratio, len(self.prune_at)) if self.prune_at else []
+        prune = self.prune_at if ratio < 1.0 else ()  # nothing to drop: skip the predictors
+        counts = stage_counts(n, ratio, len(prune)) if prune else []
         stage_keeps: list[Tensor] = []
         stage = 0
         for i, block in enumerate(self.blocks):
-            if stage < len(self.prune_at) and i == self.prune_at[stage]:
+            if stage < len(prune) and i == prune[stage]:
                 logits = self.predictors[stage](x, keep)
                 if self.training:
                     keep = gumbel_keep(logits, keep, tau)
@@ -195,7 +196,7 @@ def flops(config: ActionConfig, keep_ratio: float | None = None) -> int:
     n = c.num_tokens
     hidden = int(c.dim * c.mlp_ratio)
     total = n * c.dim * 3 * t * p * q
-    prune_at = c.prune_at if c.sparsify else ()
+    prune_at = c.prune_at if c.sparsify and ratio < 1.0 else ()
     counts = stage_counts(n, ratio, len(prune_at)) if prune_at else []
     pred = c.dim * c.dim + c.dim * (c.dim // 2) + (c.dim // 2) * (c.dim // 4) + (c.dim // 4) * 2
     stage = 0

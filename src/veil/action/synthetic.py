@@ -4,7 +4,7 @@ Each clip shows one stick figure on a random noisy background. The *action* is o
 (walk right, walk left, jump, wave, stand, circle); the *private attributes* are only appearance and are
 drawn independently of the action, each positive with probability 1/2:
 
-- ``face``: a face-like texture (two eyes, a mouth) on the head, otherwise a plain back of the head;
+- ``face``: a face-like texture (two eyes, a mouth) on the head, otherwise the back of the head (hair);
 - ``skin_tone``: light or dark skin on head and arms;
 - ``clothing``: a red or a blue shirt;
 - ``pattern``: a striped or a plain shirt.
@@ -97,13 +97,13 @@ def _draw_figure(frame: np.ndarray, x: int, y: int, u: float, attrs: np.ndarray,
         if x2 > x1 and y2 > y1:
             frame[y1:y2, x1:x2] = colour
 
-    if attrs[0]:  # face: eyes and mouth on skin
-        rect(hx, y, head, head, colours["skin"])
+    rect(hx, y, head, head, colours["skin"])
+    if attrs[0]:  # face: eyes and mouth
         rect(hx + s(1), y + s(1), s(1), s(1), colours["dark"])
         rect(hx + head - 2 * s(1), y + s(1), s(1), s(1), colours["dark"])
         rect(hx + s(1), y + s(3), head - 2 * s(1), s(1), colours["dark"])
-    else:  # back of the head: hair over skin
-        rect(hx, y, head, head, colours["hair"])
+    else:  # back of the head: hair over the upper part, the neck still shows the skin
+        rect(hx, y, head, s(3), colours["hair"])
     ty = y + head
     rect(x, ty, torso_w, torso_h, colours["shirt"])
     if attrs[3]:  # stripes across the shirt

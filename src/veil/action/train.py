@@ -8,6 +8,13 @@ One step (Li et al., 2023, Sec. 3.4, with the choices of `anonymize.py`):
 2. the adversaries are fitted to the attributes on the detached anonymized tokens;
 3. the preview decoder is fitted to the raw tubelets from the detached anonymized tokens.
 
+Schedule (our choice; the paper fine-tunes a pretrained ViT, which has no such trouble): a model
+trained from scratch cannot learn actions while a random predictor drops half of its tokens and an
+adversary pulls at its features. So for the first ``warmup`` fraction of the steps every token is kept
+and the privacy weight is 0; then the keep ratio anneals linearly to its target and the privacy weight
+ramps up over the next ``anneal`` fraction. `init_from` copies the weights of a trained model (e.g. a
+plain action model, as the paper starts from pretrained weights), after which a short run suffices.
+
 Adversaries are re-initialised every ``restart_every`` epochs ("model restarting", Wu et al., TPAMI
 2020): an anonymizer that only fooled one adversary's current weights is exposed by a fresh one, which
 is what the evaluation's attacker is.
@@ -31,7 +38,7 @@ from veil.action.model import STPrivacy, to_input, tubelets
 from veil.action.sparsify import ratio_loss
 from veil.errors import InputError
 
-__all__ = ["TrainConfig", "StepLog", "train", "save_checkpoint", "load_checkpoint"]
+__all__ = ["TrainConfig", "StepLog", "train", "schedule", "init_from", "save_checkpoint", "load_checkpoint"]
 
 Batch = tuple[Tensor, Tensor, Tensor]  # (B, T, H, W, 3) uint8, (B,) actions, (B, A) attributes
 
@@ -47,9 +54,20 @@ class TrainConfig:
     ratio_weight: float = 2.0
     random_strength_weight: float = 0.5  # action loss at a random deployment strength
     adversaries: int = 2
-    restart_every: int = 5
+    adversary_steps: int = 2  # adversary updates per model update: it must keep up with the anonymizer
+    restart_every: int = 2
     tau: float = 1.0
+    warmup: float = 0.2  # fraction of steps with every token kept and no privacy loss
+    anneal: float = 0.4  # fraction of steps over which keep ratio and privacy weight reach their targets
     seed: int = 0
+
+
+def schedule(progress: float, cfg: TrainConfig, keep_ratio: float) -> tuple[float, float]:
+    """(keep ratio, privacy weight) at ``progress`` in [0, 1] of training."""
+    if progress < cfg.warmup:
+        return 1.0, 0.0
+    ramp = min(1.0, (progress - cfg.warmup) / cfg.anneal) if cfg.anneal > 0 else 1.0
+    return 1.0 + ramp * (keep_ratio - 1.0), ramp * cfg.privacy_weight
 
 
 @dataclass
@@ -68,10 +86,11 @@ def _adversaries(config: ActionConfig, count: int) -> nn.ModuleList:
 
 
 def _model_step(model: STPrivacy, adversaries: nn.ModuleList, batch: Batch, cfg: TrainConfig,
-                prior: Tensor) -> tuple[Tensor, dict[str, float], Tensor, Tensor]:
+                prior: Tensor, keep_ratio: float, privacy_weight: float
+                ) -> tuple[Tensor, dict[str, float], Tensor, Tensor]:
     video, action, _ = batch
     x = to_input(video)
-    enc = model.encode(x, tau=cfg.tau)
+    enc = model.encode(x, keep_ratio=keep_ratio, tau=cfg.tau)
     keep = enc.keep
     logs: dict[str, float] = {}
     if model.anonymizer is not None:
@@ -86,14 +105,14 @@ def _model_step(model: STPrivacy, adversaries: nn.ModuleList, batch: Batch, cfg:
         loss = loss + cfg.random_strength_weight * F.cross_entropy(
             model.head(blend(enc.tokens, anonymized, s), keep), action)
     if enc.stage_keeps:
-        r = ratio_loss(enc.stage_keeps, model.config.keep_ratio)
+        r = ratio_loss(enc.stage_keeps, keep_ratio)
         loss = loss + cfg.ratio_weight * r
         logs["kept"] = float(keep.detach().mean())
-    if model.anonymizer is not None and len(adversaries) and cfg.privacy_weight > 0:
+    if model.anonymizer is not None and len(adversaries) and privacy_weight > 0:
         # The adversarial gradient reaches the anonymizer only (see anonymize.py).
         a = model.anonymizer(enc.tokens.detach(), keep.detach())
         conf = torch.stack([confusion_loss(adv(a, keep.detach()), prior) for adv in adversaries]).mean()
-        loss = loss + cfg.privacy_weight * conf
+        loss = loss + privacy_weight * conf
         logs["confusion"] = float(conf.detach())
     target = tubelets(x, model.config.tubelet)
     w = keep.detach().unsqueeze(-1)
@@ -131,7 +150,8 @@ def train(model: STPrivacy, batches: Callable[[], Iterable[Batch]], cfg: TrainCo
             seen += attrs.sum(dim=0)
             count += len(attrs)
             prior = seen / max(count, 1)
-            loss, logs, z, keep = _model_step(model, adversaries, batch, cfg, prior)
+            ratio, weight = schedule(step_no / max(total, 1), cfg, model.config.keep_ratio)
+            loss, logs, z, keep = _model_step(model, adversaries, batch, cfg, prior, ratio, weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -139,7 +159,7 @@ def train(model: STPrivacy, batches: Callable[[], Iterable[Batch]], cfg: TrainCo
             if step_no < total:
                 sched.step()
             step_no += 1
-            if adv_opt is not None:
+            for _ in range(cfg.adversary_steps if adv_opt is not None else 0):
                 adv_loss = torch.stack([F.binary_cross_entropy_with_logits(adv(z, keep), attrs)
                                         for adv in adversaries]).mean()
                 adv_opt.zero_grad(set_to_none=True)
@@ -150,6 +170,15 @@ def train(model: STPrivacy, batches: Callable[[], Iterable[Batch]], cfg: TrainCo
                 on_step(StepLog(epoch, step, steps_per_epoch, logs))
     model.eval()
     return adversaries
+
+
+def init_from(model: STPrivacy, source: STPrivacy) -> list[str]:
+    """Copy every weight whose name and shape match (embedding, blocks, head); returns their names."""
+    theirs = source.state_dict()
+    mine = model.state_dict()
+    copied = [k for k, v in theirs.items() if k in mine and mine[k].shape == v.shape]
+    model.load_state_dict({**mine, **{k: theirs[k] for k in copied}})
+    return copied
 
 
 def save_checkpoint(path: str | Path, model: STPrivacy, train_config: TrainConfig | None = None,
