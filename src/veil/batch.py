@@ -146,14 +146,31 @@ def remove_temporaries(dst: Path) -> int:
     return removed
 
 
-def _runner(options: ProtectOptions, workers: int, use_ray: bool, ray_address: str | None):
+_TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]+)$")
+
+
+def _remove_stale_temporaries(outputs: list[Path]) -> None:
+    """`remove_temporaries` for many outputs, listing each folder once (archives have big folders)."""
+    by_folder: dict[Path, set[tuple[str, str]]] = {}
+    for dst in outputs:
+        by_folder.setdefault(dst.parent, set()).add((dst.stem, dst.suffix))
+    for folder, names in by_folder.items():
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            match = _TEMP_NAME.match(path.name)
+            if match and (match["stem"], match["suffix"]) in names:
+                path.unlink(missing_ok=True)
+
+
+def _runner(options: ProtectOptions, workers: int, use_ray: bool, ray_address: str | None, threads: int | None):
     if use_ray:
         from veil.ray_backend import RayRunner
 
-        return RayRunner(options, workers, address=ray_address)
+        return RayRunner(options, workers, address=ray_address, threads=threads)
     if workers > 1:
-        return ProcessRunner(options, workers)
-    return InlineRunner(options)
+        return ProcessRunner(options, workers, threads=threads)
+    return InlineRunner(options, threads=threads or 0)
 
 
 @dataclass
@@ -172,7 +189,7 @@ class _Pending:
 def run_jobs(jobs: Sequence[Job], options: ProtectOptions, *, console: Console | None = None,
              show_progress: bool = True, workers: int = 1, use_ray: bool = False,
              ray_address: str | None = None, manifest: Path | None = None, resume: bool = True,
-             segment_seconds: float | None = None) -> Report:
+             segment_seconds: float | None = None, threads: int | None = None) -> Report:
     """Protect the jobs' videos; never raises for one bad file.
 
     workers: parallel workers (processes, or Ray actors with `use_ray`), each building the models once.
@@ -180,6 +197,8 @@ def run_jobs(jobs: Sequence[Job], options: ProtectOptions, *, console: Console |
     manifest: the output folder that holds the manifest (see `output_folder`); None: no manifest.
     resume: skip files the manifest records as done and unchanged (False: redo everything).
     segment_seconds: cut videos longer than this at keyframes and protect the segments in parallel.
+    threads: CPU threads of each worker's models (None: the cores shared evenly by the workers; one
+        worker in this process uses the libraries' defaults).
     """
     if workers < 1:
         raise InputError("the number of workers must be at least 1")
@@ -188,7 +207,7 @@ def run_jobs(jobs: Sequence[Job], options: ProtectOptions, *, console: Console |
     book = Manifest(manifest) if manifest is not None and not options.dry_run else None
     try:
         return _Batch(jobs, options, book, console, show_progress, workers, use_ray, ray_address, resume,
-                      segment_seconds).run()
+                      segment_seconds, threads).run()
     finally:
         if book is not None:
             book.close()
@@ -196,7 +215,8 @@ def run_jobs(jobs: Sequence[Job], options: ProtectOptions, *, console: Console |
 
 class _Batch:
     def __init__(self, jobs, options, book, console, show_progress, workers, use_ray, ray_address, resume,
-                 segment_seconds) -> None:
+                 segment_seconds, threads) -> None:
+        self.threads = threads
         self.jobs, self.options, self.book = list(jobs), options, book
         self.console, self.show_progress = console, show_progress
         self.workers, self.use_ray, self.ray_address = workers, use_ray, ray_address
@@ -217,9 +237,8 @@ class _Batch:
             self.book.interrupted()
             if self.parts_root is not None:
                 shutil.rmtree(self.parts_root / PARTS_FOLDER, ignore_errors=True)
+        _remove_stale_temporaries([job.dst for job in self.jobs if job.dst is not None])
         for job in self.jobs:
-            if job.dst is not None:
-                remove_temporaries(job.dst)
             if (self.book is not None and self.resume and job.dst is not None
                     and self.book.is_done(job.src, job.dst, self.fingerprint)):
                 self.report.resumed.append(job)
@@ -245,7 +264,8 @@ class _Batch:
             return [self._task(pending, "file", job.dst)]
         parts_dir = self.parts_root / PARTS_FOLDER if self.parts_root else job.dst.parent / PARTS_FOLDER
         folder = parts_dir / f"{index:06d}"
-        folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)  # parts of a run that was killed
+        folder.mkdir(parents=True)
         pending.parts = [s.with_part(folder / f"part{k:04d}{job.dst.suffix}") for k, s in enumerate(segments)]
         return [self._task(pending, "segment", job.dst, segment=s) for s in pending.parts]
 
@@ -264,7 +284,7 @@ class _Batch:
         self.bars: dict[int, Any] = {}
         if not todo:
             return self.report
-        runner = _runner(self.options, self.workers, self.use_ray, self.ray_address)
+        runner = _runner(self.options, self.workers, self.use_ray, self.ray_address, self.threads)
         pending_jobs = deque(enumerate(todo))
         in_flight = 0
         try:
@@ -322,6 +342,7 @@ class _Batch:
             bar = self.bars[task_id] = self.progress.add_task(name, total=None, info="")
         self.progress.update(bar, completed=done, total=total or None)
         pending.frames[task_id] = (done, total)
+        self._show()
 
     def _show(self) -> None:
         elapsed = time.perf_counter() - self.started
@@ -359,14 +380,14 @@ class _Batch:
                 pending.failed = True
                 self._file_done(pending, None, result)
             if pending.failed and not any(p is pending for p, _ in self.tasks.values()):
-                shutil.rmtree(pending.parts[0].part.parent, ignore_errors=True)
+                _remove_parts(pending)
             return
         summary = result.summary
         if task.kind == "join" and result.ok:
             summary = merge_summaries([pending.part_summaries[k] for k in range(len(pending.parts))],
                                       output=pending.job.dst, seconds=time.perf_counter() - pending.started,
                                       audio_streams=result.extra.get("audio_streams", 0))
-            shutil.rmtree(pending.parts[0].part.parent, ignore_errors=True)
+            _remove_parts(pending)
         elif summary is not None:
             self.frames_done += summary.frames
         self._file_done(pending, summary, result)
@@ -387,6 +408,15 @@ class _Batch:
                 self.book.fail(job.src, result.error)
             self.report.exit_code = max(self.report.exit_code, result.exit_code)
             self.outcomes.append((pending.index, None, job, result.error))
+
+
+def _remove_parts(pending: _Pending) -> None:
+    folder = pending.parts[0].part.parent
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()  # the parts folder itself, once no file uses it
+    except OSError:
+        pass
 
 
 def _size(path: Path) -> int:

@@ -157,7 +157,10 @@ class Manifest:
 
     def start(self, src: Path, dst: Path, options: str) -> None:
         """Record that `src` is being protected (its row is no longer 'done' until it finishes)."""
-        st = src.stat()
+        try:
+            size, mtime_ns = src.stat().st_size, src.stat().st_mtime_ns
+        except OSError:
+            size = mtime_ns = -1  # a missing input: its task fails with the reason
         self._db.execute(
             "INSERT INTO files (input, output, size, mtime_ns, options, status, attempts, updated) "
             "VALUES (?, ?, ?, ?, ?, 'running', 1, ?) "
@@ -165,7 +168,7 @@ class Manifest:
             "mtime_ns = excluded.mtime_ns, options = excluded.options, status = 'running', "
             "sha256 = NULL, output_size = NULL, output_sha256 = NULL, summary = NULL, error = NULL, "
             "attempts = attempts + 1, updated = excluded.updated",
-            (_key(src), _key(dst), st.st_size, st.st_mtime_ns, options, time.time()))
+            (_key(src), _key(dst), size, mtime_ns, options, time.time()))
 
     def finish(self, src: Path, *, sha256: str, size: int, mtime_ns: int, output_size: int,
                output_sha256: str, summary: dict[str, Any]) -> None:

@@ -34,9 +34,9 @@ def import_ray() -> Any:
 class _Actor:
     """Holds the models for its whole life; `run` protects one task."""
 
-    def __init__(self, options: ProtectOptions, workers_per_node: int) -> None:
+    def __init__(self, options: ProtectOptions, workers_per_node: int, threads: int | None) -> None:
         self.options = options
-        self.models = build_models(options, max(1, (os.cpu_count() or 1) // workers_per_node))
+        self.models = build_models(options, threads or max(1, (os.cpu_count() or 1) // workers_per_node))
 
     def run(self, task: Task) -> TaskResult:
         return execute(task, self.options, self.models)
@@ -45,8 +45,10 @@ class _Actor:
 class RayRunner:
     """`workers` Ray actors (one CPU each). Joins the Ray at `address`, or starts a local one."""
 
-    def __init__(self, options: ProtectOptions, workers: int, *, address: str | None = None) -> None:
+    def __init__(self, options: ProtectOptions, workers: int, *, address: str | None = None,
+                 threads: int | None = None) -> None:
         ray = self._ray = import_ray()
+        self._threads = threads
         self.options, self.capacity = options, workers
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
@@ -65,7 +67,7 @@ class RayRunner:
         self._refs: dict[Any, tuple[Any, Task]] = {}  # object ref -> (actor, task)
 
     def _new_actor(self) -> Any:
-        return self._actor_class.remote(self.options, min(self.capacity, os.cpu_count() or 1))
+        return self._actor_class.remote(self.options, min(self.capacity, os.cpu_count() or 1), self._threads)
 
     def submit(self, task: Task) -> None:
         self._waiting.append(task)

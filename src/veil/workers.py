@@ -156,9 +156,9 @@ Event = tuple
 class InlineRunner:
     """Runs tasks in this process, one at a time, with models built once."""
 
-    def __init__(self, options: ProtectOptions) -> None:
+    def __init__(self, options: ProtectOptions, *, threads: int = 0) -> None:
         self.options = options
-        self.models = build_models(options)
+        self.models = build_models(options, threads)
         self._queue: list[Task] = []
         self.capacity = 1
 

@@ -76,7 +76,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_sigkill_mid_file_then_resume(tmp_path, workers):
     archive = _archive(tmp_path)
     jobs, skipped = plan_jobs([archive], tmp_path / "clean")
@@ -175,3 +175,17 @@ def test_one_run_per_output_folder(tmp_path):
     with Manifest(tmp_path / "safe"):
         with pytest.raises(Exception, match="another veil run"):
             Manifest(tmp_path / "safe")
+
+
+def test_progress_shows_files_failures_and_rate(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    archive = _archive(tmp_path, n=2, frames=6)
+    (archive / "broken.mp4").write_bytes(b"x" * 100)
+    out = io.StringIO()
+    jobs, _ = plan_jobs([archive], tmp_path / "safe")
+    run_jobs(jobs, OPTIONS, manifest=tmp_path / "safe", console=Console(file=out, force_terminal=True, width=120))
+    text = out.getvalue()
+    assert "3/3 files, 1 failed" in text and "frames/s" in text
