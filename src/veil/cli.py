@@ -194,13 +194,19 @@ def version() -> None:
 
 def _register_commands() -> None:
     """The commands that live beside their subsystems (each module owns its options)."""
+    from veil.action.cli import app as action_app
     from veil.evaluate.cli import evaluate_command
+    from veil.manifest import status_command
+    from veil.qmvae_cli import train_qmvae_command
     from veil.stream.cli import decode_command, encode_command, train_codec_command
 
     app.command("evaluate")(evaluate_command)
     app.command("encode")(encode_command)
     app.command("decode")(decode_command)
+    app.command("status")(status_command)
     train_app.command("codec")(train_codec_command)
+    train_app.command("qmvae")(train_qmvae_command)
+    app.add_typer(action_app, name="action")
 
 
 _register_commands()
