@@ -16,10 +16,11 @@ def train_qmvae_command(
     faces: Annotated[Path, typer.Option("--faces", help="Folder (or file) of face photos/videos, or a CelebA root "
                                         "(img_align_celeba/ + list_eval_partition.txt).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write (config, inputs list, weights, "
-                                      "history); loss curves go beside it as <out>.curves.csv.")],
+                                      "history); loss curves go beside it as <out>.curves.csv and .png.")],
     alpha: Annotated[float, typer.Option(help="Eq. 7: weight of the service loss against the MSE (0..1).")] = 0.4,
     beta: Annotated[float, typer.Option(help="Eq. 7: commitment weight.")] = 0.25,
     epochs: Annotated[int, typer.Option(help="Epochs (a resumed run continues up to this many).")] = 12,
+    warmup: Annotated[int, typer.Option(help="Epochs of reconstruction alone before the service term joins.")] = 3,
     batch_size: Annotated[int, typer.Option(help="Faces per step.")] = 32,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     inputs: Annotated[str, typer.Option(help="De-identifications fed to the model, comma-separated "
@@ -40,7 +41,8 @@ def train_qmvae_command(
     try:
         config = QMVAEConfig(inputs=tuple(s.strip() for s in inputs.split(",") if s.strip()), size=size,
                              codebook_size=codebook_size, codebook_dim=codebook_dim)
-        tc = TrainConfig(alpha=alpha, beta=beta, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+        tc = TrainConfig(alpha=alpha, beta=beta, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                         warmup_epochs=warmup)
         if epochs < 1 or batch_size < 1 or lr <= 0 or not 0 <= alpha <= 1:
             raise ValueError("need epochs >= 1, batch size >= 1, lr > 0 and 0 <= alpha <= 1")
     except ValueError as exc:

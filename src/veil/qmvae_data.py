@@ -202,5 +202,5 @@ def load_faces(sources: list[Path] | Path, spec: CropSpec, *, stride: int = 1, m
         if not celeba or k % 500 == 0:
             log(f"faces: {path.name}: {len(names)} faces so far")
     if not names:
-        raise InputError("no face of at least {min_face:.0f} px was found in the given media")
+        raise InputError(f"no face of at least {min_face:.0f} px was found in the given media")
     return FaceSet(np.concatenate(crops), np.concatenate(marks), np.asarray(index), np.asarray(test), names)

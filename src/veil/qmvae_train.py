@@ -48,6 +48,9 @@ class TrainConfig:
     service_batch: int = 8
     lr: float = 1e-3
     seed: int = 0
+    warmup_epochs: int = 3
+    """Epochs of reconstruction alone (alpha 0) before the service term joins: from scratch the
+    KL term's gradient swamps the MSE's and the decoder never learns to draw a face."""
 
 
 @dataclass
@@ -153,6 +156,7 @@ def train(ckpt: QMVAECheckpoint, train_data: Prepared, test_data: Prepared, serv
         raise InputError("no training faces: the 80/20 split left the training split empty")
     for epoch in range(ckpt.epoch + 1, tc.epochs + 1):
         torch.manual_seed(tc.seed * 1000 + epoch)
+        alpha = 0.0 if epoch <= tc.warmup_epochs else tc.alpha
         order = torch.randperm(n)
         model.train()
         start, sums = time.time(), {}
@@ -165,16 +169,16 @@ def train(ckpt: QMVAECheckpoint, train_data: Prepared, test_data: Prepared, serv
             k = min(tc.service_batch, len(idx))
             sub = result._replace(faces=result.faces[:k])
             so = train_data.logits[idx[:k]] if train_data.logits is not None else None
-            service_terms = qmvae_loss(sub, target[:k], service, tc.alpha, tc.beta, so)
-            terms = qmvae_loss(result, target, None, tc.alpha, tc.beta)
-            total = terms.total + tc.alpha * service_terms.service
+            service_terms = qmvae_loss(sub, target[:k], service if alpha else None, alpha, tc.beta, so)
+            terms = qmvae_loss(result, target, None, alpha, tc.beta)
+            total = terms.total + alpha * service_terms.service
             optim.zero_grad(set_to_none=True)
             total.backward()
             optim.step()
             for name, v in (("total", total), ("service", service_terms.service), ("mse", terms.mse),
                             ("codebook", terms.codebook), ("commitment", terms.commitment)):
                 sums[name] = sums.get(name, 0.0) + float(v.detach()) * len(idx)
-        row = {"epoch": epoch, "seconds": round(time.time() - start, 1),
+        row = {"epoch": epoch, "alpha": alpha, "seconds": round(time.time() - start, 1),
                **{f"train_{k}": v / n for k, v in sums.items()},
                **{f"test_{k}": v for k, v in evaluate_split(model, test_data, service, tc).items()}}
         ckpt.history.append(row)
@@ -185,6 +189,7 @@ def train(ckpt: QMVAECheckpoint, train_data: Prepared, test_data: Prepared, serv
         if out is not None:
             save_checkpoint(ckpt, out)
             write_curves(ckpt.history, out.with_suffix(".curves.csv"))
+            plot_curves(ckpt.history, out.with_suffix(".curves.png"))
     model.eval()
     return ckpt
 
@@ -196,6 +201,29 @@ def write_curves(history: list[dict], path: Path) -> Path:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
+    return path
+
+
+def plot_curves(history: list[dict], path: Path) -> Path:
+    """Train/test loss and the test expression loss rate per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for key in ("train_total", "test_total", "train_mse", "test_mse"):
+        ax1.plot(epochs, [row.get(key, float("nan")) for row in history], label=key)
+    ax1.set_yscale("log")
+    ax1.set_xlabel("epoch")
+    ax1.legend(fontsize=7)
+    ax2.plot(epochs, [row.get("test_service_loss_rate", float("nan")) for row in history], "o-")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("test expression loss rate")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
     return path
 
 
@@ -237,13 +265,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     ap.add_argument("--alpha", type=float, default=TrainConfig.alpha)
     ap.add_argument("--beta", type=float, default=TrainConfig.beta)
+    ap.add_argument("--warmup", type=int, default=TrainConfig.warmup_epochs, help="epochs of MSE alone first")
     ap.add_argument("--stride", type=int, default=2, help="use every n-th video frame")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    tc = TrainConfig(alpha=args.alpha, beta=args.beta, epochs=args.epochs)
+    tc = TrainConfig(alpha=args.alpha, beta=args.beta, epochs=args.epochs, warmup_epochs=args.warmup)
     if args.default:
         out = args.out or default_checkpoint()
         ckpt = run(default_sources(), out, QMVAEConfig(), tc, resume=args.resume, stride=args.stride)

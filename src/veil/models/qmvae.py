@@ -135,9 +135,11 @@ class QMVAE(nn.Module):
         self.config = config
         self.encoder = _encoder(config)
         # The codebook is learnt by the codebook term of Eq. 7 (no EMA); commitment is computed below.
+        # k-means initialisation from the first batch and re-seeding codes used by < 2 vectors keep
+        # the codebook from collapsing onto a few codes on small data sets.
         self.vq = VectorQuantize(dim=config.codebook_dim, codebook_size=config.codebook_size,
                                  accept_image_fmap=True, learnable_codebook=True, ema_update=False,
-                                 commitment_weight=0.0)
+                                 commitment_weight=0.0, kmeans_init=True, threshold_ema_dead_code=2)
         self.decoder = _decoder(config)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
