@@ -20,16 +20,14 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from veil import __version__
 from veil.errors import InputError, OutputError
-from veil.manifest import Manifest, options_fingerprint
+from veil.manifest import Manifest, options_fingerprint, status_command
 from veil.pipeline import ProtectOptions, Summary
 from veil.segments import merge_summaries, plan_segments
 from veil.video import VIDEO_SUFFIXES
@@ -424,25 +422,3 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def status_command(folder: Annotated[Path, typer.Argument(help="The output folder of a batch run.")]) -> None:
-    """Totals and failures of a batch, from the manifest in its output folder."""
-    console = Console()
-    try:
-        book = Manifest(folder, lock=False, create=False)
-    except OutputError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(exc.exit_code) from None
-    with book:
-        totals = book.totals()
-        entries = list(book.entries())
-    frames = sum((e.summary or {}).get("frames", 0) for e in entries if e.status == "done")
-    seconds = sum((e.summary or {}).get("seconds", 0.0) for e in entries if e.status == "done")
-    console.print(f"{totals['files']} files: {totals['done']} done, {totals['failed']} failed, "
-                  f"{totals['pending'] + totals['running']} to do; {frames} frames protected"
-                  + (f" at {frames / seconds:.1f} frames/s" if seconds else ""), highlight=False)
-    for entry in entries:
-        if entry.status == "failed":
-            console.print(f"[red]failed[/red] {entry.input}: {entry.error}", highlight=False)
-    raise typer.Exit(1 if totals["failed"] else 0)

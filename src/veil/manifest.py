@@ -22,11 +22,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
 
 from veil.errors import OutputError
 
-__all__ = ["MANIFEST_NAME", "Manifest", "Entry", "sha256_file", "options_fingerprint"]
+__all__ = ["MANIFEST_NAME", "Manifest", "Entry", "sha256_file", "options_fingerprint", "status_command"]
 
 MANIFEST_NAME = ".veil-manifest.sqlite"
 _LOCK_NAME = ".veil-manifest.lock"
@@ -208,3 +211,25 @@ def _entry(row: tuple) -> Entry:
      attempts, updated) = row
     return Entry(input_, output, size, mtime_ns, sha, options, status, output_size, output_sha,
                  json.loads(summary) if summary else None, error, attempts, updated)
+
+
+def status_command(folder: Annotated[Path, typer.Argument(help="The output folder of a batch run.")]) -> None:
+    """Totals and failures of a batch, from the manifest in its output folder."""
+    console = Console()
+    try:
+        book = Manifest(folder, lock=False, create=False)
+    except OutputError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+    with book:
+        totals = book.totals()
+        entries = list(book.entries())
+    frames = sum((e.summary or {}).get("frames", 0) for e in entries if e.status == "done")
+    seconds = sum((e.summary or {}).get("seconds", 0.0) for e in entries if e.status == "done")
+    console.print(f"{totals['files']} files: {totals['done']} done, {totals['failed']} failed, "
+                  f"{totals['pending'] + totals['running']} to do; {frames} frames protected"
+                  + (f" at {frames / seconds:.1f} frames/s" if seconds else ""), highlight=False)
+    for entry in entries:
+        if entry.status == "failed":
+            console.print(f"[red]failed[/red] {entry.input}: {entry.error}", highlight=False)
+    raise typer.Exit(1 if totals["failed"] else 0)
