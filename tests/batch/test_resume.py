@@ -42,9 +42,8 @@ def _outputs(folder: Path) -> dict[str, str]:
 
 def _hidden(folder: Path) -> list[str]:
     """Files a run leaves besides its outputs and its manifest (temporary files, segment parts)."""
-    keep = {MANIFEST_NAME, MANIFEST_NAME + "-wal", MANIFEST_NAME + "-shm", ".veil-manifest.lock"}
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                  if p.is_file() and p.name.startswith(".") and p.name not in keep)
+                  if p.is_file() and p.name.startswith(".") and not p.name.startswith(".veil-manifest"))
 
 
 def _rows(folder: Path) -> dict[str, tuple]:
@@ -189,3 +188,27 @@ def test_progress_shows_files_failures_and_rate(tmp_path):
     run_jobs(jobs, OPTIONS, manifest=tmp_path / "safe", console=Console(file=out, force_terminal=True, width=120))
     text = out.getvalue()
     assert "3/3 files, 1 failed" in text and "frames/s" in text
+
+
+def test_ctrl_c_stops_at_once_and_leaves_no_temporary(tmp_path):
+    archive = _archive(tmp_path)
+    safe = tmp_path / "safe"
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(archive), str(safe), "2"],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None and not (safe.exists() and _hidden(safe)):
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run ended before a file was half-written"
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert b"KeyboardInterrupt" in proc.stderr.read()
+    assert _hidden(safe) == []  # the half-written outputs are gone already
+    statuses = {row[0] for row in _rows(safe).values()}
+    assert "running" not in statuses and "pending" in statuses
