@@ -56,12 +56,14 @@ def _audio_packets(path: Path) -> list[bytes]:
 
 def test_plan_cuts_at_keyframes(gop_clip):
     segments = plan_segments(gop_clip, 0.5)
+    with av.open(str(gop_clip)) as c:
+        time_base = c.streams.video[0].time_base
     times = _times(gop_clip)
-    starts = [round(float(s.start_pts * av.open(str(gop_clip)).streams.video[0].time_base), 6) for s in segments]
-    assert starts == [times[0], times[24], times[48]]
+    assert [round(float(s.start_pts * time_base), 6) for s in segments] == [times[0], times[24], times[48]]
     assert [s.context_index for s in segments] == [0, 24 - 10, 48 - 10]  # max_missing 5 + lookahead 3 + 2
-    assert plan_segments(gop_clip, 10.0) == [segments[0].__class__(0, segments[0].start_pts, None, None,
-                                                                   segments[0].context_pts, 0, None)]
+    assert [s.end_pts for s in segments] == [segments[1].start_pts, segments[2].start_pts, None]
+    (whole,) = plan_segments(gop_clip, 10.0)  # shorter than a segment: one piece, nothing to cut
+    assert (whole.start_pts, whole.end_pts, whole.seek_pts) == (segments[0].start_pts, None, None)
 
 
 def test_split_protect_join_keeps_frames_times_and_sound(gop_clip, tmp_path):
