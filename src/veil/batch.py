@@ -364,6 +364,8 @@ class _Batch:
     def _done(self, result: TaskResult) -> None:
         pending, task = self.tasks.pop(result.id)
         pending.frames.pop(result.id, None)
+        if not result.ok and task.dst is not None:
+            remove_temporaries(task.dst)  # a worker that died leaves its half-written file
         bar = self.bars.pop(result.id, None)
         if bar is not None:
             self.progress.remove_task(bar)

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import inspect
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
-import queue
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,100 +181,118 @@ class InlineRunner:
         self._queue.clear()
 
 
-def _worker_main(options: ProtectOptions, threads: int, tasks: Any, events: Any, slot: int) -> None:
+def _worker_main(options: ProtectOptions, threads: int, conn: Any) -> None:
     # Ctrl-C goes to the whole process group; the coordinator decides and stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     models = build_models(options, threads)
     while True:
-        task = tasks.get()
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
         if task is None:
             return
-        events.put(("start", slot, task.id))
         last = [0.0]
 
         def progress(done: int, total: int, task_id: int = task.id) -> None:
             now = time.monotonic()
             if now - last[0] >= 0.5:
                 last[0] = now
-                events.put(("progress", task_id, done, total))
+                conn.send(("progress", task_id, done, total))
 
-        events.put(("result", execute(task, options, models, progress=progress)))
+        conn.send(("result", execute(task, options, models, progress=progress)))
+
+
+class _Worker:
+    def __init__(self, ctx: Any, options: ProtectOptions, threads: int, slot: int) -> None:
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, name=f"veil-worker-{slot}", daemon=True,
+                                   args=(options, threads, child))
+        self.process.start()
+        child.close()
+        self.task: Task | None = None
 
 
 class ProcessRunner:
-    """`workers` spawned processes; each builds the models once and shares the cores evenly."""
+    """`workers` spawned processes; each builds the models once and shares the cores evenly.
+
+    Each worker has its own pipe (no lock shared between workers), so a worker killed at any moment
+    (out of memory, ``kill -9``) fails only the task it was running and is replaced.
+    """
 
     def __init__(self, options: ProtectOptions, workers: int, *, threads: int | None = None) -> None:
         self.options = options
         self.capacity = workers
         self._ctx = mp.get_context("spawn")
-        self._tasks = self._ctx.Queue()
-        self._events = self._ctx.Queue()
         self._threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // workers)
-        self._procs: list[mp.process.BaseProcess | None] = [None] * workers
-        self._running: dict[int, int] = {}  # slot -> task id
-        self._submitted: dict[int, Task] = {}
+        self._workers = [_Worker(self._ctx, options, self._threads, slot) for slot in range(workers)]
+        self._waiting: deque[Task] = deque()
         self._restarts = 0
-        for slot in range(workers):
-            self._start(slot)
-
-    def _start(self, slot: int) -> None:
-        proc = self._ctx.Process(target=_worker_main, name=f"veil-worker-{slot}", daemon=True,
-                                 args=(self.options, self._threads, self._tasks, self._events, slot))
-        proc.start()
-        self._procs[slot] = proc
 
     def submit(self, task: Task) -> None:
-        self._submitted[task.id] = task
-        self._tasks.put(task)
+        self._waiting.append(task)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        for worker in self._workers:
+            if worker.task is None and self._waiting:
+                worker.task = self._waiting.popleft()
+                worker.conn.send(worker.task)
 
     def poll(self, timeout: float, on_event: Callable[[Event], None]) -> None:
-        self._check_workers(on_event)
-        try:
-            event = self._events.get(timeout=timeout)
-        except queue.Empty:
-            return
-        if event[0] == "start":
-            self._running[event[1]] = event[2]
-            return
-        if event[0] == "result":
-            if self._submitted.pop(event[1].id, None) is None:
-                return  # already reported as failed when its worker died
-            self._running = {s: t for s, t in self._running.items() if t != event[1].id}
-        on_event(event)
+        by_handle = {w.conn: w for w in self._workers} | {w.process.sentinel: w for w in self._workers}
+        for handle in mp_connection.wait(list(by_handle), timeout=timeout):
+            worker = by_handle[handle]
+            if handle is worker.conn:
+                try:
+                    while worker.conn.poll():
+                        event = worker.conn.recv()
+                        if event[0] == "result":
+                            worker.task = None
+                        on_event(event)
+                except (EOFError, OSError):
+                    pass  # it died; its sentinel says so
+            elif not worker.process.is_alive():
+                self._replace(worker, on_event)
+        self._dispatch()
 
-    def _check_workers(self, on_event: Callable[[Event], None]) -> None:
-        for slot, proc in enumerate(self._procs):
-            if proc is None or proc.is_alive():
-                continue
-            task_id = self._running.pop(slot, None)
-            self._restarts += 1
-            if task_id is None and self._restarts > 2 * self.capacity:
-                self.close(abort=True)
-                raise VeilError(f"the worker processes keep failing to start (exit code {proc.exitcode}); "
-                                "a script that calls run_jobs needs `if __name__ == \"__main__\":`")
-            self._start(slot)
-            if task_id is not None and task_id in self._submitted:
-                task = self._submitted.pop(task_id)
-                on_event(("result", TaskResult(task_id, error=f"{task.src}: the worker process died "
-                                               f"(exit code {proc.exitcode})", exit_code=1)))
+    def _replace(self, worker: _Worker, on_event: Callable[[Event], None]) -> None:
+        slot = self._workers.index(worker)
+        try:
+            while worker.conn.poll():  # what it sent before it died still counts
+                event = worker.conn.recv()
+                if event[0] == "result":
+                    worker.task = None
+                on_event(event)
+        except (EOFError, OSError):
+            pass
+        task, code = worker.task, worker.process.exitcode
+        worker.conn.close()
+        self._restarts += 1
+        if task is None and self._restarts > 2 * self.capacity:
+            self.close(abort=True)
+            raise VeilError(f"the worker processes keep failing to start (exit code {code}); "
+                            'a script that calls run_jobs needs `if __name__ == "__main__":`')
+        self._workers[slot] = _Worker(self._ctx, self.options, self._threads, slot)
+        if task is not None:
+            on_event(("result", TaskResult(task.id, error=f"{task.src}: the worker process died "
+                                           f"(exit code {code})", exit_code=1)))
 
     def running(self) -> list[int]:
-        return list(self._submitted)
+        return [w.task.id for w in self._workers if w.task is not None] + [t.id for t in self._waiting]
 
     def close(self, *, abort: bool = False) -> None:
-        if abort:
-            for proc in self._procs:
-                if proc is not None and proc.is_alive():
-                    proc.terminate()
-        else:
-            for _ in self._procs:
-                self._tasks.put(None)
-        for proc in self._procs:
-            if proc is not None:
-                proc.join(timeout=30)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join()
-        self._tasks.cancel_join_thread()
-        self._events.cancel_join_thread()
+        for worker in self._workers:
+            if abort:
+                worker.process.terminate()
+            else:
+                try:
+                    worker.conn.send(None)
+                except OSError:
+                    pass
+        for worker in self._workers:
+            worker.process.join(timeout=30)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()

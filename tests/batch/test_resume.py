@@ -212,3 +212,30 @@ def test_ctrl_c_stops_at_once_and_leaves_no_temporary(tmp_path):
     assert _hidden(safe) == []  # the half-written outputs are gone already
     statuses = {row[0] for row in _rows(safe).values()}
     assert "running" not in statuses and "pending" in statuses
+
+
+def test_a_worker_killed_fails_only_its_file(tmp_path):
+    import multiprocessing
+    import threading
+
+    archive = _archive(tmp_path)
+    safe = tmp_path / "safe"
+    jobs, _ = plan_jobs([archive], safe)
+    reports = []
+    thread = threading.Thread(target=lambda: reports.append(
+        run_jobs(jobs, OPTIONS, workers=2, manifest=safe, show_progress=False)))
+    thread.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (safe.exists() and _hidden(safe)):
+        time.sleep(0.01)
+    (victim, *_) = [p for p in multiprocessing.active_children() if p.name.startswith("veil-worker")]
+    os.kill(victim.pid, signal.SIGKILL)  # e.g. the kernel's out-of-memory killer
+    thread.join(timeout=180)
+    (report,) = reports
+    assert report.exit_code == 1 and len(report.summaries) == 2
+    ((job, message),) = report.errors
+    assert "worker process died" in message and "-9" in message
+    assert _hidden(safe) == []  # its half-written output removed at once
+    again = run_jobs(jobs, OPTIONS, workers=2, manifest=safe, show_progress=False)
+    assert again.exit_code == 0 and [s.input for s in again.summaries] == [str(job.src)]
+    assert len(again.resumed) == 2 and _hidden(safe) == []
