@@ -99,6 +99,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6, help="epochs of every action model")
     ap.add_argument("--stprivacy-epochs", type=int, default=5)
     ap.add_argument("--privacy-weight", type=float, default=3.0)
+    ap.add_argument("--adversaries", type=int, default=2, help="adversaries trained against the anonymizer")
+    ap.add_argument("--restart-every", type=int, default=2, help="epochs between adversary restarts")
     ap.add_argument("--keep-ratios", default="0.3,0.5,0.7")
     ap.add_argument("--attacker-epochs", type=int, default=8)
     ap.add_argument("--blur-sigma", type=float, default=1.5)
@@ -136,7 +138,8 @@ def main() -> None:
     init_from(model, raw_model)  # the paper fine-tunes a pretrained backbone
     train(model, epochs_of(tr, 32, args.seed + 100),
           TrainConfig(epochs=args.stprivacy_epochs, lr=1e-3, privacy_weight=args.privacy_weight,
-                      warmup=0.05, anneal=0.4, adversary_lr=2e-3, seed=args.seed), -(-len(tr) // 32))
+                      warmup=0.05, anneal=0.4, adversary_lr=2e-3, adversaries=args.adversaries,
+                      restart_every=args.restart_every, seed=args.seed), -(-len(tr) // 32))
     log("STPrivacy trained")
     for ratio in ratios:
         rep = evaluate(model, lambda: synthetic_batches(tr, 100, False), lambda: synthetic_batches(te, 100, False),
@@ -160,7 +163,8 @@ def write(rows: list[Row], chance, args: argparse.Namespace, seconds: float) -> 
         "# Action recognition vs privacy (synthetic benchmark)",
         "",
         f"`bench/action_tradeoff.py`, {args.train} training / {args.test} test clips (8 frames, 32 px), "
-        f"seed {args.seed}, {seconds / 60:.1f} min. Privacy: a fresh attacker trained after the model is "
+        f"seed {args.seed}, privacy weight {args.privacy_weight:g}, {args.adversaries} adversaries restarted "
+        f"every {args.restart_every} epochs, {seconds / 60:.1f} min. Privacy: a fresh attacker trained after the model is "
         "frozen (lower is better); chance = base rate.",
         "",
         "| method | action top-1 | privacy cMAP | privacy F1 | privacy acc | keep ratio | GFLOPs |",
