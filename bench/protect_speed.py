@@ -40,7 +40,6 @@ with av.open(src) as i, av.open(dst, "w") as o:
     v = o.add_stream("libx264", rate=s.average_rate, options={"crf": "18", "preset": "veryfast"})
     v.width, v.height, v.pix_fmt = s.codec_context.width, s.codec_context.height, "yuv420p"
     for f in i.decode(s):
-        f.pict_type = None
         for p in v.encode(f.reformat(format="yuv420p")): o.mux(p)
     for p in v.encode(None): o.mux(p)
 """
