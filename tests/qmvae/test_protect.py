@@ -1,0 +1,84 @@
+"""`--method qmvae` on real faces: identity gone for both recognizers, nothing outside the faces
+changed, a missing checkpoint refused before any frame, and a whole clip through the pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from veil.detect import detect
+from veil.errors import InputError
+from veil.evaluate.privacy import describe, get_recognizer
+from veil.faces import Faces
+from veil.protect import ProtectState, get_protector
+from veil.protect.qmvae import soft_ellipse
+from veil.qmvae_train import default_checkpoint
+
+
+@pytest.fixture(scope="module")
+def protector():
+    if not default_checkpoint().is_file():
+        pytest.fail(f"the shipped model {default_checkpoint()} is missing: run `python -m veil.qmvae_train --default`")
+    return get_protector("qmvae")
+
+
+@pytest.mark.parametrize("name", ["obama.jpg", "biden.jpg"])
+def test_protected_face_is_not_recognized(protector, load_rgb, name):
+    frame = load_rgb(name)
+    faces = detect(frame)
+    assert len(faces) == 1
+    out = protector(frame, faces, ProtectState())
+    for recognizer in ("dlib", "faceres"):
+        model = get_recognizer(recognizer)
+        a, b = describe(model, [frame, out], [faces.landmarks, faces.landmarks])
+        distance = float(np.linalg.norm(a - b))
+        assert distance > model.threshold, (recognizer, distance, model.threshold)
+
+
+def test_only_the_faces_change(protector, load_rgb):
+    frame = load_rgb("multi_face.jpg")
+    faces = detect(frame)
+    assert len(faces) == 5
+    state = ProtectState()
+    out = protector(frame, faces, state)
+    assert out.shape == frame.shape and out.dtype == np.uint8
+    changed = np.any(out != frame, axis=-1)
+    # every changed pixel lies within twice the face box of some face
+    near = np.zeros_like(changed)
+    for x1, y1, x2, y2 in faces.boxes:
+        cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1)
+        near[max(0, int(cy - half)):int(cy + half), max(0, int(cx - half)):int(cx + half)] = True
+    assert changed.any() and not (changed & ~near).any()
+    assert state.stats["qmvae_faces"] == [5]
+    assert np.array_equal(protector(frame, Faces.empty(), state), frame)
+
+
+def test_soft_mask_is_one_inside_and_zero_at_the_corners():
+    mask = soft_ellipse(64)
+    assert mask.shape == (64, 64)
+    assert mask[34, 32] == pytest.approx(1.0, abs=1e-3)
+    assert mask[0, 0] == 0.0 and mask[63, 63] == 0.0
+    assert 0.0 < mask[34, 2] < 1.0  # feathered edge
+
+
+def test_missing_checkpoint_is_refused_up_front(tmp_path):
+    with pytest.raises(InputError, match="veil train qmvae"):
+        get_protector("qmvae", checkpoint=str(tmp_path / "nope.pt"))
+    with pytest.raises(InputError, match="mask_radius"):
+        get_protector("qmvae", mask_radius=0.0)
+
+
+def test_pipeline_protects_a_real_clip(tmp_path, media, clip):
+    from veil.pipeline import protect
+    from veil.video import read_frames
+
+    frames = [f for _, f in zip(range(6), read_frames(media("single_face.mp4")))]
+    src = clip("face.mkv", frames)
+    summary = protect(src, tmp_path / "out.mkv", method="qmvae")
+    assert summary.frames == 6 and summary.faces == 6
+    assert summary.method_stats["qmvae_faces"] == [1] * 6
+    out = list(read_frames(tmp_path / "out.mkv"))
+    faces = detect(frames[0])
+    model = get_recognizer("dlib")
+    a, b = describe(model, [frames[0], out[0]], [faces.landmarks, faces.landmarks])
+    assert float(np.linalg.norm(a - b)) > model.threshold
