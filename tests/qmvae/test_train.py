@@ -61,12 +61,14 @@ def test_checkpoint_round_trips_with_its_config(tmp_path):
     cfg = QMVAEConfig(inputs=("mosaic", "noise", "cartoon"), hidden=(8, 16), codebook_size=8, codebook_dim=4)
     tc = TrainConfig(alpha=0.3, epochs=5)
     model = QMVAE(cfg).eval()
+    x = torch.rand(2, 9, 32, 32)
+    with torch.no_grad():
+        model(x)  # the first batch initialises the codebook (k-means)
     ckpt = QMVAECheckpoint(model, tc, epoch=3, optimizer={"state": {}}, history=[{"epoch": 1, "test_mse": 0.5}])
     path = save_checkpoint(ckpt, tmp_path / "m.pt")
     back = load_checkpoint(path)
     assert back.model.config == cfg and back.model.config.inputs == ("mosaic", "noise", "cartoon")
     assert back.train_config == tc and back.epoch == 3 and back.history == ckpt.history
-    x = torch.rand(2, 9, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(back.model(x).faces, model(x).faces, atol=0, rtol=0)
     assert not (tmp_path / "m.pt.tmp").exists()
