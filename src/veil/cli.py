@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from veil import __version__
-from veil.batch import Job, plan_jobs, run_jobs
+from veil.batch import Job, output_folder, plan_jobs, run_jobs
 from veil.detect import TrackerConfig, detector_names
 from veil.errors import InputError, VeilError
 from veil.models import store
@@ -47,6 +47,8 @@ def _parse_option(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
     if key not in defaults:
         raise InputError(f"this method has no option {key!r}; it has: {', '.join(sorted(defaults)) or 'none'}")
     default = defaults[key]
+    if default is None:
+        return key, _literal(value)
     try:
         if isinstance(default, bool):
             return key, value.lower() in ("1", "true", "yes", "on")
@@ -59,6 +61,19 @@ def _parse_option(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
     except ValueError:
         raise InputError(f"option {key}: cannot read {value!r} as {type(default).__name__}") from None
     return key, value
+
+
+def _literal(value: str) -> Any:
+    """A value for an option without a typed default: int, float, boolean or text."""
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    lowered = value.lower()
+    if lowered in ("true", "false", "yes", "no", "on", "off"):
+        return lowered in ("true", "yes", "on")
+    return value
 
 
 def _color(text: str | None) -> tuple[int, int, int] | None:
@@ -87,6 +102,9 @@ def protect(
     color: Annotated[Optional[str], typer.Option(help="solid: fill colour R,G,B.")] = None,
     noise_scale: Annotated[Optional[float], typer.Option(help="noise: Laplace scale in 8-bit pixel units.")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-O", help="Any option of the method as key=value (repeatable).")] = None,
+    cloak_mode: Annotated[Optional[str], typer.Option(help="cloak: low, mid or high (budget and iteration cap).")] = None,
+    no_reuse: Annotated[bool, typer.Option("--no-reuse", help="cloak: start every frame from scratch (the paper's baseline).")] = False,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="qmvae: model checkpoint (default: the shipped one).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of random protections (same seed, same output).")] = 0,
     codec: Annotated[str, typer.Option(help="Video encoder (libx264, libx265, libvpx-vp9, libsvtav1, ...).")] = "libx264",
     crf: Annotated[int, typer.Option(help="Constant quality (lower is better; H.264: 18 visually lossless).")] = 18,
@@ -95,6 +113,12 @@ def protect(
     keep_metadata: Annotated[bool, typer.Option("--keep-metadata", help="Keep container metadata (GPS, device, dates); dropped by default.")] = False,
     max_missing: Annotated[int, typer.Option(help="Frames a face stays masked after the detector loses it.")] = TrackerConfig.max_missing,
     on_error: Annotated[str, typer.Option(help="When detection fails on a frame: mask (whole frame masked) or stop.")] = "mask",
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes (or Ray actors), each loading the models once.")] = 1,
+    ray: Annotated[bool, typer.Option("--ray", help="Run on Ray (local unless --ray-address); needs veil[ray].")] = False,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (implies --ray).")] = None,
+    segment_seconds: Annotated[Optional[float], typer.Option(help="Cut long videos at keyframes into segments of at least this many seconds, protected in parallel.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads per worker (default: the cores shared evenly).")] = None,
+    no_resume: Annotated[bool, typer.Option("--no-resume", help="Redo files the output folder's manifest records as done.")] = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write a JSON summary here.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only detect and summarise; write no video.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
@@ -104,6 +128,8 @@ def protect(
         method_options: dict[str, Any] = {
             "mask_scale": mask_scale, "mask_shape": mask_shape, "strength": strength, "blocks": blocks,
             "block_pixels": block_pixels, "color": _color(color), "noise_scale": noise_scale,
+            "mode": cloak_mode, "reuse": False if no_reuse else None,
+            "checkpoint": str(checkpoint) if checkpoint else None,
         }
         defaults = protector_options(method)
         for text in option or []:
@@ -117,14 +143,25 @@ def protect(
                                  keep_metadata=keep_metadata),
         )
         options.build_protector()  # bad method options fail now, before any video is opened
-        jobs, skipped = plan_jobs(inputs, output, dry_run=dry_run)
+        jobs_list, skipped = plan_jobs(inputs, output, dry_run=dry_run)
     except VeilError as exc:
         _fail(exc)
     for path in skipped:
         err.print(f"[yellow]skipped[/yellow] {path} (not a video file)", highlight=False)
-    if not jobs:
+    if not jobs_list:
         _fail(InputError("no video files to protect"))
-    report = run_jobs(jobs, options, console=err, show_progress=not quiet)
+    try:
+        report = run_jobs(jobs_list, options, console=err, show_progress=not quiet, workers=jobs,
+                          use_ray=ray or ray_address is not None, ray_address=ray_address,
+                          manifest=output_folder(inputs, output, dry_run=dry_run), resume=not no_resume,
+                          segment_seconds=segment_seconds, threads=threads)
+    except VeilError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        err.print("interrupted; run the same command again to resume")
+        raise typer.Exit(130) from None
+    if report.resumed:
+        err.print(f"{len(report.resumed)} files already done (manifest), skipped", highlight=False)
     if json_path is not None:
         _write_json(json_path, report.to_dict())
     for job, message in report.errors:

@@ -27,7 +27,7 @@ from veil.faces import Faces
 from veil.protect import ProtectState, Protector, get_protector, mask_everything
 from veil.video import EncodeOptions, Frame, VideoReader, VideoWriter, check_output_path
 
-__all__ = ["ProtectOptions", "Summary", "protect_video", "protect"]
+__all__ = ["ProtectOptions", "Summary", "protect_frames", "protect_video", "protect"]
 
 T = TypeVar("T")
 
@@ -213,7 +213,7 @@ def protect_video(src: str | Path, dst: str | Path | None, options: ProtectOptio
             dst, width=info.width, height=info.height, fps=info.fps, time_base=info.time_base,
             source=src, options=options.encode)
         try:
-            _run(reader, detector, protector, writer, options, summary, progress)
+            protect_frames(reader, detector, protector, writer, options, summary, progress)
         except BaseException:
             if writer is not None:
                 writer.abort()
@@ -228,8 +228,10 @@ def protect_video(src: str | Path, dst: str | Path | None, options: ProtectOptio
     return summary
 
 
-def _run(reader: VideoReader, detector: Detector, protector: Protector, writer: VideoWriter | None,
+def protect_frames(reader: VideoReader, detector: Detector, protector: Protector, writer: VideoWriter | None,
          options: ProtectOptions, summary: Summary, progress: Callable[[int, int], None] | None) -> None:
+    """The frame loop of `protect_video` (also used per segment by `veil.segments`): detect, track,
+    protect and write every frame of `reader` to `writer` (None: dry run), filling `summary`."""
     tracker = Tracker(options.tracker)
     state = ProtectState(seed=options.seed)
     held: deque[tuple[Frame, bool]] = deque()  # frames waiting for the tracker, with "detection failed"

@@ -31,7 +31,7 @@ import numpy as np
 from veil.detect import Detector
 from veil.detect.track import TrackerConfig
 from veil.errors import OutputError, VideoOpenError
-from veil.pipeline import ProtectOptions, Summary, _run
+from veil.pipeline import ProtectOptions, Summary, protect_frames
 from veil.protect import Protector
 from veil.video import EncodeOptions, Frame, VideoWriter, check_output_path, probe
 
@@ -157,7 +157,7 @@ def protect_segment(src: str | os.PathLike, segment: Segment, options: ProtectOp
     frames = _frames(src, segment, info.rotation)
     reader = _Frames(frames, SimpleNamespace(width=info.width, height=info.height, frame_count=0))
     try:
-        _run(reader, detector, protector, gate, options, summary, progress)
+        protect_frames(reader, detector, protector, gate, options, summary, progress)
         writer.close()
     except BaseException:
         writer.abort()

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from veil.errors import VeilError
+from veil.errors import VeilError, VideoOpenError
 from veil.manifest import sha256_file
 from veil.pipeline import ProtectOptions, Summary, protect_video
 
@@ -122,7 +122,10 @@ def execute(task: Task, options: ProtectOptions, models: Models,
     """Run one task; never raises for a bad file (the error is in the result)."""
     result = TaskResult(task.id)
     try:
-        before = task.src.stat()
+        try:
+            before = task.src.stat()
+        except FileNotFoundError:
+            raise VideoOpenError(f"{str(task.src)!r} does not exist") from None
         if task.kind == "file":
             result.summary = protect_video(task.src, task.dst, options, detector=models.detector,
                                            protector=models.protector, progress=progress)

@@ -106,8 +106,10 @@ def test_folder_is_mirrored_bad_files_reported_others_done(face_clip, clip, tmp_
     result = veil("protect", root, "-o", tmp_path / "safe", "--method", "mosaic", "-q")
     assert result.exit_code == 2
     assert "broken.mp4" in result.output and "notes.txt" in result.output
-    produced = sorted(str(p.relative_to(tmp_path / "safe")) for p in (tmp_path / "safe").rglob("*") if p.is_file())
+    produced = sorted(str(p.relative_to(tmp_path / "safe")) for p in (tmp_path / "safe").rglob("*")
+                      if p.is_file() and not p.name.startswith(".veil-manifest"))
     assert produced == ["a/b/two.mkv", "one.mp4"]
+    assert (tmp_path / "safe" / ".veil-manifest.sqlite").is_file()
 
 
 def test_folder_without_output_folder_is_exit_2(tmp_path):
