@@ -107,7 +107,6 @@ def test_faces_too_small_to_cloak_are_filled_black() -> None:
     assert state.stats["cloak_iterations"] == [0]
 
 
-@pytest.mark.slow
 def test_pipeline_on_a_real_video_keeps_sound_and_reports_stats(tmp_path) -> None:
     import veil
     from veil.models.store import fetch
