@@ -105,6 +105,7 @@ def protect(
     cloak_mode: Annotated[Optional[str], typer.Option(help="cloak: low, mid or high (budget and iteration cap).")] = None,
     no_reuse: Annotated[bool, typer.Option("--no-reuse", help="cloak: start every frame from scratch (the paper's baseline).")] = False,
     checkpoint: Annotated[Optional[Path], typer.Option(help="qmvae: model checkpoint (default: the shipped one).")] = None,
+    targets: Annotated[Optional[Path], typer.Option(help="cloak: folder of photos of other people to add to the target bank.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of random protections (same seed, same output).")] = 0,
     codec: Annotated[str, typer.Option(help="Video encoder (libx264, libx265, libvpx-vp9, libsvtav1, ...).")] = "libx264",
     crf: Annotated[int, typer.Option(help="Constant quality (lower is better; H.264: 18 visually lossless).")] = 18,
@@ -130,6 +131,7 @@ def protect(
             "block_pixels": block_pixels, "color": _color(color), "noise_scale": noise_scale,
             "mode": cloak_mode, "reuse": False if no_reuse else None,
             "checkpoint": str(checkpoint) if checkpoint else None,
+            "targets_dir": str(targets) if targets else None,
         }
         defaults = protector_options(method)
         for text in option or []:
