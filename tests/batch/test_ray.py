@@ -11,7 +11,7 @@ from veil.batch import plan_jobs, run_jobs
 from veil.manifest import Manifest, sha256_file
 from veil.pipeline import ProtectOptions
 
-from conftest import synthetic_frames, write_clip
+from clips import synthetic_frames, write_clip
 
 OPTIONS = ProtectOptions(method="blur", detect_size=320)
 

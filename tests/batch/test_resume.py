@@ -21,7 +21,7 @@ from veil.manifest import MANIFEST_NAME, Manifest, options_fingerprint, sha256_f
 from veil.pipeline import ProtectOptions
 from veil.video import read_frames
 
-from conftest import synthetic_frames, write_clip
+from clips import synthetic_frames, write_clip
 
 OPTIONS = ProtectOptions(method="blur")
 

@@ -12,7 +12,7 @@ from veil.detect.base import register_detector, _REGISTRY
 from veil.faces import Faces
 from veil.video import probe, read_frames
 
-from conftest import synthetic_frames
+from clips import synthetic_frames
 
 runner = CliRunner()
 

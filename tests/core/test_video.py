@@ -11,7 +11,7 @@ import veil
 from veil.errors import OutputError, VideoOpenError
 from veil.video import EncodeOptions, VideoReader, probe, read_frames, write_frames
 
-from conftest import synthetic_frames
+from clips import synthetic_frames
 
 LOSSLESS = EncodeOptions(codec="ffv1", crf=None, preset=None, pix_fmt="bgr0")
 
