@@ -51,6 +51,10 @@ class TrainConfig:
     warmup_epochs: int = 3
     """Epochs of reconstruction alone (alpha 0) before the service term joins: from scratch the
     KL term's gradient swamps the MSE's and the decoder never learns to draw a face."""
+    service_lr_scale: float = 0.1
+    """Learning rate after the warm-up, as a fraction of ``lr``: at the full rate the service term
+    undid the reconstruction within an epoch."""
+    clip_grad: float = 1.0
 
 
 @dataclass
@@ -156,7 +160,10 @@ def train(ckpt: QMVAECheckpoint, train_data: Prepared, test_data: Prepared, serv
         raise InputError("no training faces: the 80/20 split left the training split empty")
     for epoch in range(ckpt.epoch + 1, tc.epochs + 1):
         torch.manual_seed(tc.seed * 1000 + epoch)
-        alpha = 0.0 if epoch <= tc.warmup_epochs else tc.alpha
+        warm = epoch <= tc.warmup_epochs
+        alpha = 0.0 if warm else tc.alpha
+        for group in optim.param_groups:
+            group["lr"] = tc.lr if warm else tc.lr * tc.service_lr_scale
         order = torch.randperm(n)
         model.train()
         start, sums = time.time(), {}
@@ -174,6 +181,7 @@ def train(ckpt: QMVAECheckpoint, train_data: Prepared, test_data: Prepared, serv
             total = terms.total + alpha * service_terms.service
             optim.zero_grad(set_to_none=True)
             total.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)
             optim.step()
             for name, v in (("total", total), ("service", service_terms.service), ("mse", terms.mse),
                             ("codebook", terms.codebook), ("commitment", terms.commitment)):
