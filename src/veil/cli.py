@@ -29,7 +29,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 models_app = typer.Typer(no_args_is_help=True, help="The pretrained models veil uses (fetched from package registries).")
 app.add_typer(models_app, name="models")
 train_app = typer.Typer(no_args_is_help=True, help="Train veil's learned models.")
-app.add_typer(train_app, name="train")
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -231,27 +230,58 @@ def version() -> None:
     typer.echo(__version__)
 
 
-def _register_commands() -> None:
-    """The commands that live beside their subsystems (each module owns its options)."""
-    from veil.action.cli import app as action_app
+def _register_evaluate() -> None:
     from veil.evaluate.cli import evaluate_command
-    from veil.manifest import status_command
-    from veil.qmvae_cli import train_qmvae_command
-    from veil.stream.cli import decode_command, encode_command, train_codec_command
 
     app.command("evaluate")(evaluate_command)
+
+
+def _register_stream() -> None:
+    from veil.stream.cli import decode_command, encode_command
+
     app.command("encode")(encode_command)
     app.command("decode")(decode_command)
+
+
+def _register_status() -> None:
+    from veil.manifest import status_command
+
     app.command("status")(status_command)
+
+
+def _register_train() -> None:
+    from veil.qmvae_cli import train_qmvae_command
+    from veil.stream.cli import train_codec_command
+
     train_app.command("codec")(train_codec_command)
     train_app.command("qmvae")(train_qmvae_command)
+    app.add_typer(train_app, name="train")
+
+
+def _register_action() -> None:
+    from veil.action.cli import app as action_app
+
     app.add_typer(action_app, name="action")
 
 
-_register_commands()
+# The commands that live beside their subsystems (each module owns its options). Their modules
+# import torch models, codecs and plotting; importing only the one a command line names keeps
+# `veil protect` starting fast.
+_LAZY = {"evaluate": _register_evaluate, "encode": _register_stream, "decode": _register_stream,
+         "status": _register_status, "train": _register_train, "action": _register_action}
+
+
+def register_commands(argv: list[str] | None = None) -> None:
+    """Register the command `argv` names, or every command when it names none of them (help)."""
+    first = next((a for a in (argv or []) if not a.startswith("-")), None)
+    wanted = {_LAZY[first]} if first in _LAZY else (set() if first in ("protect", "demo", "version", "models")
+                                                      else set(_LAZY.values()))
+    for register in dict.fromkeys(r for r in _LAZY.values() if r in wanted):
+        register()
 
 
 def main() -> None:
+    register_commands(sys.argv[1:])
     try:
         app()
     except KeyboardInterrupt:
