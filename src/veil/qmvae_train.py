@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from veil.errors import InputError
+from veil.models import checkpoint as checkpoint_io
 from veil.models.qmvae import QMVAE, ExpressionService, QMVAEConfig, Service, qmvae_loss, service_loss_rate
 from veil.qmvae_data import FaceSet, augment, default_sources, deidentify_batch, load_faces
 
@@ -33,8 +33,7 @@ FORMAT = "veil-qmvae-checkpoint/1"
 WEIGHTS = Path(__file__).parent / "weights" / "qmvae.pt"
 
 
-class CheckpointError(InputError):
-    """A QM-VAE checkpoint is missing, unreadable or of another kind."""
+CheckpointError = checkpoint_io.CheckpointError
 
 
 @dataclass
@@ -72,29 +71,16 @@ def default_checkpoint() -> Path:
 
 def save_checkpoint(ckpt: QMVAECheckpoint, path: str | Path, keep_optimizer: bool = True) -> Path:
     """Write atomically (temp file + rename): an interrupted run never leaves a broken file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     blob = {"format": FORMAT, "config": ckpt.model.config.to_dict(), "inputs": list(ckpt.model.config.inputs),
             "state_dict": ckpt.model.state_dict(), "train_config": asdict(ckpt.train_config),
             "epoch": ckpt.epoch, "optimizer": ckpt.optimizer if keep_optimizer else None,
             "history": ckpt.history}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-    return path
+    return checkpoint_io.save_blob(blob, path)
 
 
 def load_checkpoint(path: str | Path) -> QMVAECheckpoint:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"QM-VAE checkpoint {str(path)!r} not found; train one with "
-                              "`veil train qmvae --faces DIR --out FILE` (or `python -m veil.qmvae_train --default`)")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many kinds for a bad file
-        raise CheckpointError(f"{str(path)!r} is not a readable torch checkpoint: {exc}") from exc
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not a veil QM-VAE checkpoint")
+    blob = checkpoint_io.load_blob(path, FORMAT, "QM-VAE", "train one with `veil train qmvae --faces DIR --out FILE` "
+                                   "(or `python -m veil.qmvae_train --default`)")
     model = QMVAE(QMVAEConfig(**blob["config"]))
     model.load_state_dict(blob["state_dict"])
     model.eval()

@@ -8,12 +8,11 @@ scrambling secret) would decode the codes into the wrong picture without an erro
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 
+from veil.models import checkpoint as checkpoint_io
 from veil.stream.model import CodecConfig, CodecModel
 
 __all__ = ["Checkpoint", "CheckpointError", "save_checkpoint", "load_checkpoint", "file_sha256",
@@ -23,8 +22,7 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 FORMAT = "veil-codec-checkpoint/1"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable or not a codec checkpoint."""
+CheckpointError = checkpoint_io.CheckpointError
 
 
 @dataclass
@@ -52,29 +50,17 @@ def file_sha256(path: str | Path) -> str:
 
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     """Write atomically (temp file + rename) so an interrupted save never leaves a broken file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     blob = {"format": FORMAT, "config": ckpt.model.config.to_dict(), "state_dict": ckpt.model.state_dict(),
             "step": ckpt.step, "optimizer": ckpt.optimizer, "train_config": ckpt.train_config,
             "history": ckpt.history}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
+    path = checkpoint_io.save_blob(blob, path)
     ckpt.path, ckpt.sha256 = path, file_sha256(path)
     return path
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"codec checkpoint {str(path)!r} not found; train one with "
-                              "`veil train codec --videos DIR --out FILE`")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many kinds for a bad file
-        raise CheckpointError(f"{str(path)!r} is not a readable torch checkpoint: {exc}") from exc
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not a veil codec checkpoint")
+    blob = checkpoint_io.load_blob(path, FORMAT, "codec", "train one with `veil train codec --videos DIR --out FILE`")
     model = CodecModel(CodecConfig(**blob["config"]))
     model.load_state_dict(blob["state_dict"])
     model.eval()
