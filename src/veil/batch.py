@@ -1,4 +1,4 @@
-"""Many videos: turn inputs (files, folders) into jobs, run them with progress, collect a report.
+"""Many videos: run jobs (see `veil.plan`) with progress, resumably, and collect a report.
 
 A folder is searched recursively and its layout mirrored under the output folder; files that are
 not videos are skipped with a note. One bad file does not stop the others: its error is recorded
@@ -26,22 +26,16 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from veil import __version__
-from veil.errors import InputError, OutputError
+from veil.errors import InputError
 from veil.manifest import Manifest, options_fingerprint, status_command
 from veil.pipeline import ProtectOptions, Summary
+from veil.plan import Job, output_folder, plan_jobs
 from veil.segments import merge_summaries, plan_segments
-from veil.video import VIDEO_SUFFIXES
 from veil.workers import InlineRunner, ProcessRunner, Task, TaskResult
 
 __all__ = ["Job", "Report", "plan_jobs", "output_folder", "run_jobs", "remove_temporaries", "status_command"]
 
 PARTS_FOLDER = ".veil-parts"
-
-
-@dataclass(frozen=True)
-class Job:
-    src: Path
-    dst: Path | None  # None on a dry run
 
 
 @dataclass
@@ -63,68 +57,6 @@ class Report:
                        "faces": sum(s.faces for s in self.summaries), "seconds": seconds,
                        "fps": frames / seconds if seconds else 0.0},
         }
-
-
-def _is_video(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_SUFFIXES and not path.name.startswith(".")
-
-
-def _under(path: Path, folder: Path | None) -> bool:
-    if folder is None:
-        return False
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
-
-def plan_jobs(inputs: Sequence[Path], output: Path | None, *, dry_run: bool = False,
-              suffix: str = "_protected") -> tuple[list[Job], list[Path]]:
-    """Jobs for the inputs, and the files skipped because they are not videos.
-
-    One input file: `output` is the output file (default ``<stem>_protected<ext>`` beside it).
-    A folder or several inputs: `output` is a folder; a folder's layout is mirrored under it.
-    """
-    inputs = [Path(p) for p in inputs]
-    if not inputs:
-        raise InputError("give at least one video file or folder")
-    single_file = len(inputs) == 1 and not inputs[0].is_dir()
-    if single_file:
-        src = inputs[0]
-        if dry_run:
-            return [Job(src, None)], []
-        if output is None:
-            return [Job(src, src.with_name(f"{src.stem}{suffix}{src.suffix}"))], []
-        if output.is_dir() or (not output.suffix and not output.exists()):
-            return [Job(src, output / src.name)], []
-        return [Job(src, output)], []
-    if output is None and not dry_run:
-        raise InputError("several inputs or a folder need an output folder: -o FOLDER")
-    if output is not None and output.exists() and not output.is_dir():
-        raise OutputError(f"output {str(output)!r} is a file; several inputs need an output folder")
-    jobs, skipped = [], []
-    for item in inputs:
-        if not item.is_dir():
-            jobs.append(Job(item, None if dry_run else output / item.name))
-            continue
-        base = output if len(inputs) == 1 else (output / item.name if output else None)
-        for path in sorted(p for p in item.rglob("*") if p.is_file()):
-            if _under(path, output):
-                continue  # never re-process what this run writes
-            if not _is_video(path):
-                skipped.append(path)
-                continue
-            jobs.append(Job(path, None if dry_run else base / path.relative_to(item)))
-    return jobs, skipped
-
-
-def output_folder(inputs: Sequence[Path], output: Path | None, *, dry_run: bool = False) -> Path | None:
-    """The folder that holds the batch manifest: the output folder of a folder or multi-file run."""
-    inputs = [Path(p) for p in inputs]
-    if dry_run or output is None or (len(inputs) == 1 and not inputs[0].is_dir()):
-        return None
-    return Path(output)
 
 
 def _temp_pattern(dst: Path) -> re.Pattern:
