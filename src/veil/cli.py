@@ -93,6 +93,7 @@ def protect(
     detector: Annotated[str, typer.Option(help=f"Face detector: {', '.join(detector_names())}.")] = "centerface",
     threshold: Annotated[Optional[float], typer.Option(help="Detection score threshold (lower finds more faces).")] = None,
     detect_size: Annotated[int, typer.Option(help="Longest side, in pixels, of the frame the detector sees (0: full size).")] = 640,
+    detect_every: Annotated[int, typer.Option(help="Run the detector on every N-th frame (1-3) and on scene cuts; the tracker interpolates the frames between.")] = ProtectOptions.detect_every,
     mask_scale: Annotated[Optional[float], typer.Option(help="Mask size relative to the face box.")] = None,
     mask_shape: Annotated[Optional[str], typer.Option(help="ellipse or box.")] = None,
     strength: Annotated[Optional[float], typer.Option(help="blur: strength (1: sigma = face size / 8).")] = None,
@@ -138,7 +139,7 @@ def protect(
             method_options[key] = value
         options = ProtectOptions(
             method=method, method_options=method_options, detector=detector, threshold=threshold,
-            detect_size=detect_size or None, on_detection_error=on_error, seed=seed, dry_run=dry_run,
+            detect_size=detect_size or None, detect_every=detect_every, on_detection_error=on_error, seed=seed, dry_run=dry_run,
             tracker=TrackerConfig(max_missing=max_missing),
             encode=EncodeOptions(codec=codec, crf=crf, preset=preset, keep_audio=not no_audio,
                                  keep_metadata=keep_metadata),

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 
 from veil.detect import Detector, Tracker, TrackerConfig, get_detector
 from veil.detect.track import is_scene_cut, scene_thumbnail
@@ -42,6 +41,7 @@ class ProtectOptions:
     threshold: float | None = None
     detect_size: int | None = 640
     batch_size: int = 1
+    detect_every: int = 2  # run the detector on every N-th frame; the tracker covers the others
     on_detection_error: str = "mask"  # "mask": write the frame fully masked; "stop": fail the video
     seed: int = 0
     dry_run: bool = False
@@ -53,6 +53,9 @@ class ProtectOptions:
             raise InputError(f"on_detection_error must be 'mask' or 'stop', got {self.on_detection_error!r}")
         if self.batch_size < 1:
             raise InputError("batch_size must be at least 1")
+        if not 1 <= self.detect_every <= self.tracker.lookahead + 1:
+            raise InputError(f"detect_every must be between 1 and {self.tracker.lookahead + 1} "
+                             f"(the tracker holds {self.tracker.lookahead} frames back)")
 
     def build_detector(self) -> Detector:
         opts: dict[str, Any] = {"detect_size": self.detect_size}
@@ -78,7 +81,8 @@ class Summary:
     fps: str = ""
     faces_per_frame: list[int] = field(default_factory=list)
     tracks: int = 0
-    frames_filled: int = 0  # frames where the tracker drew at least one face the detector missed
+    frames_detected: int = 0  # frames the detector ran on (all of them with detect_every 1)
+    frames_filled: int = 0  # frames where the tracker drew at least one face not detected in that frame
     faces_filled: int = 0
     frames_masked_on_error: int = 0
     scene_cuts: int = 0
@@ -234,7 +238,7 @@ def protect_frames(reader: VideoReader, detector: Detector, protector: Protector
     protect and write every frame of `reader` to `writer` (None: dry run), filling `summary`."""
     tracker = Tracker(options.tracker)
     state = ProtectState(seed=options.seed)
-    held: deque[tuple[Frame, bool]] = deque()  # frames waiting for the tracker, with "detection failed"
+    held: deque[list] = deque()  # [frame, detection failed, detector ran] for frames the tracker holds
 
     def finish(frame: Frame, faces: Faces, failed: bool) -> None:
         """Protect and encode one frame (on the sink's thread, in frame order)."""
@@ -252,7 +256,7 @@ def protect_frames(reader: VideoReader, detector: Detector, protector: Protector
 
     def emit(ready: list[Faces]) -> None:
         for faces in ready:
-            frame, failed = held.popleft()
+            frame, failed, _ = held.popleft()
             summary.faces_per_frame.append(len(faces))
             summary.frames_filled += int(faces.filled.any())
             summary.frames_masked_on_error += int(failed)
@@ -274,23 +278,46 @@ def protect_frames(reader: VideoReader, detector: Detector, protector: Protector
 def _detect_all(reader: VideoReader, detector: Detector, tracker: Tracker, options: ProtectOptions,
                 summary: Summary, held: deque, emit: Callable[[list[Faces]], None],
                 progress: Callable[[int, int], None] | None) -> None:
-    """Decode, detect in batches, track; hands every frame that is final to `emit`."""
+    """Decode, detect in batches, track; hands every frame that is final to `emit`.
+
+    With ``detect_every`` N > 1 the detector runs on every N-th frame and on every scene cut; the
+    frames between are covered by the tracker, which holds frames back until the next detection
+    and interpolates between the two (and draws a new face back onto the frames before it).
+    """
     previous_thumb = None
+    last_failed = False  # whether the latest detection failed (the frames it skipped inherit it)
     total = reader.info.frame_count
     for batch in _batches(_prefetch(iter(reader)), options.batch_size):
+        cuts = []
+        for frame in batch:
+            thumb = scene_thumbnail(frame.image)
+            cuts.append(is_scene_cut(previous_thumb, thumb))
+            previous_thumb = thumb
+        wanted = [i for i, (frame, cut) in enumerate(zip(batch, cuts))
+                  if cut or frame.index % options.detect_every == 0]
+        found = [Faces.empty() for _ in batch]
+        failed = False
         try:
-            found = detector.detect_batch([f.image for f in batch])
-            failed = False
+            if wanted:
+                for i, faces in zip(wanted, detector.detect_batch([batch[i].image for i in wanted])):
+                    found[i] = faces
         except Exception as exc:  # noqa: BLE001 - any detector failure must fail closed
             if options.on_detection_error == "stop":
                 raise DetectionError(f"face detection failed on frame {batch[0].index}: {exc}") from exc
-            found, failed = [Faces.empty() for _ in batch], True
-        for frame, faces in zip(batch, found):
-            thumb = scene_thumbnail(frame.image)
-            cut = is_scene_cut(previous_thumb, thumb)
+            failed = True
+        summary.frames_detected += len(wanted)
+        for i, (frame, faces, cut) in enumerate(zip(batch, found, cuts)):
+            detected = i in wanted
+            if detected and failed:
+                # The skipped frames before a failed detection leaned on it: they fail closed too.
+                for entry in reversed(held):
+                    if entry[2]:
+                        break
+                    entry[1] = True
+            if detected:
+                last_failed = failed
             summary.scene_cuts += int(cut)
-            previous_thumb = thumb
-            held.append((frame, failed))
+            held.append([frame, last_failed, detected])
             emit(tracker.push(faces.clipped(reader.info.width, reader.info.height), scene_cut=cut))
         if progress is not None:
             progress(batch[-1].index + 1, total)

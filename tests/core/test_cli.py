@@ -158,3 +158,16 @@ def test_models_list_and_version():
     result = veil("models", "list")
     assert result.exit_code == 0 and "mtcnn/pnet.pt" in result.output and "facenet-pytorch" in result.output
     assert veil("version").exit_code == 0
+
+
+def test_detect_every_two_runs_the_detector_on_half_the_frames_and_still_covers_all(face_clip, tmp_path):
+    result = veil("protect", face_clip, "-o", tmp_path / "o.mp4", "--detect-every", "2",
+                  "--json", tmp_path / "s.json", "-q")
+    assert result.exit_code == 0, result.output
+    f = json.loads((tmp_path / "s.json").read_text())["files"][0]
+    assert f["frames_detected"] == 36 and f["frames"] == 72
+    assert min(f["faces_per_frame"]) >= 1  # the frames between detections are covered by the tracker
+
+
+def test_detect_every_is_bounded_by_the_lookahead(face_clip, tmp_path):
+    assert veil("protect", face_clip, "-o", tmp_path / "o.mp4", "--detect-every", "9").exit_code == 2
