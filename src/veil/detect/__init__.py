@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from veil.detect import centerface, mtcnn  # noqa: F401  (registers the detectors)
+from veil.detect import centerface  # noqa: F401  (registers the detector)
 from veil.detect.base import Detector, detector_names, get_detector, nms, register_detector
 from veil.detect.track import Tracker, TrackerConfig
 from veil.faces import Faces
@@ -13,6 +13,14 @@ __all__ = ["Detector", "Faces", "Tracker", "TrackerConfig", "detect", "detector_
            "nms", "register_detector"]
 
 _CACHE: dict[tuple, Detector] = {}
+
+
+@register_detector("mtcnn")
+def _mtcnn(**options: object) -> Detector:
+    # Imported on use: MTCNN runs on torch, which a CenterFace run need not load.
+    from veil.detect.mtcnn import MTCNN
+
+    return MTCNN(**options)
 
 
 def detect(image: np.ndarray, detector: str = "centerface", **options: object) -> Faces:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from veil.detect.base import fit_size, nms, register_detector
+from veil.detect.base import fit_size, nms
 from veil.faces import Faces
 from veil.models.mtcnn import load_mtcnn
 
@@ -59,7 +59,6 @@ def _crops(images: torch.Tensor, inds: np.ndarray, boxes: np.ndarray, size: int)
     return (out - 127.5) * 0.0078125
 
 
-@register_detector("mtcnn")
 class MTCNN:
     """MTCNN face + landmark detector.
 

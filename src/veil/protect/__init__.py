@@ -1,8 +1,6 @@
 """Protections: one registry, one call shape `(frame, faces, state) -> frame`."""
 
 from veil.protect import classic  # noqa: F401  (registers the classic protections)
-from veil.protect import cloak  # noqa: F401  (registers the cloak)
-from veil.protect import qmvae  # noqa: F401  (registers --method qmvae; the model loads on use)
 from veil.protect.base import (
     ProtectState,
     Protector,
@@ -12,7 +10,11 @@ from veil.protect.base import (
     protector_names,
     protector_options,
     register,
+    register_lazy,
 )
+
+register_lazy("cloak", "veil.protect.cloak")
+register_lazy("qmvae", "veil.protect.qmvae")
 
 __all__ = ["ProtectState", "Protector", "face_mask", "get_protector", "mask_everything",
            "protector_names", "protector_options", "register"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -24,7 +25,7 @@ from veil.errors import InputError
 from veil.faces import Faces
 
 __all__ = [
-    "Protector", "ProtectState", "register", "get_protector", "protector_names", "protector_options",
+    "Protector", "ProtectState", "register", "register_lazy", "get_protector", "protector_names", "protector_options",
     "face_mask", "ellipse_boxes", "rng_for", "mask_everything",
 ]
 
@@ -52,6 +53,16 @@ class Protector(Protocol):
 
 
 _REGISTRY: dict[str, type] = {}
+_LAZY: dict[str, str] = {}  # name -> module that registers it when imported
+
+
+def register_lazy(name: str, module: str) -> None:
+    """Make ``--method name`` known now but import `module` (which registers it) only when used.
+
+    The learned protections pull in torch and their models; a run with a classic method should
+    not pay for importing them.
+    """
+    _LAZY[name] = module
 
 
 def register(name: str) -> Callable[[type], type]:
@@ -68,7 +79,7 @@ def register(name: str) -> Callable[[type], type]:
 
 
 def protector_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(_LAZY))
 
 
 def protector_options(name: str) -> dict[str, Any]:
@@ -79,6 +90,8 @@ def protector_options(name: str) -> dict[str, Any]:
 
 
 def _lookup(name: str) -> type:
+    if name not in _REGISTRY and name in _LAZY:
+        importlib.import_module(_LAZY[name])
     try:
         return _REGISTRY[name]
     except KeyError:
