@@ -76,16 +76,17 @@ def main() -> None:
             fps = frames / seconds
             base = base or fps
             cpu_ms = "n/a" if kw.get("use_ray") else f"{1000 * cpu / frames:.0f}"
+            busy = "n/a" if kw.get("use_ray") else f"{cpu / seconds:.2f}"
             resume_s, _, resumed, _ = _run(archive, out, options, **kw)
-            rows.append((label, files, frames, seconds, fps, fps / base, cpu_ms, resume_s, resumed, load))
+            rows.append((label, files, frames, seconds, fps, fps / base, cpu_ms, busy, resume_s, resumed, load))
             print(f"{label}: {frames} frames in {seconds:.1f} s = {fps:.2f} frames/s ({fps / base:.2f}x); "
                   f"resume of the finished batch {resume_s * 1000:.0f} ms ({resumed} files skipped); load {load:.1f}")
-    header = ("| run | files | frames | seconds | frames/s | vs --jobs 1 | CPU ms/frame | "
-              "resume finished batch (ms) | load avg at start |\n|---|---|---|---|---|---|---|---|---|\n")
+    header = ("| run | files | frames | seconds | frames/s | vs --jobs 1 | CPU ms/frame | cores busy | "
+              "resume finished batch (ms) | load avg at start |\n|---|---|---|---|---|---|---|---|---|---|\n")
     table = header + "".join(
-        f"| {label} | {files} | {frames} | {seconds:.1f} | {fps:.2f} | {ratio:.2f}x | {cpu_ms} | {resume_s * 1000:.0f} "
+        f"| {label} | {files} | {frames} | {seconds:.1f} | {fps:.2f} | {ratio:.2f}x | {cpu_ms} | {busy} | {resume_s * 1000:.0f} "
         f"({resumed} skipped) | {load:.1f} |\n"
-        for label, files, frames, seconds, fps, ratio, cpu_ms, resume_s, resumed, load in rows)
+        for label, files, frames, seconds, fps, ratio, cpu_ms, busy, resume_s, resumed, load in rows)
     text = (f"# Batch throughput\n\n`python bench/batch_scale.py --copies {args.copies} --method {args.method}`"
             f" on {platform.machine()}, {os.cpu_count()} CPU cores, detector centerface (detect size 640); "
             f"clips: {', '.join(Path(c).name for c in CLIPS)} x {args.copies}.\n\n{table}\n"
@@ -93,7 +94,8 @@ def main() -> None:
             "worker. The resume column is a second run over the finished output folder: the manifest "
             "skips every file. The load average is the whole machine's (other work shares the cores): "
             "ratios taken under load are not the scaling of an idle machine; the CPU time per frame (this "
-            "process and its worker processes) does not depend on the load.\n")
+            "process and its worker processes) does not depend on the load. Cores busy = CPU seconds / wall "
+            f"seconds: the machine's ceiling is {os.cpu_count()} cores divided by the CPU time per frame.\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(table)
