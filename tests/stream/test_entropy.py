@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from veil.stream.entropy import EntropyError, decode_indices, empirical_bits, encode_indices
-from veil.stream.keying import chunk_key, chunk_permutations, scramble, unscramble
+from veil.stream.keying import chunk_key, chunk_scramble, scramble, unscramble
 
 
 @pytest.mark.parametrize(("shape", "k"), [((1, 5, 7, 1), 2), ((4, 9, 16, 4), 256), ((3, 6, 5, 2), 1024),
@@ -41,12 +41,34 @@ def test_damaged_coded_indices_raise() -> None:
 def test_scramble_is_a_keyed_bijection() -> None:
     rng = np.random.default_rng(2)
     codes = rng.integers(0, 256, (2, 9, 16, 4))
-    right = chunk_permutations(chunk_key(7, 0, [b"audio", b"bytes"]), 4, 256)
-    wrong = chunk_permutations(chunk_key(7, 0, [b"other", b"audio"]), 4, 256)
+    right = chunk_scramble(chunk_key(7, 0, [b"audio", b"bytes"]), 4, 256, (9, 16))
+    wrong = chunk_scramble(chunk_key(7, 0, [b"other", b"audio"]), 4, 256, (9, 16))
     sent = scramble(codes, right)
     np.testing.assert_array_equal(unscramble(sent, right), codes)
     assert (unscramble(sent, wrong) == codes).mean() < 0.02  # 1/256 by chance
     assert (sent == codes).mean() < 0.02
     # Equal indices stay equal within a chunk, so the temporal transform keeps its gain.
-    assert np.array_equal(sent[0] == sent[1], codes[0] == codes[1])
+    assert np.array_equal(np.sort((sent[0] == sent[1]).ravel()), np.sort((codes[0] == codes[1]).ravel()))
+    assert ((sent[0] == sent[1]).sum(), (sent[0] != sent[1]).sum()) == ((codes[0] == codes[1]).sum(),
+                                                                      (codes[0] != codes[1]).sum())
     assert chunk_key(7, 1, [b"audio"]) != chunk_key(7, 0, [b"audio"]) != chunk_key(8, 0, [b"audio"])
+    with pytest.raises(ValueError, match="do not fit"):
+        scramble(codes[:, :8], right)
+
+
+def test_scrambled_codes_keep_no_spatial_layout() -> None:
+    """A smooth code map (a posterised picture) must not survive as one: neighbours stop agreeing."""
+    yy, xx = np.mgrid[0:90, 0:160]
+    picture = np.stack([(yy // 10) * 16 + xx // 10, (xx // 20) * 8 + yy // 15, (yy + xx) // 4, yy // 3], -1) % 256
+    codes = np.repeat(picture[None], 4, 0)
+
+    def neighbours_agree(c: np.ndarray) -> float:
+        return float(np.mean(c[:, :, 1:] == c[:, :, :-1]))
+
+    sent = scramble(codes, chunk_scramble(chunk_key(3, 0, [b"sound"]), 4, 256, (90, 160)))
+    assert neighbours_agree(codes) > 0.8
+    assert neighbours_agree(sent) < 0.1
+    # a static picture stays static within the chunk, and the next chunk's order is another one
+    assert np.array_equal(sent[0], sent[3])
+    other = scramble(codes, chunk_scramble(chunk_key(3, 1, [b"sound"]), 4, 256, (90, 160)))
+    assert (other[0] == sent[0]).all(-1).mean() < 0.05

@@ -5,8 +5,9 @@ file, a pipe) is encoded while it is recorded and a stream is decoded while it i
 
 Per chunk, the sender: writes the audio packets that belong to the chunk's time span (those that
 have arrived), decodes them for the log-mel features, encodes the frames to code indices
-(`CodecModel.encode_codes`), permutes the code alphabet with the key taken from those packets
-(`veil.stream.keying`), entropy-codes the result (`veil.stream.entropy`) and writes the chunk.
+(`CodecModel.encode_codes`), permutes the code alphabet and the cells of the code grid with the
+key taken from those packets (`veil.stream.keying`), entropy-codes the result
+(`veil.stream.entropy`) and writes the chunk.
 The receiver meets the same audio records before each chunk, so it derives the same features
 and the same key from the same bytes.
 """
@@ -30,7 +31,7 @@ from veil.stream.checkpoint import Checkpoint, CheckpointError, default_checkpoi
 from veil.stream.entropy import EntropyError, decode_indices, encode_indices
 from veil.stream.format import (ChunkRecord, CorruptStreamError, StreamHeader, StreamReader,
                                 StreamWriter, key_check)
-from veil.stream.keying import chunk_key, chunk_permutations, scramble, unscramble
+from veil.stream.keying import chunk_key, chunk_scramble, scramble, unscramble
 from veil.stream.media import demux, open_source, source_info
 from veil.stream.model import SPATIAL_STRIDE, CodecModel, pad_to_multiple
 
@@ -133,8 +134,8 @@ def encode_stream(source: str | Path | BinaryIO, out: BinaryIO, ckpt: Checkpoint
             (np.zeros(0, np.float32), 16000, Fraction(0))
         feats = frame_features(pcm, rate, start, info.fps, first, n, cfg.n_mels)
         codes = encode_frames(model, np.stack(frames[:n]), feats)
-        perms = chunk_permutations(chunk_key(cfg.scramble_seed, stats.chunks, [p.data for p in send]),
-                                   cfg.num_quantizers, cfg.codebook_size)
+        key = chunk_key(cfg.scramble_seed, stats.chunks, [p.data for p in send])
+        perms = chunk_scramble(key, cfg.num_quantizers, cfg.codebook_size, codes.shape[1:3])
         data = encode_indices(scramble(codes, perms), cfg.codebook_size)
         writer.write_chunk(ChunkRecord(first, n, data))
         del frames[:n]
@@ -256,12 +257,17 @@ def decode_stream(f: BinaryIO, out_path: str | Path | None, key: bytes | None = 
                 pcm, rate, start = (adec.pcm, params.sample_rate, adec.start or Fraction(0)) if adec else \
                     (np.zeros(0, np.float32), 16000, Fraction(0))
                 feats = frame_features(pcm, rate, start, header.fps, rec.first_frame, rec.n_frames, cfg.n_mels)
-                perms = chunk_permutations(chunk_key(cfg.scramble_seed, chunks, [p.data for p in since_chunk]),
-                                           cfg.num_quantizers, cfg.codebook_size)
+                key = chunk_key(cfg.scramble_seed, chunks, [p.data for p in since_chunk])
                 try:
-                    codes = unscramble(decode_indices(rec.data), perms)
+                    sent = decode_indices(rec.data)
                 except EntropyError as exc:
                     raise CorruptStreamError(f"chunk {chunks}: {exc}") from exc
+                grid = (-(-header.height // SPATIAL_STRIDE), -(-header.width // SPATIAL_STRIDE))
+                latents = -(-rec.n_frames // cfg.frames_per_step) * cfg.latents_per_step
+                if sent.shape != (latents, *grid, cfg.num_quantizers):
+                    raise CorruptStreamError(f"chunk {chunks}: codes of shape {sent.shape}, expected "
+                                             f"{(latents, *grid, cfg.num_quantizers)} for {rec.n_frames} frames")
+                codes = unscramble(sent, chunk_scramble(key, cfg.num_quantizers, cfg.codebook_size, grid))
                 frames = decode_codes(model, codes, feats, header.height, header.width)
                 if sink:
                     sink.frames(frames)

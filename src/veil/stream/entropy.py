@@ -1,20 +1,27 @@
 """Lossless coding of a chunk's code indices.
 
 Choice (the paper leaves it open): a *transform* that exposes the temporal redundancy of the
-codes, followed by LZMA (xz, in the standard library). Per quantiser stage, each latent frame
-after the first of a chunk is coded against the previous one in one of two ways, whichever is
-smaller for this chunk:
+codes, followed by LZMA (xz, in the standard library). The codes arrive scrambled
+(`veil.stream.keying`): the cells of the grid are in a keyed random order, so neighbouring cells
+tell nothing about each other and the coder models what is left, time and stages:
 
-* ``same``: 0 where the index equals the previous frame's, else index + 1 (an alphabet of K + 1);
-* ``mask``: a packed bit mask of the positions that changed, then only the changed indices.
+* the first latent frame of the chunk, stage by stage;
+* for each later frame and each cell, one byte whose bit ``q`` says that stage ``q`` changed
+  against the previous frame (the stages of a cell change together: coding the pattern jointly
+  beats one bit mask per stage);
+* the new indices of the changed cells, stage by stage.
 
-LZMA's adaptive range coder with its context model then codes the bytes. An arithmetic coder
-driven by a learned prior would squeeze a little more, but this runs at C speed on two CPU cores,
-needs no model of its own on either end, and its cost is measured against the zeroth-order
-entropy of the indices (`empirical_bits`) in bench/codec.py. Chunks are coded independently, so
-a receiver can start at any chunk and a damaged chunk does not spoil the next one.
+LZMA runs with no literal context (``lc=0``, ``lp=0``, ``pb=0``): after the scrambling the bytes
+are close to independent, and the default context (the previous byte's top bits) only splits the
+statistics; with it off LZMA's adaptive range coder comes within a few percent of the zeroth-order
+entropy of these three streams. An arithmetic coder driven by a learned prior would squeeze more,
+but this runs at C speed on two CPU cores and needs no model of its own on either end; its cost
+is measured against the zeroth-order entropy of the indices (`empirical_bits`) in
+bench/codec.py. Chunks are coded independently, so a receiver can start at any chunk and a
+damaged chunk does not spoil the next one.
 
-Layout: ``method u8 | L u16 | h u16 | w u16 | Q u8 | K u32 | lzma stream``.
+Layout: ``method u8 | L u16 | h u16 | w u16 | Q u8 | K u32 | lzma stream`` (method 3, the one
+above; methods 1 and 2 were the per-stage transforms of stream format version 1).
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ import numpy as np
 __all__ = ["encode_indices", "decode_indices", "empirical_bits", "EntropyError"]
 
 _HEAD = struct.Struct("<BHHHBI")
-SAME, MASK = 1, 2
-_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 6}]
+CELLS = 3
+MAX_STAGES = 16  # the change pattern of a cell fits in a u16
+_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 6, "lc": 0, "lp": 0, "pb": 0}]
 
 
 class EntropyError(ValueError):
@@ -52,38 +60,24 @@ def _unplanes(data: bytes, n: int, dtype: np.dtype) -> np.ndarray:
     return (b[0].astype(np.int64) | (b[1].astype(np.int64) << 8))
 
 
-def _transform_same(seq: np.ndarray, k: int) -> bytes:
-    """Shape: seq (Q, L, h*w) -> bytes."""
-    sym = seq.copy()
-    changed = seq[:, 1:] != seq[:, :-1]
-    sym[:, 1:] = np.where(changed, seq[:, 1:] + 1, 0)
-    first = _planes(seq[:, :1].ravel(), _symbol_dtype(k))
-    return first + _planes(sym[:, 1:].ravel(), _symbol_dtype(k + 1))
-
-
-def _transform_mask(seq: np.ndarray, k: int) -> bytes:
-    changed = seq[:, 1:] != seq[:, :-1]
-    return (_planes(seq[:, :1].ravel(), _symbol_dtype(k)) + np.packbits(changed.ravel()).tobytes()
-            + _planes(seq[:, 1:][changed], _symbol_dtype(k)))
-
-
 def encode_indices(indices: np.ndarray, codebook_size: int) -> bytes:
     """Code indices losslessly.
 
     Shape:
-        indices: (L, h, w, Q) integers in [0, codebook_size) -> bytes
+        indices: (L, h, w, Q) integers in [0, codebook_size), Q <= 16 -> bytes
     """
     L, h, w, q = indices.shape
     if indices.size and (indices.min() < 0 or indices.max() >= codebook_size):
         raise ValueError(f"indices must lie in [0, {codebook_size})")
-    seq = np.ascontiguousarray(indices.reshape(L, h * w, q).transpose(2, 0, 1)).astype(np.int64)
-    best = b""
-    for method, transform in ((SAME, _transform_same), (MASK, _transform_mask)):
-        coded = _HEAD.pack(method, L, h, w, q, codebook_size) + lzma.compress(
-            transform(seq, codebook_size), lzma.FORMAT_RAW, filters=_FILTERS)
-        if not best or len(coded) < len(best):
-            best = coded
-    return best
+    if not 0 < q <= MAX_STAGES or L == 0:
+        raise ValueError(f"need at least one latent frame and 1 to {MAX_STAGES} stages, got shape {indices.shape}")
+    seq = indices.reshape(L, h * w, q).astype(np.int64)
+    changed = seq[1:] != seq[:-1]  # (L-1, n, Q)
+    pattern = (changed << np.arange(q)).sum(-1)  # (L-1, n)
+    values = np.concatenate([seq[1:, :, s][changed[..., s]] for s in range(q)])
+    raw = (_planes(seq[0].T.ravel(), _symbol_dtype(codebook_size)) + _planes(pattern.ravel(), _symbol_dtype(1 << q))
+           + _planes(values, _symbol_dtype(codebook_size)))
+    return _HEAD.pack(CELLS, L, h, w, q, codebook_size) + lzma.compress(raw, lzma.FORMAT_RAW, filters=_FILTERS)
 
 
 def decode_indices(data: bytes) -> np.ndarray:
@@ -93,36 +87,33 @@ def decode_indices(data: bytes) -> np.ndarray:
         raw = lzma.decompress(data[_HEAD.size:], lzma.FORMAT_RAW, filters=_FILTERS)
     except (struct.error, lzma.LZMAError) as exc:
         raise EntropyError(f"coded indices are damaged: {exc}") from exc
+    if method != CELLS or not 0 < q <= MAX_STAGES or L == 0 or k == 0:
+        raise EntropyError(f"coded indices are damaged: method {method}, {L} frames, {q} stages, {k} codes")
     n = h * w
-    d0, d1 = _symbol_dtype(k), _symbol_dtype(k + 1)
-    first_len = q * n * d0.itemsize
-    if method not in (SAME, MASK) or len(raw) < first_len:
-        raise EntropyError("coded indices are damaged: wrong method or too short")
-    seq = np.empty((q, L, n), np.int64)
-    seq[:, 0] = _unplanes(raw[:first_len], q * n, d0).reshape(q, n)
-    rest = raw[first_len:]
-    m = q * (L - 1) * n
-    if method == SAME:
-        if len(rest) != m * d1.itemsize:
-            raise EntropyError("coded indices are damaged: wrong length")
-        sym = _unplanes(rest, m, d1).reshape(q, L - 1, n)
+    dv, dp = _symbol_dtype(k), _symbol_dtype(1 << q)
+    first_len, pattern_len = q * n * dv.itemsize, (L - 1) * n * dp.itemsize
+    if len(raw) < first_len + pattern_len:
+        raise EntropyError("coded indices are damaged: too short")
+    seq = np.empty((L, n, q), np.int64)
+    seq[0] = _unplanes(raw[:first_len], q * n, dv).reshape(q, n).T
+    pattern = _unplanes(raw[first_len:first_len + pattern_len], (L - 1) * n, dp).reshape(L - 1, n)
+    if pattern.size and pattern.max() >= 1 << q:
+        raise EntropyError("coded indices are damaged: a change pattern names a stage that does not exist")
+    changed = ((pattern[..., None] >> np.arange(q)) & 1).astype(bool)  # (L-1, n, Q)
+    rest = raw[first_len + pattern_len:]
+    total = int(changed.sum())
+    if len(rest) != total * dv.itemsize:
+        raise EntropyError("coded indices are damaged: wrong length")
+    values = _unplanes(rest, total, dv)
+    counts = np.cumsum([0] + [int(changed[..., s].sum()) for s in range(q)])
+    for s in range(q):
+        body = np.zeros((L - 1, n), np.int64)
+        body[changed[..., s]] = values[counts[s]:counts[s + 1]]
         for t in range(1, L):
-            s = sym[:, t - 1]
-            seq[:, t] = np.where(s == 0, seq[:, t - 1], s - 1)
-    else:
-        mask_len = (m + 7) // 8
-        changed = np.unpackbits(np.frombuffer(rest[:mask_len], np.uint8))[:m].astype(bool).reshape(q, L - 1, n)
-        values = rest[mask_len:]
-        if len(values) != int(changed.sum()) * d0.itemsize:
-            raise EntropyError("coded indices are damaged: wrong length")
-        new = _unplanes(values, int(changed.sum()), d0)
-        body = np.zeros((q, L - 1, n), np.int64)
-        body[changed] = new
-        for t in range(1, L):
-            seq[:, t] = np.where(changed[:, t - 1], body[:, t - 1], seq[:, t - 1])
+            seq[t, :, s] = np.where(changed[t - 1, :, s], body[t - 1], seq[t - 1, :, s])
     if seq.size and seq.max() >= k:
         raise EntropyError("coded indices are damaged: an index exceeds the codebook")
-    return seq.transpose(1, 2, 0).reshape(L, h, w, q)
+    return seq.reshape(L, h, w, q)
 
 
 def empirical_bits(indices: np.ndarray, codebook_size: int) -> float:

@@ -13,6 +13,11 @@ fraction, the chunking, the code shape and the audio codec parameters (`StreamHe
 file can fill it in at the end without moving anything; a live encoder writing to a pipe leaves
 it 0 ("unknown") and the END record carries the count either way.
 
+A CHUNK payload is ``first_frame u32 | n_frames u16 | coded indices`` (`veil.stream.entropy`).
+Versions: 1 scrambled the code alphabet only; 2 (this one) also permutes the cells of the code
+grid per chunk (`veil.stream.keying`), so a version-1 stream would decode to noise here and is
+refused by its version number instead.
+
 The CRC of each record catches accidental damage only: anyone can recompute it. With a key
 (AES-256-GCM, `cryptography`) every payload is ``nonce (12 bytes, fresh and random per record) |
 ciphertext | tag``, authenticated together with the header's digest, the record's type and its
@@ -44,7 +49,7 @@ __all__ = ["MAGIC", "VERSION", "StreamHeader", "ChunkRecord", "EndRecord", "Stre
            "StreamWriter", "StreamReader", "read_key", "key_check"]
 
 MAGIC = b"\x89VEIL\r\n\x1a"  # high bit and CR/LF catch 7-bit and text-mode transfers
-VERSION = 1
+VERSION = 2  # bump whenever a stream of the old version would decode differently
 CHUNK, AUDIO, END = 1, 2, 3
 _HEAD = struct.Struct("<8sHII")
 _REC = struct.Struct("<BII")

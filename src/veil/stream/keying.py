@@ -1,10 +1,28 @@
-"""The audio-keyed scrambling of the code alphabet: the paper's non-patterned noise on the codes.
+"""The audio-keyed scrambling of the codes: the paper's non-patterned noise on what travels.
 
 For each chunk, the bytes of the audio packets sent with it, the model's ``scramble_seed`` and the
-chunk's number seed a permutation of each quantiser stage's code alphabet. The sender sends
-``perm[q][index]``; the receiver, holding the same model and the same audio, inverts it. Without
-the audio (or with other audio) the receiver looks up the wrong codebook entries everywhere and
-decodes noise; the benchmark measures this (wrong-audio PSNR).
+chunk's number seed two things:
+
+* a permutation of each quantiser stage's code alphabet (``values``): the sender sends
+  ``perm[q][index]``;
+* a permutation of the positions of the code grid (``positions``): the code sent at grid cell
+  ``i`` (row-major) is the one the model put at cell ``positions[i]``, the same for every stage
+  and every latent frame of the chunk.
+
+The receiver, holding the same model and the same audio, inverts both. Without the audio (or with
+other audio) it looks up the wrong codebook entries at the wrong places and decodes noise; the
+benchmark measures this (wrong-audio PSNR).
+
+Why positions too: permuting the alphabet alone keeps *where* codes are equal or differ, and a
+code-index map is a posterised picture of the scene at 1/4 resolution: with only the alphabet
+permuted, the rendered transmitted codes showed the room and the outline of the head, and MTCNN
+found faces in them (bench/results/codec.md, before format version 2). With the grid permuted too,
+each transmitted frame is the chunk's codes in a keyed random order: no shape survives, only the
+histogram of the codes. The price is the spatial redundancy the entropy coder can no longer see
+(measured in bench/codec.py); the temporal redundancy stays, because both permutations are
+constant within a chunk: a cell that keeps its code from one latent frame to the next still does
+after scrambling. What the chunk-constant order still shows is *how many* cells change between
+frames (a measure of motion, as in any compressed stream).
 
 Why bytes and not the log-mel features: the key must be identical on both ends, bit for bit;
 compressed packets are copied exactly, float features need not be on another machine. The
@@ -12,8 +30,6 @@ features still condition the networks (FiLM, `veil.stream.model`).
 
 This is obfuscation, not encryption: whoever has the model file and the stream (which carries the
 audio) can decode. Confidentiality comes from ``--key`` (AES-GCM, `veil.stream.format`).
-A permutation that is constant within a chunk keeps which indices repeat, so the entropy coder's
-temporal transform loses nothing.
 """
 
 from __future__ import annotations
@@ -21,32 +37,60 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["chunk_key", "chunk_permutations", "scramble", "unscramble"]
+__all__ = ["Scramble", "chunk_key", "chunk_scramble", "scramble", "unscramble"]
+
+
+@dataclass(frozen=True)
+class Scramble:
+    """One chunk's keyed permutations.
+
+    Shape: values (Q, K), each row a permutation of range(K); positions (h * w,), a permutation
+    of the grid cells in row-major order.
+    """
+
+    values: np.ndarray
+    positions: np.ndarray
 
 
 def chunk_key(scramble_seed: int, chunk_index: int, audio_payloads: Iterable[bytes]) -> bytes:
     """A 32-byte seed from the model secret, the chunk's number and the chunk's audio bytes."""
-    h = hashlib.sha256(b"veil-scramble/1\x00" + struct.pack("<QQ", scramble_seed & (2**64 - 1), chunk_index))
+    h = hashlib.sha256(b"veil-scramble/2\x00" + struct.pack("<QQ", scramble_seed & (2**64 - 1), chunk_index))
     for payload in audio_payloads:
         h.update(struct.pack("<I", len(payload)))
         h.update(payload)
     return h.digest()
 
 
-def chunk_permutations(key: bytes, num_quantizers: int, codebook_size: int) -> np.ndarray:
-    """Shape: -> (Q, K) int64, each row a permutation of range(K)."""
+def chunk_scramble(key: bytes, num_quantizers: int, codebook_size: int, grid: tuple[int, int]) -> Scramble:
+    """The permutations of one chunk whose code grid is ``grid`` = (h, w) cells."""
     rng = np.random.Generator(np.random.PCG64(int.from_bytes(key, "little")))
-    return np.stack([rng.permutation(codebook_size) for _ in range(num_quantizers)])
+    values = np.stack([rng.permutation(codebook_size) for _ in range(num_quantizers)])
+    return Scramble(values, rng.permutation(grid[0] * grid[1]))
 
 
-def scramble(indices: np.ndarray, perms: np.ndarray) -> np.ndarray:
-    """Shape: indices (..., Q), perms (Q, K) -> (..., Q)."""
-    return np.stack([perms[q][indices[..., q]] for q in range(perms.shape[0])], axis=-1)
+def _check(indices: np.ndarray, s: Scramble) -> tuple[int, int, int, int]:
+    L, h, w, q = indices.shape
+    if q != s.values.shape[0] or h * w != s.positions.size:
+        raise ValueError(f"codes of shape {indices.shape} do not fit a scramble for {s.values.shape[0]} stages "
+                         f"and {s.positions.size} grid cells")
+    return L, h, w, q
 
 
-def unscramble(indices: np.ndarray, perms: np.ndarray) -> np.ndarray:
-    """Inverse of `scramble` with the same ``perms``."""
-    return scramble(indices, np.argsort(perms, axis=1))
+def scramble(indices: np.ndarray, s: Scramble) -> np.ndarray:
+    """Shape: indices (L, h, w, Q) -> (L, h, w, Q)."""
+    L, h, w, q = _check(indices, s)
+    values = np.stack([s.values[i][indices[..., i]] for i in range(q)], axis=-1)
+    return values.reshape(L, h * w, q)[:, s.positions].reshape(L, h, w, q)
+
+
+def unscramble(indices: np.ndarray, s: Scramble) -> np.ndarray:
+    """Inverse of `scramble` with the same ``s``."""
+    L, h, w, q = _check(indices, s)
+    placed = np.empty((L, h * w, q), indices.dtype)
+    placed[:, s.positions] = indices.reshape(L, h * w, q)
+    inverse = np.argsort(s.values, axis=1)
+    return np.stack([inverse[i][placed[..., i]] for i in range(q)], axis=-1).reshape(L, h, w, q)
