@@ -239,15 +239,14 @@ def evaluate(original: str | Path, protected: str | Path, config: EvaluateConfig
     for pair in _pairs(original, protected, config.max_frames):
         chunk.append(pair)
         if len(chunk) == config.batch_size:
-            for (o, p), found in zip(chunk, detector.detect_batch([c[0] for c in chunk])):
+            for o, p in chunk:  # one frame at a time: CenterFace's most CPU-efficient batch size
                 pending.append((o, p))
-                ready.extend(tracker.push(found))
+                ready.extend(tracker.push(detector.detect(o)))
             chunk = []
             drain(final=False)
-    if chunk:
-        for (o, p), found in zip(chunk, detector.detect_batch([c[0] for c in chunk])):
-            pending.append((o, p))
-            ready.extend(tracker.push(found))
+    for o, p in chunk:
+        pending.append((o, p))
+        ready.extend(tracker.push(detector.detect(o)))
     ready.extend(tracker.flush())
     drain(final=True)
     if not frames:
