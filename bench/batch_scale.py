@@ -1,6 +1,6 @@
 """Batch throughput: a folder of copies of the real clips, protected with --jobs 1, --jobs 2 and local Ray.
 
-    python bench/batch_scale.py [--copies 2] [--method blur] [--out bench/results/batch_scale.md]
+    python bench/batch_scale.py [--copies 2] [--method blur] [--detector centerface] [--out bench/results/batch_scale.md]
 
 Prints and writes a table: total frames/s of each run, its ratio to --jobs 1 (measured in the same
 run), and the time it takes to resume a batch that is already finished (every file skipped by the
@@ -55,10 +55,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--copies", type=int, default=2)
     parser.add_argument("--method", default="blur")
+    parser.add_argument("--detector", default="centerface")
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "batch_scale.md")
     args = parser.parse_args()
-    options = ProtectOptions(method=args.method)
+    options = ProtectOptions(method=args.method, detector=args.detector)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -87,8 +88,9 @@ def main() -> None:
         f"| {label} | {files} | {frames} | {seconds:.1f} | {fps:.2f} | {ratio:.2f}x | {cpu_ms} | {busy} | {resume_s * 1000:.0f} "
         f"({resumed} skipped) | {load:.1f} |\n"
         for label, files, frames, seconds, fps, ratio, cpu_ms, busy, resume_s, resumed, load in rows)
-    text = (f"# Batch throughput\n\n`python bench/batch_scale.py --copies {args.copies} --method {args.method}`"
-            f" on {platform.machine()}, {os.cpu_count()} CPU cores, detector centerface (detect size 640); "
+    text = (f"# Batch throughput\n\n`python bench/batch_scale.py --copies {args.copies} --method {args.method}"
+            f" --detector {args.detector}` on {platform.machine()}, {os.cpu_count()} CPU cores "
+            f"(detect size {options.detect_size}); "
             f"clips: {', '.join(Path(c).name for c in CLIPS)} x {args.copies}.\n\n{table}\n"
             "--jobs N runs N worker processes with the cores split between them; Ray runs one actor per "
             "worker. The resume column is a second run over the finished output folder: the manifest "
