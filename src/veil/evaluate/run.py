@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from itertools import zip_longest
 from pathlib import Path
@@ -150,6 +151,10 @@ class _Judge:
         self.index = 0
         # (frame, track, original descriptor, protected descriptor) per recognizer, for the attack
         self.kept: dict[str, list[tuple[int, int, np.ndarray, np.ndarray]]] = {m.name: [] for m in self.recognizers}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="veil-quality")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __call__(self, batch: list[tuple[np.ndarray, np.ndarray, Faces]]) -> list[dict]:
         cfg = self.config
@@ -158,6 +163,9 @@ class _Judge:
         faces = [b[2] for b in batch]
         lms = [f.landmarks for f in faces]
         boxes = [f.boxes for f in faces]
+        # image quality (numpy and OpenCV, mostly on one core) runs beside the networks
+        qualities = [self._pool.submit(frame_quality, o, p, face_mask(o.shape[:2], f.boxes, cfg.mask_scale))
+                     for o, p, f in batch]
         found = {name: detect_around(det, prots, boxes) for name, det in self.detectors.items()}
         n = sum(len(lm) for lm in lms)
         identity = {}
@@ -177,7 +185,7 @@ class _Judge:
         records = []
         k = 0  # running index of the face over the batch
         for j, (orig, prot, f) in enumerate(batch):
-            quality = frame_quality(orig, prot, face_mask(orig.shape[:2], f.boxes, cfg.mask_scale))
+            quality = qualities[j].result()
             after = {name: [bool(matches_after(f.boxes[i:i + 1], found[name][j][i], cfg.iou_threshold)[0])
                             for i in range(len(f))] for name in found}
             prev = self.previous
@@ -235,20 +243,16 @@ def evaluate(original: str | Path, protected: str | Path, config: EvaluateConfig
             if progress is not None:
                 progress(len(frames))
 
-    chunk: list[tuple[np.ndarray, np.ndarray]] = []
-    for pair in _pairs(original, protected, config.max_frames):
-        chunk.append(pair)
-        if len(chunk) == config.batch_size:
-            for o, p in chunk:  # one frame at a time: CenterFace's most CPU-efficient batch size
-                pending.append((o, p))
-                ready.extend(tracker.push(detector.detect(o)))
-            chunk = []
+    try:
+        for o, p in _pairs(original, protected, config.max_frames):
+            pending.append((o, p))
+            # one frame at a time: CenterFace's least CPU per frame
+            ready.extend(tracker.push(detector.detect(o)))
             drain(final=False)
-    for o, p in chunk:
-        pending.append((o, p))
-        ready.extend(tracker.push(detector.detect(o)))
-    ready.extend(tracker.flush())
-    drain(final=True)
+        ready.extend(tracker.flush())
+        drain(final=True)
+    finally:
+        judge.close()
     if not frames:
         raise InputError(f"'{original}' has no frames to evaluate")
     seconds = time.perf_counter() - start
