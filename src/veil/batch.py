@@ -93,14 +93,15 @@ def _remove_stale_temporaries(outputs: list[Path]) -> None:
                 path.unlink(missing_ok=True)
 
 
-def _runner(options: ProtectOptions, workers: int, use_ray: bool, ray_address: str | None, threads: int | None):
+def _runner(options: ProtectOptions, workers: int, use_ray: bool, ray_address: str | None, threads: int | None,
+            protector: Any = None):
     if use_ray:
         from veil.ray_backend import RayRunner
 
         return RayRunner(options, workers, address=ray_address, threads=threads)
     if workers > 1:
         return ProcessRunner(options, workers, threads=threads)
-    return InlineRunner(options, threads=threads or 0)
+    return InlineRunner(options, threads=threads or 0, protector=protector)
 
 
 @dataclass
@@ -119,7 +120,7 @@ class _Pending:
 def run_jobs(jobs: Sequence[Job], options: ProtectOptions, *, console: Console | None = None,
              show_progress: bool = True, workers: int = 1, use_ray: bool = False,
              ray_address: str | None = None, manifest: Path | None = None, resume: bool = True,
-             segment_seconds: float | None = None, threads: int | None = None) -> Report:
+             segment_seconds: float | None = None, threads: int | None = None, protector: Any = None) -> Report:
     """Protect the jobs' videos; never raises for one bad file.
 
     workers: parallel workers (processes, or Ray actors with `use_ray`), each building the models once.
@@ -129,6 +130,8 @@ def run_jobs(jobs: Sequence[Job], options: ProtectOptions, *, console: Console |
     segment_seconds: cut videos longer than this at keyframes and protect the segments in parallel.
     threads: CPU threads of each worker's models (None: the cores shared evenly by the workers; one
         worker in this process uses the libraries' defaults).
+    protector: one already built from `options`, used when the work runs in this process (worker
+        processes and Ray actors build their own).
     """
     if workers < 1:
         raise InputError("the number of workers must be at least 1")
@@ -137,7 +140,7 @@ def run_jobs(jobs: Sequence[Job], options: ProtectOptions, *, console: Console |
     book = Manifest(manifest) if manifest is not None and not options.dry_run else None
     try:
         return _Batch(jobs, options, book, console, show_progress, workers, use_ray, ray_address, resume,
-                      segment_seconds, threads).run()
+                      segment_seconds, threads, protector).run()
     finally:
         if book is not None:
             book.close()
@@ -145,8 +148,8 @@ def run_jobs(jobs: Sequence[Job], options: ProtectOptions, *, console: Console |
 
 class _Batch:
     def __init__(self, jobs, options, book, console, show_progress, workers, use_ray, ray_address, resume,
-                 segment_seconds, threads) -> None:
-        self.threads = threads
+                 segment_seconds, threads, protector) -> None:
+        self.threads, self.protector = threads, protector
         self.jobs, self.options, self.book = list(jobs), options, book
         self.console, self.show_progress = console, show_progress
         self.workers, self.use_ray, self.ray_address = workers, use_ray, ray_address
@@ -214,7 +217,7 @@ class _Batch:
         self.bars: dict[int, Any] = {}
         if not todo:
             return self.report
-        runner = _runner(self.options, self.workers, self.use_ray, self.ray_address, self.threads)
+        runner = _runner(self.options, self.workers, self.use_ray, self.ray_address, self.threads, self.protector)
         pending_jobs = deque(enumerate(todo))
         in_flight = 0
         try:

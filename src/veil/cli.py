@@ -144,7 +144,7 @@ def protect(
             encode=EncodeOptions(codec=codec, crf=crf, preset=preset, keep_audio=not no_audio,
                                  keep_metadata=keep_metadata),
         )
-        options.build_protector()  # bad method options fail now, before any video is opened
+        protector = options.build_protector()  # bad method options fail now, before any video is opened
         jobs_list, skipped = plan_jobs(inputs, output, dry_run=dry_run)
     except VeilError as exc:
         _fail(exc)
@@ -156,7 +156,7 @@ def protect(
         report = run_jobs(jobs_list, options, console=err, show_progress=not quiet, workers=jobs,
                           use_ray=ray or ray_address is not None, ray_address=ray_address,
                           manifest=output_folder(inputs, output, dry_run=dry_run), resume=not no_resume,
-                          segment_seconds=segment_seconds, threads=threads)
+                          segment_seconds=segment_seconds, threads=threads, protector=protector)
     except VeilError as exc:
         _fail(exc)
     except KeyboardInterrupt:

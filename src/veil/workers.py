@@ -73,10 +73,13 @@ class Models:
     protector: Any
 
 
-def build_models(options: ProtectOptions, threads: int = 0) -> Models:
-    """The detector and protector of `options`; `threads` > 0 caps the CPU threads each uses."""
+def build_models(options: ProtectOptions, threads: int = 0, protector: Any = None) -> Models:
+    """The detector and protector of `options`; `threads` > 0 caps the CPU threads each uses.
+
+    `protector`: one already built from `options` in this process (not loaded twice).
+    """
     if threads <= 0:
-        return Models(options.build_detector(), options.build_protector())
+        return Models(options.build_detector(), protector or options.build_protector())
     import cv2
     import torch
 
@@ -91,7 +94,7 @@ def build_models(options: ProtectOptions, threads: int = 0) -> Models:
         if options.threshold is not None:
             opts["threshold"] = options.threshold
         detector = factory(**opts)
-    return Models(detector or options.build_detector(), options.build_protector())
+    return Models(detector or options.build_detector(), protector or options.build_protector())
 
 
 def _sync(path: Path) -> None:
@@ -160,9 +163,9 @@ Event = tuple
 class InlineRunner:
     """Runs tasks in this process, one at a time, with models built once."""
 
-    def __init__(self, options: ProtectOptions, *, threads: int = 0) -> None:
+    def __init__(self, options: ProtectOptions, *, threads: int = 0, protector: Any = None) -> None:
         self.options = options
-        self.models = build_models(options, threads)
+        self.models = build_models(options, threads, protector)
         self._queue: list[Task] = []
         self.capacity = 1
 

@@ -41,6 +41,16 @@ def test_protect_writes_output_and_json_summary(face_clip, tmp_path):
     assert data["totals"]["files"] == 1 and data["failed"] == []
 
 
+def test_protector_is_built_once_for_a_run_in_this_process(face_clip, tmp_path, monkeypatch):
+    from veil.pipeline import ProtectOptions
+
+    built = []
+    original = ProtectOptions.build_protector
+    monkeypatch.setattr(ProtectOptions, "build_protector", lambda self: built.append(1) or original(self))
+    assert veil("protect", face_clip, "-o", tmp_path / "safe.mp4", "-q").exit_code == 0
+    assert len(built) == 1  # the CLI's validation build is the one the run uses (models load once)
+
+
 def test_default_output_name_is_beside_the_input(face_clip):
     assert veil("protect", face_clip, "-q").exit_code == 0
     assert (face_clip.parent / "face_protected.mp4").is_file()
