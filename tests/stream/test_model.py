@@ -42,6 +42,31 @@ def test_shapes_and_code_round_trip(kind: str, tiny: dict) -> None:
     assert torch.isfinite(model.cycle_loss(coded, a))
 
 
+def test_keep_previous_sends_no_change_for_a_still_picture_and_never_fits_worse_at_zero(tiny: dict) -> None:
+    torch.manual_seed(0)
+    model = CodecModel(CodecConfig(**tiny))
+    x, a = torch.rand(6, 1, 3, 16, 24), torch.randn(6, 1, tiny["n_mels"])
+    model.train()
+    model(x, a)
+    model.eval()
+    latent = model.encode_latent(x, a)
+    own = model.nearest_codes(latent)
+
+    def error(idx: torch.Tensor) -> torch.Tensor:
+        return ((latent - model.codes_to_quantized(idx)) ** 2).sum(1)
+
+    at_zero = model.keep_previous(latent, own, 0.0)
+    assert torch.equal(at_zero[0], own[0])
+    assert (error(at_zero) <= error(own) + 1e-6).all()
+    loose = model.keep_previous(latent, own, 4.0)
+    assert (loose[1:] == loose[:-1]).all(-1).float().mean() > (own[1:] == own[:-1]).all(-1).float().mean()
+    assert (error(loose) <= 5.0 * error(own) + 1e-5).all()
+    still = model.encode_codes(x[:1].repeat(4, 1, 1, 1, 1), a[:1].repeat(4, 1, 1), keep_tolerance=0.0)
+    assert (still == still[:1]).all()
+    with pytest.raises(ValueError, match=">= 0"):
+        model.keep_previous(latent, own, -1.0)
+
+
 def test_audio_changes_the_decoded_picture_once_film_is_trained(tiny: dict) -> None:
     torch.manual_seed(0)
     model = CodecModel(CodecConfig(**tiny)).eval()

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from veil.stream.checkpoint import CheckpointError, default_checkpoint, load_checkpoint
+from veil.stream.codec import KEEP_TOLERANCE
 from veil.stream.format import StreamError, read_key
 from veil.stream.media import MediaError
 
@@ -36,7 +37,7 @@ def _run(action, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - thin error 
 
 
 def _encode(source: str, out: Path, model: str, checkpoint: Path | None, key: Path | None,
-            chunk_frames: int, follow: bool) -> None:
+            chunk_frames: int, follow: bool, keep_tolerance: float) -> None:
     from veil.stream.codec import encode_stream
 
     # A given checkpoint carries its own kind; --model picks among the shipped ones.
@@ -46,7 +47,8 @@ def _encode(source: str, out: Path, model: str, checkpoint: Path | None, key: Pa
     try:
         with open(tmp, "wb") as f:
             stats = encode_stream(source, f, ckpt, secret, chunk_frames, follow,
-                                  progress=lambda s: typer.echo(f"\rencoded {s.frames} frames", nl=False, err=True))
+                                  progress=lambda s: typer.echo(f"\rencoded {s.frames} frames", nl=False, err=True),
+                                  keep_tolerance=keep_tolerance)
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -65,11 +67,16 @@ def encode_command(
     key: Annotated[Path | None, typer.Option(help="32-byte key file: encrypt and authenticate (AES-GCM)")] = None,
     chunk_frames: Annotated[int, typer.Option(help="frames per chunk")] = 8,
     follow: Annotated[bool, typer.Option(help="the input is still being written: wait for it to grow")] = False,
+    keep_tolerance: Annotated[float, typer.Option(
+        help="size/quality: a cell keeps its previous codes while they fit within 1 + this times the error "
+             "of its own (0: only where at least as good)")] = KEEP_TOLERANCE,
 ) -> None:
     """Encode a video into a privacy-preserving .veil stream (codes + the video's own audio)."""
     if model not in ("f2f", "v2v"):
         _fail(f"--model must be f2f or v2v, not {model!r}", 2)
-    _run(_encode, source, output, model, checkpoint, key, chunk_frames, follow)
+    if keep_tolerance < 0:
+        _fail(f"--keep-tolerance must be >= 0, got {keep_tolerance}", 2)
+    _run(_encode, source, output, model, checkpoint, key, chunk_frames, follow, keep_tolerance)
 
 
 def _decode(stream: str, out: Path, checkpoint: Path | None, key: Path | None, crf: int, follow: bool) -> None:

@@ -234,12 +234,38 @@ class CodecModel(nn.Module):
         return F.mse_loss(again, coded.quantized.detach())
 
     @torch.no_grad()
-    def encode_codes(self, frames: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """Frames to code indices.
+    def keep_previous(self, latent: torch.Tensor, indices: torch.Tensor, tolerance: float) -> torch.Tensor:
+        """Conditional replenishment: a cell keeps the previous latent frame's codes unless they fit worse.
+
+        Latent frame t keeps, at each cell, the codes the cell had at t - 1 (after this same
+        decision) when their squared error to the latent is at most ``1 + tolerance`` times that
+        of its own nearest codes. Kept codes cost next to nothing in the entropy coder, which
+        codes only the cells that change; with ``tolerance`` 0 a cell keeps its codes only where
+        they fit at least as well (the greedy residual search is not optimal, so this already
+        saves). The first latent frame is always coded in full.
+
+        Shape: latent (N, D, h, w), indices (N, h, w, Q) -> (N, h, w, Q), N latent frames in time order
+        """
+        if tolerance < 0:
+            raise ValueError(f"the keep tolerance must be >= 0, got {tolerance}")
+        out = indices.clone()
+        own = ((latent - self.codes_to_quantized(indices)) ** 2).sum(1)  # (N, h, w)
+        for t in range(1, len(out)):
+            prev = ((latent[t] - self.codes_to_quantized(out[t - 1:t])[0]) ** 2).sum(0)
+            keep = prev <= (1.0 + tolerance) * own[t]
+            out[t][keep] = out[t - 1][keep]
+        return out
+
+    @torch.no_grad()
+    def encode_codes(self, frames: torch.Tensor, audio: torch.Tensor, keep_tolerance: float | None = None) -> torch.Tensor:
+        """Frames to code indices; with ``keep_tolerance``, `keep_previous` over the whole run.
 
         Shape: frames (B, T, 3, H, W), audio (B, T, n_mels) -> (B, L, h, w, Q) int64
         """
-        idx = self.nearest_codes(self.encode_latent(frames, audio))
+        latent = self.encode_latent(frames, audio)
+        idx = self.nearest_codes(latent)
+        if keep_tolerance is not None:
+            idx = self.keep_previous(latent, idx, keep_tolerance)
         return rearrange(idx, "(b l) y x q -> b l y x q", b=frames.shape[0])
 
     @torch.no_grad()
