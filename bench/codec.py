@@ -11,8 +11,17 @@ WolfgangLanger_Pexels.mp4, seen in training), in one run:
 * quality: PSNR and SSIM of each reconstruction against the decoded source frames;
 * speed: encode and decode frames/s on this machine;
 * privacy: the transmitted (scrambled) codes rendered as pictures, and the same codes
-  unscrambled, put through `veil.evaluate` (its face detectors and recognizers); and the
-  receiver's decode with the wrong audio (another clip's) and with no audio, PSNR/SSIM.
+  unscrambled (not sent: what the audio key hides), put through `veil.evaluate` (its face
+  detectors and recognizers, default thresholds, the same as `veil evaluate`) and through both
+  detectors over the whole picture ("any place"); as a reference, the same detectors on codes
+  drawn uniformly at random (pictures with no content at all: what they find there is the
+  detectors' false-alarm rate); and the receiver's decode with the wrong audio (another clip's)
+  and with no audio, PSNR/SSIM;
+* the encoder's keep tolerance: bytes and PSNR at the default and at 0 (`--keep-tolerance`).
+
+A code map is rendered with stages 0-2 as R, G, B, each cell a 4x4 block: the frame's size, so a
+face keeps the size it had in the frame (at one pixel per cell most faces would fall below
+MTCNN's 20-pixel minimum). V2V sends one code map per two frames: 12 pictures for 24 frames.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from skimage.metrics import structural_similarity
 from veil.models.store import fetch
 from veil.stream.audio import AudioPacket
 from veil.stream.checkpoint import default_checkpoint, load_checkpoint
-from veil.stream.codec import AudioOverride, decode_stream, encode_frames, encode_stream
+from veil.stream.codec import KEEP_TOLERANCE, AudioOverride, decode_stream, encode_frames, encode_stream
 from veil.stream.entropy import decode_indices, empirical_bits
 from veil.stream.format import ChunkRecord, StreamReader
 from veil.stream.media import demux, load_clip, open_source, source_info
@@ -44,6 +53,7 @@ RESULTS = Path(__file__).parent / "results"
 CLIPS = (("single_face.mp4 (held out)", "media/single_face.mp4", "media/WolfgangLanger_Pexels.mp4"),
          ("WolfgangLanger_Pexels.mp4 (in training set)", "media/WolfgangLanger_Pexels.mp4", "media/single_face.mp4"))
 CRF_SWEEP = (12, 18, 23, 28, 35, 42, 51)
+NOISE_PICTURES_PER_CODE_MAP = 5  # random-code pictures per sent code map, for the detectors' false-alarm rate
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -115,6 +125,28 @@ def write_lossless(path: Path, frames: np.ndarray, fps: Fraction) -> Path:
     return path
 
 
+def faces_anywhere(renders: np.ndarray) -> dict:
+    """Faces either detector finds anywhere in the pictures (default thresholds)."""
+    from veil.detect import detect
+
+    return {det: int(sum(len(detect(np.ascontiguousarray(f), det)) for f in renders))
+            for det in ("centerface", "mtcnn")}
+
+
+_NOISE: dict[tuple, dict] = {}
+
+
+def noise_reference(shape: tuple[int, ...], k: int, seed: int = 0) -> dict:
+    """Faces found on codes drawn uniformly at random, rendered like the codes (once per shape).
+
+    Shape: (L, h, w, Q) codes, L pictures.
+    """
+    if (shape, k) not in _NOISE:
+        codes = np.random.default_rng(seed).integers(0, k, shape)
+        _NOISE[shape, k] = {"frames": shape[0], "faces_found_anywhere": faces_anywhere(render_codes(codes, k))}
+    return _NOISE[shape, k]
+
+
 def privacy_of_renders(original: Path, renders: np.ndarray, fps: Fraction, tmp: Path, name: str) -> dict:
     from veil.evaluate.run import EvaluateConfig, evaluate
 
@@ -124,12 +156,8 @@ def privacy_of_renders(original: Path, renders: np.ndarray, fps: Fraction, tmp: 
     report = evaluate(src, prot, EvaluateConfig(detectors=("centerface", "mtcnn"), recognizers=("dlib", "faceres"),
                                                 expressions=False))
     s = report["summary"]
-    found = {}
-    for det in ("centerface", "mtcnn"):  # any face at all on the rendered codes, not only at the true place
-        from veil.detect import detect
-        found[det] = int(sum(len(detect(np.ascontiguousarray(f), det)) for f in renders))
     return {"face_frames_original": s["face_frames"], "faces_detected_after": s["faces_detected_after"],
-            "reidentification_rate": s["reidentification_rate"], "faces_found_anywhere": found}
+            "reidentification_rate": s["reidentification_rate"], "faces_found_anywhere": faces_anywhere(renders)}
 
 
 def bench_veil(kind: str, path: Path, wrong_audio: Path, frames: np.ndarray, fps: Fraction, tmp: Path) -> dict:
@@ -137,6 +165,10 @@ def bench_veil(kind: str, path: Path, wrong_audio: Path, frames: np.ndarray, fps
     buf = io.BytesIO()
     stats = encode_stream(path, buf, ckpt, max_frames=len(frames))
     data = buf.getvalue()
+    all_cells = io.BytesIO()  # the same with keep tolerance 0
+    stats0 = encode_stream(path, all_cells, ckpt, max_frames=len(frames), keep_tolerance=0.0)
+    got0: list[np.ndarray] = []
+    decode_stream(io.BytesIO(all_cells.getvalue()), None, on_frames=got0.append)
     header = StreamReader(io.BytesIO(data)).header
     sent = [r for r in StreamReader(io.BytesIO(data)) if isinstance(r, ChunkRecord)]
     sent_codes = np.concatenate([decode_indices(c.data) for c in sent])
@@ -150,18 +182,22 @@ def bench_veil(kind: str, path: Path, wrong_audio: Path, frames: np.ndarray, fps
     rec, t_dec = run(None)
     wrong, _ = run(audio_of(wrong_audio))
     silent, _ = run(AudioOverride(None, []))
-    # the codes before the audio-keyed permutation, i.e. what the scrambling hides
+    # the codes before the audio-keyed permutations, i.e. what the scrambling hides, chunk by chunk
     feats = load_clip(path, ckpt.model.config.n_mels, len(frames))[1]
-    plain_codes = encode_frames(ckpt.model, frames, feats)
+    n = header.chunk_frames
+    plain_codes = np.concatenate([encode_frames(ckpt.model, frames[i:i + n], feats[i:i + n], KEEP_TOLERANCE)
+                                  for i in range(0, len(frames), n)])
     k = header.codebook_size
     return {
         "code_bytes": stats.code_bytes, "file_bytes": len(data), "frames": stats.frames,
         "entropy_bits_0th_order": empirical_bits(sent_codes, k), "raw_bits": sent_codes.size * math.log2(k),
-        "psnr": psnr(rec, frames), "ssim": ssim(rec, frames),
+        "psnr": psnr(rec, frames), "ssim": ssim(rec, frames), "keep_tolerance": KEEP_TOLERANCE,
+        "code_bytes_keep_0": stats0.code_bytes, "psnr_keep_0": psnr(np.concatenate(got0), frames),
         "wrong_audio_psnr": psnr(wrong, frames), "wrong_audio_ssim": ssim(wrong, frames),
         "no_audio_psnr": psnr(silent, frames), "no_audio_ssim": ssim(silent, frames),
         "enc_fps": stats.frames / stats.seconds, "dec_fps": len(rec) / t_dec,
         "privacy_sent_codes": privacy_of_renders(path, render_codes(sent_codes, k)[: len(frames)], fps, tmp, f"{kind}-sent"),
+        "noise_reference": noise_reference((NOISE_PICTURES_PER_CODE_MAP * len(sent_codes), *sent_codes.shape[1:]), k),
         "privacy_unscrambled_codes": privacy_of_renders(path, render_codes(plain_codes, k)[: len(frames)], fps, tmp,
                                                         f"{kind}-plain"),
         "model_sha256": ckpt.sha256, "model_step": ckpt.step,
@@ -212,7 +248,10 @@ def to_markdown(results: dict, n_frames: int) -> str:
     lines = [f"# veil encode / decode vs H.264 (first {n_frames} frames of each clip)", "",
              "Command: `python bench/codec.py --frames " + str(n_frames) + "` (2 CPU cores, no GPU). "
              "Sizes count the coded video only (.veil code chunks; H.264 video packets); "
-             "'.veil file' adds header, record overhead and the audio packets.", ""]
+             "'.veil file' adds header, record overhead and the audio packets. "
+             "Code maps are rendered with stages 0-2 as R, G, B, one 4x4 block per cell (the frame's size); "
+             "V2V has one code map per two frames. Detectors run with their default thresholds (those of "
+             "`veil evaluate`); the random-code reference shows what they find in pictures with no content.", ""]
     for label, e in results.items():
         px = e["width"] * e["height"]
         lines += [f"## {label}", "", "| codec | bytes/frame | bits/pixel | PSNR dB | SSIM | encode fps | decode fps |",
@@ -241,6 +280,9 @@ def to_markdown(results: dict, n_frames: int) -> str:
         rows = [
             ("size / x264 at the same PSNR (CRF sweep " + ", ".join(map(str, CRF_SWEEP)) + ")", ratio),
             ("size / x264 CRF 35", lambda r: f"{r['code_bytes'] / ref35:.1f}x"),
+            ("keep tolerance: bytes/frame and PSNR at the default / at 0",
+             lambda r: f"{r['code_bytes'] / r['frames']:.0f}, {r['psnr']:.2f} dB (tolerance {r['keep_tolerance']:g}) / "
+                       f"{r['code_bytes_keep_0'] / r['frames']:.0f}, {r['psnr_keep_0']:.2f} dB"),
             (".veil file bytes/frame (with audio)", lambda r: f"{r['file_bytes'] / r['frames']:.0f}"),
             ("entropy coder: coded bits / 0th-order entropy / raw bits",
              lambda r: f"{8 * r['code_bytes'] / r['entropy_bits_0th_order']:.2f} / 1 / "
@@ -249,7 +291,8 @@ def to_markdown(results: dict, n_frames: int) -> str:
             ("wrong audio (other clip's) PSNR / SSIM", lambda r: f"{r['wrong_audio_psnr']:.2f} / {r['wrong_audio_ssim']:.3f}"),
             ("no audio PSNR / SSIM", lambda r: f"{r['no_audio_psnr']:.2f} / {r['no_audio_ssim']:.3f}"),
         ]
-        for tag, key in (("sent (scrambled) codes", "privacy_sent_codes"), ("unscrambled codes", "privacy_unscrambled_codes")):
+        for tag, key in (("sent (scrambled) codes", "privacy_sent_codes"),
+                         ("unscrambled codes (not sent: what the key hides)", "privacy_unscrambled_codes")):
             rows += [
                 (f"{tag} rendered: faces found (centerface / mtcnn, any place)",
                  lambda r, k=key: f"{r[k]['faces_found_anywhere']['centerface']} / {r[k]['faces_found_anywhere']['mtcnn']}"),
@@ -258,6 +301,12 @@ def to_markdown(results: dict, n_frames: int) -> str:
                 (f"{tag} rendered: re-identification rate (dlib / faceres)",
                  lambda r, k=key: " / ".join(str(r[k]["reidentification_rate"][m]) for m in ("dlib", "faceres"))),
             ]
+            if key == "privacy_sent_codes":
+                rows.append(("reference: uniformly random codes rendered the same way, faces found (centerface / mtcnn "
+                             "in N pictures)",
+                             lambda r: f"{r['noise_reference']['faces_found_anywhere']['centerface']} / "
+                                       f"{r['noise_reference']['faces_found_anywhere']['mtcnn']} in "
+                                       f"{r['noise_reference']['frames']}"))
         lines += [both(row) for row in rows]
         lines.append(f"| faces in the original frames (centerface) | {f['privacy_sent_codes']['face_frames_original']} | "
                      f"{v['privacy_sent_codes']['face_frames_original']} |")
