@@ -12,8 +12,9 @@ F2F and V2V; a cycle); it gives no layer sizes. The choices made here, and why:
   small MLP to an embedding that scales and shifts the feature maps of both the encoder and the
   decoder (FiLM, initialised to the identity). A learned fusion alone cannot *guarantee* that the
   codes fail to decode without the audio (a decoder may learn to ignore a silent track, and the
-  real test clips are silent), so the codec also keys a permutation of the code alphabet on the
-  audio bytes (`veil.stream.keying`); the measured wrong-audio PSNR is in bench/results/codec.md.
+  real test clips are silent), so the codec also keys permutations of the code alphabet and of
+  the cells of the code grid on the audio bytes (`veil.stream.keying`); the measured wrong-audio
+  PSNR is in bench/results/codec.md.
 * **V2V** runs the same 2D stem on each frame of a clip of ``clip_frames`` frames, relates the
   frames with a 3D-convolution residual block, and halves time with a (2, 1, 1) stride, so it
   sends half as many codes per frame as F2F; the decoder mirrors it.
@@ -54,7 +55,7 @@ class CodecConfig:
     n_mels: int = 32
     audio_dim: int = 32
     clip_frames: int = 4  # V2V: frames per clip (a multiple of TIME_STRIDE)
-    scramble_seed: int = 0  # secret of this model for the audio-keyed code permutation
+    scramble_seed: int = 0  # secret of this model for the audio-keyed code permutations
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
