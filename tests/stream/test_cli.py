@@ -108,3 +108,14 @@ def test_train_codec_writes_a_resumable_checkpoint(tmp_path, clip_path) -> None:
     assert [h["step"] for h in ckpt.history] == [5, 10]  # resumed at 5, not restarted
     r = runner.invoke(app, ["train", "codec", "--videos", str(tmp_path / "none"), "-o", str(out)])
     assert r.exit_code == 2
+
+
+def test_keep_tolerance_option(tmp_path, clip_path, tiny_checkpoint) -> None:
+    out = tmp_path / "k0.veil"
+    r = runner.invoke(app, ["encode", str(clip_path), "-o", str(out), "--checkpoint", str(tiny_checkpoint),
+                            "--keep-tolerance", "0"])
+    assert r.exit_code == 0, r.output
+    assert decode(out, tmp_path / "k0.mp4", tiny_checkpoint).exit_code == 0
+    r = runner.invoke(app, ["encode", str(clip_path), "-o", str(tmp_path / "neg.veil"), "--checkpoint",
+                            str(tiny_checkpoint), "--keep-tolerance", "-1"])
+    assert r.exit_code == 2 and ">= 0" in r.output and not (tmp_path / "neg.veil").exists()

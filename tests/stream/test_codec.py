@@ -83,3 +83,24 @@ def test_a_growing_file_encodes_like_the_finished_file(clip_path, tiny_checkpoin
     writer.join()
     assert live == encode(clip_path, tiny_checkpoint)
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_a_chunk_of_the_wrong_code_shape_is_refused(clip_path, tiny_checkpoint) -> None:
+    """A well-formed record (valid CRC) whose codes do not fit the header is damage, not a picture."""
+    from veil.stream.entropy import encode_indices
+    from veil.stream.format import ChunkRecord, CorruptStreamError, EndRecord, StreamWriter
+
+    reader = StreamReader(io.BytesIO(encode(clip_path, tiny_checkpoint)))
+    records = list(reader)
+    buf = io.BytesIO()
+    writer = StreamWriter(buf, reader.header)
+    for rec in records:
+        if isinstance(rec, ChunkRecord) and rec.first_frame == 0:
+            writer.write_chunk(ChunkRecord(0, rec.n_frames, encode_indices(np.zeros((rec.n_frames, 12, 15, 2), int), 32)))
+        elif isinstance(rec, ChunkRecord):
+            writer.write_chunk(rec)
+        elif not isinstance(rec, EndRecord):
+            writer.write_audio(rec)
+    writer.close(20)
+    with pytest.raises(CorruptStreamError, match="chunk 0: codes of shape"):
+        decode_stream(io.BytesIO(buf.getvalue()), None, checkpoint=tiny_checkpoint)
