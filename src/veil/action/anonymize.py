@@ -12,12 +12,23 @@ same tokens. Choices made here where the paper is silent:
   minimises a *confusion* loss that pushes the adversary's prediction toward the attribute prior (the
   "negative entropy" budget loss of Wu et al., TPAMI 2020, which the PPAR literature uses); driving the
   adversary toward being *wrong* would only flip the labels, which a fresh attacker reads back.
-- The adversarial gradient reaches ``A`` only (the encoder input is detached), so the encoder keeps a
-  plain action representation and ``s`` spans raw-to-anonymized.
+- The adversary sees what the service receives: the tokens *and* where they are (the tubelet position
+  embedding is added to its input), since the pattern of kept tubelets can itself give away appearance.
+- A noisy bottleneck (``noise`` > 0): every output token of ``A`` is normalised (zero mean, unit
+  variance, no affine) and Gaussian noise of standard deviation ``noise`` is added, in training and at
+  deployment. Against the adversary alone the anonymizer learns to *hide* attributes from the adversary
+  of the moment (a fresh attacker trained for longer still read the shirt colour); with a
+  fixed noise floor a low-amplitude code no longer survives, so what the action head does not need is
+  crowded out. It is the Gaussian mechanism of the information-bottleneck view, on learned features
+  rather than on any hand-picked colour.
+- By default the adversarial gradient reaches ``A`` only (the encoder input is detached), so the encoder
+  keeps a plain action representation and ``s`` spans raw-to-anonymized; `TrainConfig.encoder_privacy`
+  lets a fraction of it reach the encoder and the keep predictors too.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -38,19 +49,24 @@ def blend(x: Tensor, anonymized: Tensor, strength: float | Tensor) -> Tensor:
 
 
 class Anonymizer(nn.Module):
-    """``A(x)``: blocks over the kept tokens, then a linear map that may drop any direction of x."""
+    """``A(x)``: blocks over the kept tokens, then a linear map that may drop any direction of x, then,
+    with ``noise`` > 0, per-token normalisation plus Gaussian noise of that standard deviation."""
 
-    def __init__(self, dim: int, heads: int, depth: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, dim: int, heads: int, depth: int, mlp_ratio: float = 4.0, noise: float = 0.0) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.proj = nn.Linear(dim, dim)
+        self.noise = noise
 
     def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
-        """Shape: x (B, N, D), keep (B, N) or None -> (B, N, D)."""
+        """Shape: x (B, N, D), keep (B, N) or None -> (B, N, D). Random when ``noise`` > 0."""
         for block in self.blocks:
             x = block(x, keep)
-        return self.proj(self.norm(x))
+        x = self.proj(self.norm(x))
+        if self.noise > 0:
+            x = F.layer_norm(x, x.shape[-1:]) + self.noise * torch.randn_like(x)
+        return x
 
 
 def confusion_loss(logits: Tensor, prior: Tensor) -> Tensor:

@@ -102,6 +102,10 @@ def train(
     model_preset: Annotated[str, typer.Option("--preset", help=f"One of {', '.join(PRESETS)}.")] = "small",
     keep_ratio: Annotated[float, typer.Option(help="Fraction of tubelets kept after sparsification.")] = 0.5,
     privacy_weight: Annotated[float, typer.Option(help="Trade-off weight of the adversarial loss.")] = 3.0,
+    anonymizer_noise: Annotated[float, typer.Option(
+        help="Std of the noise added to the normalised anonymized tokens (0 = none).")] = 2.0,
+    encoder_privacy: Annotated[float, typer.Option(
+        help="Fraction of the adversarial gradient that reaches the encoder, in [0, 1].")] = 0.0,
     no_sparsify: bool = False, no_anonymize: bool = False,
     epochs: int = 10, batch_size: int = 32, lr: float = 2e-3, seed: int = 0,
     init: Annotated[Path | None, typer.Option(help="Start from this checkpoint's matching weights.")] = None,
@@ -118,12 +122,13 @@ def train(
         console.print(f"[yellow]skipped {src.unlabelled} videos without privacy labels[/yellow]")
     cfg = base.with_(num_actions=len(src.actions), num_attributes=len(src.attributes), actions=src.actions,
                      attributes=src.attributes, keep_ratio=keep_ratio, sparsify=not no_sparsify,
-                     anonymize=not no_anonymize)
+                     anonymize=not no_anonymize, anonymizer_noise=anonymizer_noise)
     model = STPrivacy(cfg)
     if init is not None:
         copied = init_from(model, load_checkpoint(init)[0])
         console.print(f"initialised {len(copied)} tensors from {init}")
-    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, privacy_weight=privacy_weight, seed=seed)
+    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, privacy_weight=privacy_weight,
+                       encoder_privacy=encoder_privacy, seed=seed)
     steps = -(-src.train_size // batch_size)
     with _progress() as progress:
         task = progress.add_task("training", total=epochs * steps, info="")

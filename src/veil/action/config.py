@@ -12,6 +12,8 @@ Choices where the paper is silent (said here so a reader can change them knowing
   DynamicViT spreads its keep ratio over three stages of a 12-block ViT.
 - The anonymizer is `anonymizer_depth` transformer blocks plus a linear map on the kept tokens; the
   action head ("the service") and the adversary are `head_depth` blocks plus a pooled linear layer.
+- `anonymizer_noise` is 0 in every preset (and in checkpoints written before it existed): the noisy
+  bottleneck of `anonymize.py` is chosen per run (`veil action train --anonymizer-noise`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class ActionConfig:
     prune_at: tuple[int, ...] = (3, 6, 9)  # blocks *before* which tokens are pruned
     keep_ratio: float = 0.5
     anonymizer_depth: int = 1
+    anonymizer_noise: float = 0.0  # std of the anonymizer's noise on unit-variance tokens; 0 = none
     head_depth: int = 1
     num_actions: int = 51
     num_attributes: int = 5
@@ -53,6 +56,8 @@ class ActionConfig:
                 f"tubelet {self.tubelet} must divide the clip ({self.frames} frames, "
                 f"{self.image_size} px); pick frames/image_size that are multiples of it"
             )
+        if self.anonymizer_noise < 0:
+            raise InputError(f"anonymizer_noise must be >= 0, got {self.anonymizer_noise}")
         if self.dim % self.heads:
             raise InputError(f"dim {self.dim} is not divisible by heads {self.heads}")
         if not 0.0 < self.keep_ratio <= 1.0:

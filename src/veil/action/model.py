@@ -107,7 +107,8 @@ class STPrivacy(nn.Module):
         prune_at = c.prune_at if c.sparsify else ()
         self.prune_at = tuple(prune_at)
         self.predictors = nn.ModuleList(KeepPredictor(c.dim) for _ in prune_at)
-        self.anonymizer = Anonymizer(c.dim, c.heads, c.anonymizer_depth, c.mlp_ratio) if c.anonymize else None
+        self.anonymizer = (Anonymizer(c.dim, c.heads, c.anonymizer_depth, c.mlp_ratio, c.anonymizer_noise)
+                           if c.anonymize else None)
         self.head = TokenClassifier(c.dim, c.heads, c.head_depth, c.num_actions, c.mlp_ratio)
         t, p, q = c.tubelet
         self.decoder = nn.Sequential(nn.LayerNorm(c.dim), nn.Linear(c.dim, 3 * t * p * q))

@@ -3,9 +3,12 @@
 One step (Li et al., 2023, Sec. 3.4, with the choices of `anonymize.py`):
 
 1. the model (encoder, predictors, anonymizer, action head) minimises
-   ``CE(action) + w_ratio * ratio + privacy_weight * confusion(adversary(A(x.detach())))``;
+   ``CE(action) + w_ratio * ratio + privacy_weight * confusion(adversary(A(x.detach()) + pos, keep.detach()))``;
    ``privacy_weight`` is the trade-off weight of training (0 trains a sparsified action model only);
-2. the adversaries are fitted to the attributes on the detached anonymized tokens;
+   with ``encoder_privacy`` = g > 0, g times the adversarial gradient also flows into the encoder
+   through ``x`` and into the keep predictors through the (straight-through) keep mask;
+2. the adversaries are fitted to the attributes on the detached anonymized tokens plus their tubelet
+   positions (`anonymize.py`);
 3. the preview decoder is fitted to the raw tubelets from the detached anonymized tokens.
 
 Schedule (our choice; the paper fine-tunes a pretrained ViT, which has no such trouble): a model
@@ -56,6 +59,7 @@ class TrainConfig:
     adversaries: int = 2
     adversary_steps: int = 2  # adversary updates per model update: it must keep up with the anonymizer
     restart_every: int = 2
+    encoder_privacy: float = 0.0  # fraction of the adversarial gradient reaching encoder and predictors
     tau: float = 1.0
     warmup: float = 0.2  # fraction of steps with every token kept and no privacy loss
     anneal: float = 0.4  # fraction of steps over which keep ratio and privacy weight reach their targets
@@ -85,6 +89,11 @@ def _adversaries(config: ActionConfig, count: int) -> nn.ModuleList:
     )
 
 
+def _scale_grad(x: Tensor, g: float) -> Tensor:
+    """``x`` in the forward pass; ``g`` times its gradient in the backward pass (0 detaches)."""
+    return x.detach() if g == 0 else x.detach() + g * (x - x.detach())
+
+
 def _model_step(model: STPrivacy, adversaries: nn.ModuleList, batch: Batch, cfg: TrainConfig,
                 prior: Tensor, keep_ratio: float, privacy_weight: float
                 ) -> tuple[Tensor, dict[str, float], Tensor, Tensor]:
@@ -109,9 +118,11 @@ def _model_step(model: STPrivacy, adversaries: nn.ModuleList, batch: Batch, cfg:
         loss = loss + cfg.ratio_weight * r
         logs["kept"] = float(keep.detach().mean())
     if model.anonymizer is not None and len(adversaries) and privacy_weight > 0:
-        # The adversarial gradient reaches the anonymizer only (see anonymize.py).
-        a = model.anonymizer(enc.tokens.detach(), keep.detach())
-        conf = torch.stack([confusion_loss(adv(a, keep.detach()), prior) for adv in adversaries]).mean()
+        g = cfg.encoder_privacy
+        tokens = _scale_grad(enc.tokens, g)
+        kmask = _scale_grad(keep, g)
+        a = model.anonymizer(tokens, kmask) + model.pos
+        conf = torch.stack([confusion_loss(adv(a, kmask), prior) for adv in adversaries]).mean()
         loss = loss + privacy_weight * conf
         logs["confusion"] = float(conf.detach())
     target = tubelets(x, model.config.tubelet)
@@ -130,6 +141,8 @@ def train(model: STPrivacy, batches: Callable[[], Iterable[Batch]], cfg: TrainCo
     """
     if cfg.epochs < 1:
         raise InputError(f"epochs must be at least 1, got {cfg.epochs}")
+    if not 0.0 <= cfg.encoder_privacy <= 1.0:
+        raise InputError(f"encoder_privacy must be in [0, 1], got {cfg.encoder_privacy}")
     torch.manual_seed(cfg.seed)
     use_adv = model.anonymizer is not None and model.config.num_attributes > 0 and cfg.adversaries > 0
     adversaries = _adversaries(model.config, cfg.adversaries if use_adv else 0)
@@ -160,7 +173,7 @@ def train(model: STPrivacy, batches: Callable[[], Iterable[Batch]], cfg: TrainCo
                 sched.step()
             step_no += 1
             for _ in range(cfg.adversary_steps if adv_opt is not None else 0):
-                adv_loss = torch.stack([F.binary_cross_entropy_with_logits(adv(z, keep), attrs)
+                adv_loss = torch.stack([F.binary_cross_entropy_with_logits(adv(z + model.pos, keep), attrs)
                                         for adv in adversaries]).mean()
                 adv_opt.zero_grad(set_to_none=True)
                 adv_loss.backward()
