@@ -13,9 +13,10 @@ WolfgangLanger_Pexels.mp4, seen in training), in one run:
 * privacy: the transmitted (scrambled) codes rendered as pictures, and the same codes
   unscrambled (not sent: what the audio key hides), put through `veil.evaluate` (its face
   detectors and recognizers, default thresholds, the same as `veil evaluate`) and through both
-  detectors over the whole picture ("any place"); as a reference, the same detectors on codes
-  drawn uniformly at random (pictures with no content at all: what they find there is the
-  detectors' false-alarm rate); and the receiver's decode with the wrong audio (another clip's)
+  detectors over the whole picture ("any place"); as references, the same detectors on the sent
+  codes in fresh random cell orders and on codes drawn uniformly at random (pictures with no
+  layout: what they find there is the detectors' false-alarm rate); and the receiver's decode
+  with the wrong audio (another clip's)
   and with no audio, PSNR/SSIM;
 * the encoder's keep tolerance: bytes and PSNR at the default and at 0 (`--keep-tolerance`).
 
@@ -147,6 +148,20 @@ def noise_reference(shape: tuple[int, ...], k: int, seed: int = 0) -> dict:
     return _NOISE[shape, k]
 
 
+def reshuffled_reference(codes: np.ndarray, k: int, copies: int, seed: int = 0) -> dict:
+    """Faces found on the same codes put in fresh random cell orders, ``copies`` times over.
+
+    The null hypothesis for a detection on the sent codes: if the detectors find as much here, a
+    face found on the sent codes comes from the codes' histogram, not from where the key put them.
+    Shape: codes (L, h, w, Q), L pictures per copy.
+    """
+    rng = np.random.default_rng(seed)
+    L, h, w, q = codes.shape
+    flat = codes.reshape(L, h * w, q)
+    shuffled = np.concatenate([flat[:, rng.permutation(h * w)] for _ in range(copies)]).reshape(-1, h, w, q)
+    return {"frames": len(shuffled), "faces_found_anywhere": faces_anywhere(render_codes(shuffled, k))}
+
+
 def privacy_of_renders(original: Path, renders: np.ndarray, fps: Fraction, tmp: Path, name: str) -> dict:
     from veil.evaluate.run import EvaluateConfig, evaluate
 
@@ -197,6 +212,7 @@ def bench_veil(kind: str, path: Path, wrong_audio: Path, frames: np.ndarray, fps
         "no_audio_psnr": psnr(silent, frames), "no_audio_ssim": ssim(silent, frames),
         "enc_fps": stats.frames / stats.seconds, "dec_fps": len(rec) / t_dec,
         "privacy_sent_codes": privacy_of_renders(path, render_codes(sent_codes, k)[: len(frames)], fps, tmp, f"{kind}-sent"),
+        "reshuffled_reference": reshuffled_reference(sent_codes, k, NOISE_PICTURES_PER_CODE_MAP),
         "noise_reference": noise_reference((NOISE_PICTURES_PER_CODE_MAP * len(sent_codes), *sent_codes.shape[1:]), k),
         "privacy_unscrambled_codes": privacy_of_renders(path, render_codes(plain_codes, k)[: len(frames)], fps, tmp,
                                                         f"{kind}-plain"),
@@ -251,7 +267,8 @@ def to_markdown(results: dict, n_frames: int) -> str:
              "'.veil file' adds header, record overhead and the audio packets. "
              "Code maps are rendered with stages 0-2 as R, G, B, one 4x4 block per cell (the frame's size); "
              "V2V has one code map per two frames. Detectors run with their default thresholds (those of "
-             "`veil evaluate`); the random-code reference shows what they find in pictures with no content.", ""]
+             "`veil evaluate`); the two reference rows show what they find in pictures with no layout: the sent codes "
+             "in other random orders, and codes drawn uniformly at random.", ""]
     for label, e in results.items():
         px = e["width"] * e["height"]
         lines += [f"## {label}", "", "| codec | bytes/frame | bits/pixel | PSNR dB | SSIM | encode fps | decode fps |",
@@ -302,6 +319,11 @@ def to_markdown(results: dict, n_frames: int) -> str:
                  lambda r, k=key: " / ".join(str(r[k]["reidentification_rate"][m]) for m in ("dlib", "faceres"))),
             ]
             if key == "privacy_sent_codes":
+                rows.append(("reference: the sent codes in fresh random cell orders, faces found (centerface / mtcnn "
+                             "in N pictures)",
+                             lambda r: f"{r['reshuffled_reference']['faces_found_anywhere']['centerface']} / "
+                                       f"{r['reshuffled_reference']['faces_found_anywhere']['mtcnn']} in "
+                                       f"{r['reshuffled_reference']['frames']}"))
                 rows.append(("reference: uniformly random codes rendered the same way, faces found (centerface / mtcnn "
                              "in N pictures)",
                              lambda r: f"{r['noise_reference']['faces_found_anywhere']['centerface']} / "
