@@ -28,7 +28,7 @@ from veil.errors import InputError
 from veil.protect.classic import Blur, Cartoon, Mosaic, Noise, eye_band
 
 __all__ = ["FaceSet", "IMAGE_EXTS", "VIDEO_EXTS", "deidentify", "deidentify_batch", "find_sources",
-           "load_faces", "augment", "default_sources"]
+           "load_faces", "augment", "balance", "default_sources"]
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
@@ -43,9 +43,14 @@ DEFAULT_MEDIA = ("single_face.mp4", "WolfgangLanger_Pexels.mp4", "obama.jpg", "o
 class FaceSet:
     """Aligned face crops and where they came from.
 
+    ``service_crops`` are the same faces aligned to a service's own crop, cut from the full-size
+    frame: the service's result on them is what an evaluation of the protected frame compares
+    against, so training aims at it too.
+
     Shape:
         crops: (N, S, S, 3) uint8 RGB; landmarks: (N, 5, 2) in the source frame;
-        frame_index: (N,) int; test: (N,) bool; sources: list of N paths
+        frame_index: (N,) int; test: (N,) bool; sources: list of N paths;
+        service_crops: (N, S', S', 3) uint8 RGB or None
     """
 
     crops: np.ndarray
@@ -53,6 +58,7 @@ class FaceSet:
     frame_index: np.ndarray
     test: np.ndarray
     sources: list[str]
+    service_crops: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -60,7 +66,8 @@ class FaceSet:
     def subset(self, keep: np.ndarray) -> "FaceSet":
         idx = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep)
         return FaceSet(self.crops[idx], self.landmarks[idx], self.frame_index[idx], self.test[idx],
-                       [self.sources[i] for i in idx])
+                       [self.sources[i] for i in idx],
+                       None if self.service_crops is None else self.service_crops[idx])
 
 
 def deidentify(crop: np.ndarray, name: str, spec: CropSpec, rng: np.random.Generator) -> np.ndarray:
@@ -99,21 +106,58 @@ def deidentify_batch(crops: np.ndarray, inputs: tuple[str, ...], spec: CropSpec,
     return out
 
 
-def augment(crops: np.ndarray, rng: np.random.Generator, jitter: float = 0.04) -> np.ndarray:
-    """Mirror images and one small random similarity (shift, scale, rotation) per crop.
+def augment(crops: np.ndarray, rng: np.random.Generator, jitter: float = 0.04, copies: int = 1,
+            colour: float = 0.0) -> np.ndarray:
+    """Mirror images and ``copies`` jittered versions of each crop: a small random similarity
+    (shift, scale, rotation), mirrored half the time, and with ``colour`` > 0 a random gain,
+    contrast and saturation change of up to that fraction (lighting and camera differences).
+    None of these changes a face's expression, so augmented faces keep their service target.
 
     Shape:
-        crops: (N, S, S, 3) -> (3N, S, S, 3): originals, mirrored, jittered
+        crops: (N, S, S, 3) uint8 -> ((2 + copies) N, S, S, 3): originals, mirrored, then each
+        round of jittered copies (row j * N + i comes from crop i)
     """
     size = crops.shape[1]
-    jittered = np.empty_like(crops)
-    for i, crop in enumerate(crops):
-        angle = rng.uniform(-6, 6)
-        scale = 1 + rng.uniform(-jitter, jitter)
-        m = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
-        m[:, 2] += rng.uniform(-jitter, jitter, 2) * size
-        jittered[i] = cv2.warpAffine(crop, m, (size, size), borderMode=cv2.BORDER_REFLECT)
-    return np.concatenate([crops, crops[:, :, ::-1], jittered])
+    rounds = []
+    for _ in range(copies):
+        jittered = np.empty_like(crops)
+        for i, crop in enumerate(crops):
+            angle = rng.uniform(-6, 6)
+            scale = 1 + rng.uniform(-jitter, jitter)
+            m = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
+            m[:, 2] += rng.uniform(-jitter, jitter, 2) * size
+            out = cv2.warpAffine(crop, m, (size, size), borderMode=cv2.BORDER_REFLECT)
+            if rng.random() < 0.5:
+                out = out[:, ::-1]
+            if colour > 0:
+                img = out.astype(np.float32)
+                grey = img.mean(axis=-1, keepdims=True)
+                img = grey + (img - grey) * (1 + rng.uniform(-colour, colour))        # saturation
+                img = img.mean() + (img - img.mean()) * (1 + rng.uniform(-colour, colour))  # contrast
+                img = img * (1 + rng.uniform(-colour, colour)) * (1 + rng.uniform(-colour, colour, 3) / 4)
+                out = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+            jittered[i] = out
+        rounds.append(jittered)
+    return np.concatenate([crops, crops[:, :, ::-1], *rounds])
+
+
+def balance(faces: FaceSet, cap: int | None) -> FaceSet:
+    """At most ``cap`` faces per source, evenly spaced over it (all of them with ``cap`` None).
+
+    A video gives hundreds of frames of one person, a photo one face: uncapped, the decoder learns
+    the video's person as *the* face and draws them for everyone, held-out frames of that person
+    included, where a recognizer then finds them again. Capping each source keeps the people
+    of the training set near equal in weight.
+    """
+    if cap is None:
+        return faces
+    if cap < 1:
+        raise ValueError(f"cap must be >= 1 face per source, got {cap}")
+    keep = []
+    for source in dict.fromkeys(faces.sources):
+        idx = np.flatnonzero(np.asarray(faces.sources) == source)
+        keep += idx[np.unique(np.linspace(0, len(idx) - 1, min(cap, len(idx))).round().astype(int))].tolist()
+    return faces.subset(np.asarray(sorted(keep), dtype=int))
 
 
 def default_sources() -> list[Path]:
@@ -168,15 +212,18 @@ def _frames(path: Path, stride: int, max_frames: int | None) -> Iterator[tuple[i
 
 def load_faces(sources: list[Path] | Path, spec: CropSpec, *, stride: int = 1, max_frames: int | None = None,
                max_images: int | None = None, min_face: float = 32.0, detector: str = "centerface",
-               log: Callable[[str], None] = print) -> FaceSet:
-    """Detect, align and split the faces of the sources (see the module docstring for the split)."""
+               service_spec: CropSpec | None = None, log: Callable[[str], None] = print) -> FaceSet:
+    """Detect, align and split the faces of the sources (see the module docstring for the split).
+
+    With ``service_spec`` each face is also cropped that way from the frame (``service_crops``).
+    """
     from veil.detect import get_detector
 
     celeba = _celeba_files(Path(sources), max_images) if isinstance(sources, (str, Path)) else None
     files = celeba if celeba is not None else (
         find_sources(Path(sources)) if isinstance(sources, (str, Path)) else [Path(s) for s in sources])
     det = get_detector(detector)
-    crops, marks, index, test, names = [], [], [], [], []
+    crops, marks, index, test, names, service = [], [], [], [], [], []
     photo_count = 0
     for k, path in enumerate(files):
         is_video = path.suffix.lower() in VIDEO_EXTS
@@ -195,6 +242,8 @@ def load_faces(sources: list[Path] | Path, spec: CropSpec, *, stride: int = 1, m
                 continue
             lm = faces.landmarks[keep]
             crops.append(crop_faces(frame, lm, spec))
+            if service_spec is not None:
+                service.append(crop_faces(frame, lm, service_spec))
             marks.append(lm)
             index += [i] * len(lm)
             test += [hold] * len(lm)
@@ -203,4 +252,5 @@ def load_faces(sources: list[Path] | Path, spec: CropSpec, *, stride: int = 1, m
             log(f"faces: {path.name}: {len(names)} faces so far")
     if not names:
         raise InputError(f"no face of at least {min_face:.0f} px was found in the given media")
-    return FaceSet(np.concatenate(crops), np.concatenate(marks), np.asarray(index), np.asarray(test), names)
+    return FaceSet(np.concatenate(crops), np.concatenate(marks), np.asarray(index), np.asarray(test), names,
+                   np.concatenate(service) if service else None)
