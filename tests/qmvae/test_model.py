@@ -9,6 +9,7 @@ from veil.align import CropSpec
 from veil.models.qmvae import (
     QMVAE,
     QMVAEConfig,
+    composite,
     crop_to_spec,
     qmvae_loss,
     service_divergence,
@@ -108,3 +109,20 @@ def test_crop_to_spec_is_identity_for_the_same_spec_and_zooms_by_the_padding_rat
     square[..., lo:hi, lo:hi] = 1.0
     zoomed = crop_to_spec(square, spec, CropSpec(32, 0.0))
     assert float(zoomed[..., 2:-2, 2:-2].min()) > 0.99
+
+
+def test_service_sees_the_face_pasted_under_the_mask(model):
+    torch.manual_seed(2)
+    x, original = torch.rand(2, 12, 64, 64), torch.rand(2, 3, 64, 64)
+    mask = torch.zeros(64, 64)
+    mask[16:48, 16:48] = 1.0
+    with torch.no_grad():
+        out = model(x)
+    pasted = composite(out.faces, original, mask)
+    assert torch.equal(pasted[..., 20:40, 20:40], out.faces[..., 20:40, 20:40])
+    assert torch.equal(pasted[..., :8, :], original[..., :8, :])
+    assert composite(out.faces, original, None) is out.faces
+    seen = []
+    service = lambda faces: seen.append(faces) or faces.mean((2, 3)).repeat(1, 3)[:, :7]  # noqa: E731
+    qmvae_loss(out, original, service, alpha=0.5, service_original=torch.zeros(2, 7), mask=mask)
+    assert torch.equal(seen[0], pasted)

@@ -39,7 +39,7 @@ from vector_quantize_pytorch import VectorQuantize
 from veil.align import EXPRESSION_CROP, CropSpec
 
 __all__ = ["DEIDENTIFICATIONS", "QMVAEConfig", "QMVAE", "QMVAEOutput", "QMVAELoss", "Service",
-           "ExpressionService", "qmvae_loss", "service_divergence", "service_loss_rate", "crop_to_spec"]
+           "ExpressionService", "composite", "qmvae_loss", "service_divergence", "service_loss_rate", "crop_to_spec"]
 
 DEIDENTIFICATIONS = ("blindfold", "mosaic", "noise", "cartoon", "blur")
 """De-identifications QM-VAE can take as inputs (the paper's four, plus blur as a fifth)."""
@@ -55,8 +55,8 @@ class QMVAEConfig:
     inputs: tuple[str, ...] = ("blindfold", "mosaic", "noise", "cartoon")
     size: int = 64
     padding: float = 0.35
-    hidden: tuple[int, ...] = (16, 32, 64)
-    codebook_size: int = 128
+    hidden: tuple[int, ...] = (32, 64, 128)
+    codebook_size: int = 32
     codebook_dim: int = 32
 
     def __post_init__(self) -> None:
@@ -195,6 +195,8 @@ class ExpressionService:
 
     crop: CropSpec
     net: nn.Module = field(default=None, repr=False)  # type: ignore[assignment]
+    own_crop: CropSpec = EXPRESSION_CROP
+    """The classifier's own crop: :meth:`on_own_crop` takes faces aligned this way."""
 
     def __post_init__(self) -> None:
         if self.net is None:
@@ -205,7 +207,15 @@ class ExpressionService:
             p.requires_grad_(False)
 
     def __call__(self, faces: torch.Tensor) -> torch.Tensor:
-        return self.net.logits(crop_to_spec(faces, self.crop, EXPRESSION_CROP) * 255.0)
+        return self.net.logits(crop_to_spec(faces, self.crop, self.own_crop) * 255.0)
+
+    def on_own_crop(self, faces: torch.Tensor) -> torch.Tensor:
+        """Logits of faces cut from the frame in :attr:`own_crop` (what an evaluation measures).
+
+        Shape:
+            faces: (B, 3, 112, 112) RGB 0..1 -> (B, 7)
+        """
+        return self.net.logits(faces * 255.0)
 
 
 def service_divergence(logits_original: torch.Tensor, logits_generated: torch.Tensor) -> torch.Tensor:
@@ -233,13 +243,28 @@ class QMVAELoss(NamedTuple):
     commitment: torch.Tensor
 
 
-def qmvae_loss(out: QMVAEOutput, original: torch.Tensor, service: Service | None,
-               alpha: float = 0.4, beta: float = 0.25,
-               service_original: torch.Tensor | None = None) -> QMVAELoss:
-    """Eq. 7. ``service_original``: the service's logits on the originals, if already computed.
+def composite(faces: torch.Tensor, original: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """What a viewer of the protected frame sees in the crop: the generated face under ``mask``,
+    the original frame around it (as ``veil protect --method qmvae`` pastes it).
 
     Shape:
-        out.faces, original: (B, 3, S, S) in 0..1 -> QMVAELoss of scalars
+        faces, original: (B, 3, S, S); mask: (S, S) in 0..1 or None (faces alone) -> (B, 3, S, S)
+    """
+    if mask is None:
+        return faces
+    return mask * faces + (1 - mask) * original
+
+
+def qmvae_loss(out: QMVAEOutput, original: torch.Tensor, service: Service | None,
+               alpha: float = 0.4, beta: float = 0.25,
+               service_original: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> QMVAELoss:
+    """Eq. 7. ``service_original``: the service's logits on the original faces, if already
+    computed (training passes the logits of the full-resolution face, as the evaluation measures
+    them). ``mask``: the service judges the generated face pasted into the original crop under
+    this mask (:func:`composite`), as it would judge the protected frame; the MSE is on the face.
+
+    Shape:
+        out.faces, original: (B, 3, S, S) in 0..1; mask: (S, S) -> QMVAELoss of scalars
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha weighs service against MSE and must be in [0, 1], got {alpha}")
@@ -250,6 +275,6 @@ def qmvae_loss(out: QMVAEOutput, original: torch.Tensor, service: Service | None
         if service_original is None:
             with torch.no_grad():
                 service_original = service(original)
-        l_service = service_divergence(service_original, service(out.faces))
+        l_service = service_divergence(service_original, service(composite(out.faces, original, mask)))
     total = alpha * l_service + (1 - alpha) * mse + out.codebook + beta * out.commitment
     return QMVAELoss(total, l_service, mse, out.codebook, out.commitment)
