@@ -23,14 +23,16 @@ import torch
 
 from veil.errors import InputError
 from veil.models import checkpoint as checkpoint_io
-from veil.models.qmvae import QMVAE, ExpressionService, QMVAEConfig, Service, qmvae_loss, service_loss_rate
-from veil.qmvae_data import FaceSet, augment, default_sources, deidentify_batch, load_faces
+from veil.models.qmvae import QMVAE, ExpressionService, QMVAEConfig, Service, composite, qmvae_loss, service_loss_rate
+from veil.qmvae_data import FaceSet, augment, balance, default_sources, deidentify_batch, load_faces
 
 __all__ = ["TrainConfig", "QMVAECheckpoint", "CheckpointError", "save_checkpoint", "load_checkpoint",
            "default_checkpoint", "prepare", "evaluate_split", "train", "main"]
 
 FORMAT = "veil-qmvae-checkpoint/1"
 WEIGHTS = Path(__file__).parent / "weights" / "qmvae.pt"
+DEFAULT_CAP = 24
+"""Training faces per source for the default model (:func:`~veil.qmvae_data.balance`)."""
 
 
 CheckpointError = checkpoint_io.CheckpointError
@@ -42,18 +44,24 @@ class TrainConfig:
 
     alpha: float = 0.4
     beta: float = 0.25
-    epochs: int = 12
+    epochs: int = 45
     batch_size: int = 32
-    service_batch: int = 8
-    lr: float = 1e-3
+    service_batch: int = 32
+    lr: float = 2e-3
     seed: int = 0
-    warmup_epochs: int = 3
+    warmup_epochs: int = 25
     """Epochs of reconstruction alone (alpha 0) before the service term joins: from scratch the
     KL term's gradient swamps the MSE's and the decoder never learns to draw a face."""
-    service_lr_scale: float = 0.1
+    service_lr_scale: float = 0.05
     """Learning rate after the warm-up, as a fraction of ``lr``: at the full rate the service term
     undid the reconstruction within an epoch."""
+    service_decay: bool = True
+    """Decay that rate linearly to zero over the service epochs: the test expression rate swung
+    by 0.2-0.3 from one epoch to the next at a constant rate."""
     clip_grad: float = 1.0
+    paste_mask: bool = True
+    """Judge the service on the generated face pasted into the original crop under the
+    protection's feathered ellipse (what the protected frame shows), not on the bare face."""
 
 
 @dataclass
@@ -97,37 +105,67 @@ class Prepared:
     logits: torch.Tensor | None
 
 
+def paste_mask(config: QMVAEConfig) -> torch.Tensor:
+    """The feathered ellipse ``veil protect --method qmvae`` pastes the face under, by default.
+
+    Shape:
+        -> (S, S) float32 in 0..1
+    """
+    from veil.protect.qmvae import soft_ellipse
+
+    return torch.from_numpy(soft_ellipse(config.size))
+
+
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
 
 
 def prepare(crops: np.ndarray, config: QMVAEConfig, service: Service | None, seed: int,
-            batch: int = 64) -> Prepared:
-    """De-identify the crops and run the service on the originals once (its target never changes)."""
+            batch: int = 64, logits: torch.Tensor | None = None) -> Prepared:
+    """De-identify the crops and run the service on the originals once (its target never changes).
+
+    ``logits``: the service's target for each crop if already known (e.g. measured on the
+    full-resolution face by :func:`service_targets`); otherwise it is run on the crops.
+    """
     x = _to_tensor(deidentify_batch(crops, config.inputs, config.crop, np.random.default_rng(seed)))
     target = _to_tensor(crops)
-    logits = None
-    if service is not None:
+    if logits is None and service is not None:
         with torch.no_grad():
             logits = torch.cat([service(target[i:i + batch]) for i in range(0, len(target), batch)])
+    if logits is not None and len(logits) != len(target):
+        raise ValueError(f"{len(logits)} service targets for {len(target)} crops")
     return Prepared(x, target, logits)
+
+
+def service_targets(faces: FaceSet, service: Service | None, batch: int = 64) -> torch.Tensor | None:
+    """The service's logits on the faces as cut from the full-size frame, if it and they allow.
+
+    Shape:
+        -> (N, C) or None
+    """
+    if faces.service_crops is None or not hasattr(service, "on_own_crop"):
+        return None
+    crops = _to_tensor(faces.service_crops)
+    with torch.no_grad():
+        return torch.cat([service.on_own_crop(crops[i:i + batch]) for i in range(0, len(crops), batch)])
 
 
 def evaluate_split(model: QMVAE, data: Prepared, service: Service | None, tc: TrainConfig,
                    batch: int = 64) -> dict[str, float]:
     """Mean loss terms and the 0/1 service loss rate (Eq. 8) on a split, in eval mode."""
     model.eval()
+    mask = paste_mask(model.config) if tc.paste_mask else None
     sums: dict[str, float] = {}
     generated = []
     with torch.no_grad():
         for i in range(0, len(data.x), batch):
             out = model(data.x[i:i + batch])
             so = data.logits[i:i + batch] if data.logits is not None else None
-            terms = qmvae_loss(out, data.target[i:i + batch], service, tc.alpha, tc.beta, so)
+            terms = qmvae_loss(out, data.target[i:i + batch], service, tc.alpha, tc.beta, so, mask)
             for k, v in terms._asdict().items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(out.faces)
             if service is not None:
-                generated.append(service(out.faces))
+                generated.append(service(composite(out.faces, data.target[i:i + batch], mask)))
     result = {k: v / max(len(data.x), 1) for k, v in sums.items()}
     if service is not None and data.logits is not None:
         result["service_loss_rate"] = service_loss_rate(data.logits, torch.cat(generated))
@@ -142,6 +180,7 @@ def train(ckpt: QMVAECheckpoint, train_data: Prepared, test_data: Prepared, serv
     if ckpt.optimizer:
         optim.load_state_dict(ckpt.optimizer)
     n = len(train_data.x)
+    mask = paste_mask(model.config) if tc.paste_mask else None
     if n == 0:
         raise InputError("no training faces: the 80/20 split left the training split empty")
     for epoch in range(ckpt.epoch + 1, tc.epochs + 1):
@@ -149,7 +188,7 @@ def train(ckpt: QMVAECheckpoint, train_data: Prepared, test_data: Prepared, serv
         warm = epoch <= tc.warmup_epochs
         alpha = 0.0 if warm else tc.alpha
         for group in optim.param_groups:
-            group["lr"] = tc.lr if warm else tc.lr * tc.service_lr_scale
+            group["lr"] = tc.lr if warm else tc.lr * tc.service_lr_scale * _decay(tc, epoch)
         order = torch.randperm(n)
         model.train()
         start, sums = time.time(), {}
@@ -162,7 +201,7 @@ def train(ckpt: QMVAECheckpoint, train_data: Prepared, test_data: Prepared, serv
             k = min(tc.service_batch, len(idx))
             sub = result._replace(faces=result.faces[:k])
             so = train_data.logits[idx[:k]] if train_data.logits is not None else None
-            service_terms = qmvae_loss(sub, target[:k], service if alpha else None, alpha, tc.beta, so)
+            service_terms = qmvae_loss(sub, target[:k], service if alpha else None, alpha, tc.beta, so, mask)
             terms = qmvae_loss(result, target, None, alpha, tc.beta)
             total = terms.total + alpha * service_terms.service
             optim.zero_grad(set_to_none=True)
@@ -186,6 +225,14 @@ def train(ckpt: QMVAECheckpoint, train_data: Prepared, test_data: Prepared, serv
             plot_curves(ckpt.history, out.with_suffix(".curves.png"))
     model.eval()
     return ckpt
+
+
+def _decay(tc: TrainConfig, epoch: int) -> float:
+    """Learning-rate factor of a service epoch: 1 at the first, falling linearly to 1/n at the last."""
+    if not tc.service_decay:
+        return 1.0
+    n = max(tc.epochs - tc.warmup_epochs, 1)
+    return (tc.epochs - epoch + 1) / n
 
 
 def write_curves(history: list[dict], path: Path) -> Path:
@@ -232,22 +279,30 @@ def start_or_resume(out: Path, config: QMVAEConfig, tc: TrainConfig, resume: boo
 
 def run(faces: Path | list[Path], out: Path, config: QMVAEConfig, tc: TrainConfig, *, resume: bool = False,
         stride: int = 1, max_frames: int | None = None, max_images: int | None = None,
-        service: Service | None = None, log: Callable[[str], None] = print) -> QMVAECheckpoint:
-    """Load faces, split, augment the training split, train and save (what `veil train qmvae` runs)."""
+        service: Service | None = None, cap: int | None = None, copies: int = 1, colour: float = 0.0,
+        log: Callable[[str], None] = print) -> QMVAECheckpoint:
+    """Load faces, split, augment the training split, train and save (what `veil train qmvae` runs).
+
+    ``cap``: at most this many training faces per source (:func:`~veil.qmvae_data.balance`);
+    ``copies``/``colour``: jittered copies per training face and their colour jitter (:func:`augment`).
+    """
     ckpt = start_or_resume(out, config, tc, resume)
     config = ckpt.model.config
+    service = service if service is not None else ExpressionService(config.crop)
     faceset: FaceSet = load_faces(faces, config.crop, stride=stride, max_frames=max_frames,
-                                  max_images=max_images, log=log)
-    train_set, test_set = faceset.subset(~faceset.test), faceset.subset(faceset.test)
+                                  max_images=max_images, service_spec=getattr(service, "own_crop", None), log=log)
+    train_set, test_set = balance(faceset.subset(~faceset.test), cap), faceset.subset(faceset.test)
     if len(test_set) == 0:
         raise InputError("the 80/20 split left no test face: give more media (several photos or a video)")
     rng = np.random.default_rng(tc.seed)
-    train_crops = augment(train_set.crops, rng)
+    train_crops = augment(train_set.crops, rng, copies=copies, colour=colour)
     log(f"training on {len(train_set)} faces ({len(train_crops)} with mirrors and jitter), "
         f"testing on {len(test_set)}; inputs: {', '.join(config.inputs)}")
-    service = service if service is not None else ExpressionService(config.crop)
-    train_data = prepare(train_crops, config, service, tc.seed)
-    test_data = prepare(test_set.crops, config, service, tc.seed + 1)
+    targets = service_targets(train_set, service)
+    if targets is not None:  # an augmented face keeps its original's expression
+        targets = targets.repeat(len(train_crops) // len(train_set), 1)
+    train_data = prepare(train_crops, config, service, tc.seed, logits=targets)
+    test_data = prepare(test_set.crops, config, service, tc.seed + 1, logits=service_targets(test_set, service))
     return train(ckpt, train_data, test_data, service, out, log)
 
 
@@ -260,19 +315,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--alpha", type=float, default=TrainConfig.alpha)
     ap.add_argument("--beta", type=float, default=TrainConfig.beta)
     ap.add_argument("--warmup", type=int, default=TrainConfig.warmup_epochs, help="epochs of MSE alone first")
-    ap.add_argument("--stride", type=int, default=2, help="use every n-th video frame")
+    ap.add_argument("--lr", type=float, default=TrainConfig.lr)
+    ap.add_argument("--service-lr-scale", type=float, default=TrainConfig.service_lr_scale)
+    ap.add_argument("--codebook-size", type=int, default=QMVAEConfig.codebook_size)
+    ap.add_argument("--stride", type=int, default=1, help="use every n-th video frame")
+    ap.add_argument("--cap", type=int, default=DEFAULT_CAP, help="at most this many training faces per source "
+                    "(0: all); keeps one video's person from becoming the face the model draws")
+    ap.add_argument("--copies", type=int, default=2, help="jittered copies of each training face")
+    ap.add_argument("--colour", type=float, default=0.15, help="colour jitter of those copies (fraction)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    tc = TrainConfig(alpha=args.alpha, beta=args.beta, epochs=args.epochs, warmup_epochs=args.warmup)
+    tc = TrainConfig(alpha=args.alpha, beta=args.beta, epochs=args.epochs, warmup_epochs=args.warmup, lr=args.lr,
+                     service_lr_scale=args.service_lr_scale)
+    config = QMVAEConfig(codebook_size=args.codebook_size)
+    data = dict(resume=args.resume, stride=args.stride, cap=args.cap or None, copies=args.copies, colour=args.colour)
     if args.default:
         out = args.out or default_checkpoint()
-        ckpt = run(default_sources(), out, QMVAEConfig(), tc, resume=args.resume, stride=args.stride)
+        ckpt = run(default_sources(), out, config, tc, **data)
         save_checkpoint(ckpt, out, keep_optimizer=False)  # the shipped file: weights, config, history
     elif args.faces and args.out:
-        run(args.faces, args.out, QMVAEConfig(), tc, resume=args.resume, stride=args.stride)
+        run(args.faces, args.out, config, tc, **data)
     else:
         ap.error("give --default, or --faces DIR and --out FILE")
 

@@ -10,16 +10,19 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from veil.align import EXPRESSION_CROP
 from veil.models.qmvae import QMVAE, ExpressionService, QMVAEConfig
-from veil.qmvae_data import augment, load_faces
+from veil.qmvae_data import FaceSet, augment, balance, load_faces
 from veil.qmvae_train import (
     CheckpointError,
     QMVAECheckpoint,
     TrainConfig,
     evaluate_split,
     load_checkpoint,
+    paste_mask,
     prepare,
     save_checkpoint,
+    service_targets,
     train,
 )
 
@@ -30,7 +33,7 @@ SMALL = dict(hidden=(16, 32, 64), codebook_size=32, codebook_dim=16)
 @pytest.fixture(scope="module")
 def faces(media):
     cfg = QMVAEConfig(**SMALL)
-    return load_faces([media(n) for n in PHOTOS], cfg.crop, log=lambda _: None)
+    return load_faces([media(n) for n in PHOTOS], cfg.crop, service_spec=EXPRESSION_CROP, log=lambda _: None)
 
 
 def test_faces_are_split_per_photo(faces):
@@ -39,6 +42,44 @@ def test_faces_are_split_per_photo(faces):
     # every fifth photo is held out whole: the fifth (0-f1-su-ph.jpg)
     assert faces.test.tolist() == [False, False, False, False, True]
     assert faces.sources[4].endswith("0-f1-su-ph.jpg")
+    assert faces.service_crops.shape == (5, 112, 112, 3)
+    assert faces.subset([1, 4]).service_crops.shape == (2, 112, 112, 3)
+
+
+def test_service_targets_are_the_classifier_on_the_full_resolution_face(faces):
+    service = ExpressionService(QMVAEConfig(**SMALL).crop)
+    targets = service_targets(faces, service)
+    crops = torch.from_numpy(faces.service_crops).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        torch.testing.assert_close(targets, service.net.logits(crops))
+    assert service_targets(faces.subset([0]), lambda f: f) is None  # a service without its own crop
+    with pytest.raises(ValueError, match="service targets"):
+        prepare(faces.crops, QMVAEConfig(**SMALL), service, seed=0, logits=targets[:2])
+
+
+def test_balance_caps_each_source_evenly():
+    n = 10
+    faces = FaceSet(np.zeros((n + 2, 4, 4, 3), np.uint8), np.zeros((n + 2, 5, 2)), np.arange(n + 2),
+                    np.zeros(n + 2, bool), ["video.mp4"] * n + ["a.jpg", "b.jpg"])
+    kept = balance(faces, 4)
+    assert kept.sources == ["video.mp4"] * 4 + ["a.jpg", "b.jpg"]
+    assert kept.frame_index.tolist() == [0, 3, 6, 9, 10, 11]
+    assert balance(faces, None) is faces
+    with pytest.raises(ValueError, match="cap"):
+        balance(faces, 0)
+
+
+def test_augment_keeps_the_row_order_its_targets_rely_on():
+    crops = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    out = augment(crops, np.random.default_rng(1), copies=2, colour=0.2)
+    assert out.shape == (12, 16, 16, 3)
+    assert np.array_equal(out[:3], crops) and np.array_equal(out[3:6], crops[:, :, ::-1])
+    assert not np.array_equal(out[6:9], out[9:12])
+
+
+def test_paste_mask_is_the_protections_ellipse():
+    mask = paste_mask(QMVAEConfig())
+    assert mask.shape == (64, 64) and float(mask[32, 32]) == 1.0 and float(mask[0, 0]) == 0.0
 
 
 def test_a_tiny_training_run_lowers_the_loss(faces):
