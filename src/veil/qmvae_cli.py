@@ -19,16 +19,19 @@ def train_qmvae_command(
                                       "history); loss curves go beside it as <out>.curves.csv and .png.")],
     alpha: Annotated[float, typer.Option(help="Eq. 7: weight of the service loss against the MSE (0..1).")] = 0.4,
     beta: Annotated[float, typer.Option(help="Eq. 7: commitment weight.")] = 0.25,
-    epochs: Annotated[int, typer.Option(help="Epochs (a resumed run continues up to this many).")] = 12,
-    warmup: Annotated[int, typer.Option(help="Epochs of reconstruction alone before the service term joins.")] = 3,
+    epochs: Annotated[int, typer.Option(help="Epochs (a resumed run continues up to this many).")] = 45,
+    warmup: Annotated[int, typer.Option(help="Epochs of reconstruction alone before the service term joins.")] = 25,
     batch_size: Annotated[int, typer.Option(help="Faces per step.")] = 32,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (the service epochs use 0.05 x it, decaying).")] = 2e-3,
     inputs: Annotated[str, typer.Option(help="De-identifications fed to the model, comma-separated "
                                         "(blindfold, mosaic, noise, cartoon, blur).")] = "blindfold,mosaic,noise,cartoon",
     size: Annotated[int, typer.Option(help="Crop size in pixels (a multiple of 8).")] = 64,
-    codebook_size: Annotated[int, typer.Option(help="Vectors in the codebook.")] = 128,
+    codebook_size: Annotated[int, typer.Option(help="Vectors in the codebook.")] = 32,
     codebook_dim: Annotated[int, typer.Option(help="Dimension of a codebook vector.")] = 32,
-    stride: Annotated[int, typer.Option(help="Use every n-th video frame.")] = 2,
+    stride: Annotated[int, typer.Option(help="Use every n-th video frame.")] = 1,
+    cap: Annotated[int, typer.Option(help="At most this many training faces per photo/video, evenly spaced (0: all): "
+                                     "keeps one long video's person from becoming the face the model draws.")] = 24,
+    copies: Annotated[int, typer.Option(help="Jittered (shifted, mirrored, recoloured) copies of each training face.")] = 2,
     max_frames: Annotated[Optional[int], typer.Option(help="Read at most this many frames of each video.")] = None,
     max_images: Annotated[Optional[int], typer.Option(help="CelebA: use at most this many images.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from --out if it exists.")] = False,
@@ -43,14 +46,15 @@ def train_qmvae_command(
                              codebook_size=codebook_size, codebook_dim=codebook_dim)
         tc = TrainConfig(alpha=alpha, beta=beta, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                          warmup_epochs=warmup)
-        if epochs < 1 or batch_size < 1 or lr <= 0 or not 0 <= alpha <= 1:
-            raise ValueError("need epochs >= 1, batch size >= 1, lr > 0 and 0 <= alpha <= 1")
+        if epochs < 1 or batch_size < 1 or lr <= 0 or not 0 <= alpha <= 1 or cap < 0 or copies < 0:
+            raise ValueError("need epochs >= 1, batch size >= 1, lr > 0, 0 <= alpha <= 1, cap >= 0 and copies >= 0")
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     try:
         ckpt = run(faces, out, config, tc, resume=resume, stride=stride, max_frames=max_frames,
-                   max_images=max_images, log=lambda line: typer.echo(line, err=True))
+                   max_images=max_images, cap=cap or None, copies=copies, colour=0.15,
+                   log=lambda line: typer.echo(line, err=True))
     except VeilError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
