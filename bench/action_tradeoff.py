@@ -11,6 +11,9 @@ Every method is measured in this one run, on the same clips:
 - privacy of a *fresh* attacker trained after the fact on the training split of what the method
   outputs (3D CNN on videos; for STPrivacy also a token classifier on the anonymized tokens, and the
   higher cMAP of the two is reported). Chance is the attribute base rate.
+Two more STPrivacy rows check the mechanism rather than compete: the same model at deployment strength
+0 (sparsified but not anonymized, which should leak), and a model trained the same way without the
+anonymizer's noisy bottleneck (the adversary alone).
 Writes bench/results/action_tradeoff.md and .png.
 """
 
@@ -46,6 +49,7 @@ class Row:
     acc: float
     keep: float
     gflops: float
+    kind: str = "baseline"  # "baseline", "stprivacy" (judged by the floors) or "check" (shown only)
 
 
 def blur(videos: np.ndarray, sigma: float) -> np.ndarray:
@@ -92,6 +96,33 @@ def plain_row(name: str, tr: SyntheticSet, te: SyntheticSet, args: argparse.Name
     return Row(name, action, p.cmap, p.mean_f1, p.mean_accuracy, 1.0, flops(cfg, 1.0) / 1e9), model
 
 
+def train_stprivacy(tr: SyntheticSet, raw_model: STPrivacy, args: argparse.Namespace, noise: float) -> STPrivacy:
+    """STPrivacy fine-tuned from the raw-video model, as the paper fine-tunes a pretrained backbone."""
+    cfg = preset("small", num_actions=len(ACTIONS), num_attributes=len(ATTRIBUTES), keep_ratio=0.5,
+                 anonymizer_noise=noise, actions=ACTIONS, attributes=ATTRIBUTES)
+    torch.manual_seed(args.seed)
+    model = STPrivacy(cfg)
+    init_from(model, raw_model)
+    train(model, epochs_of(tr, 32, args.seed + 100),
+          TrainConfig(epochs=args.stprivacy_epochs, lr=1e-3, privacy_weight=args.privacy_weight,
+                      warmup=0.05, anneal=0.4, adversary_lr=2e-3, adversaries=args.adversaries,
+                      restart_every=args.restart_every, encoder_privacy=args.encoder_privacy, seed=args.seed),
+          -(-len(tr) // 32))
+    return model
+
+
+def stprivacy_row(name: str, model: STPrivacy, tr: SyntheticSet, te: SyntheticSet, args: argparse.Namespace,
+                  ratio: float, strength: float, kind: str, log) -> Row:
+    rep = evaluate(model, lambda: synthetic_batches(tr, 100, False), lambda: synthetic_batches(te, 100, False),
+                   keep_ratio=ratio, strength=strength, attacker_epochs=args.attacker_epochs,
+                   attacker_seed=args.seed)
+    p = rep.privacy
+    assert p is not None and rep.token_privacy is not None and rep.video_privacy is not None
+    log(f"{name}: action {rep.action_top1:.3f} cMAP {p.cmap:.3f} "
+        f"(token {rep.token_privacy.cmap:.3f}, video {rep.video_privacy.cmap:.3f})")
+    return Row(name, rep.action_top1, p.cmap, p.mean_f1, p.mean_accuracy, rep.keep_ratio, rep.gflops, kind)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", type=int, default=2000, help="synthetic training clips")
@@ -135,35 +166,25 @@ def main() -> None:
         rows.append(plain_row(name, t2, e2, args, log)[0])
 
     ratios = [float(r) for r in args.keep_ratios.split(",")]
-    cfg = preset("small", num_actions=len(ACTIONS), num_attributes=len(ATTRIBUTES), keep_ratio=0.5,
-                 anonymizer_noise=args.anonymizer_noise, actions=ACTIONS, attributes=ATTRIBUTES)
-    torch.manual_seed(args.seed)
-    model = STPrivacy(cfg)
-    init_from(model, raw_model)  # the paper fine-tunes a pretrained backbone
-    train(model, epochs_of(tr, 32, args.seed + 100),
-          TrainConfig(epochs=args.stprivacy_epochs, lr=1e-3, privacy_weight=args.privacy_weight,
-                      warmup=0.05, anneal=0.4, adversary_lr=2e-3, adversaries=args.adversaries,
-                      restart_every=args.restart_every, encoder_privacy=args.encoder_privacy, seed=args.seed),
-          -(-len(tr) // 32))
+    model = train_stprivacy(tr, raw_model, args, args.anonymizer_noise)
     log("STPrivacy trained")
     for ratio in ratios:
-        rep = evaluate(model, lambda: synthetic_batches(tr, 100, False), lambda: synthetic_batches(te, 100, False),
-                       keep_ratio=ratio, attacker_epochs=args.attacker_epochs, attacker_seed=args.seed)
-        p = rep.privacy
-        assert p is not None
-        rows.append(Row(f"STPrivacy keep {ratio:g}", rep.action_top1, p.cmap, p.mean_f1, p.mean_accuracy,
-                        rep.keep_ratio, rep.gflops))
-        log(f"keep {ratio}: action {rep.action_top1:.3f} cMAP {p.cmap:.3f} "
-            f"(token {rep.token_privacy.cmap:.3f}, video {rep.video_privacy.cmap:.3f})")
+        rows.append(stprivacy_row(f"STPrivacy keep {ratio:g}", model, tr, te, args, ratio, 1.0, "stprivacy", log))
+    # The deployment knob: strength 0 sends the sparsified but not anonymized tokens.
+    rows.append(stprivacy_row("STPrivacy keep 0.5, strength 0", model, tr, te, args, 0.5, 0.0, "check", log))
+    if args.anonymizer_noise > 0:  # what the adversary achieves without the noisy bottleneck
+        plain = train_stprivacy(tr, raw_model, args, 0.0)
+        rows.append(stprivacy_row("STPrivacy keep 0.5, no anonymizer noise", plain, tr, te, args, 0.5, 1.0,
+                                  "check", log))
     write(rows, chance, args, time.time() - start)
 
 
 def write(rows: list[Row], chance, args: argparse.Namespace, seconds: float) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     raw = rows[0]
-    st = [r for r in rows if r.method.startswith("STPrivacy")]
+    st = [r for r in rows if r.kind == "stprivacy"]
     main_row = min(st, key=lambda r: abs(r.keep - 0.5))
-    baselines = [r for r in rows[1:] if not r.method.startswith("STPrivacy")]
+    baselines = [r for r in rows[1:] if r.kind == "baseline"]
     lines = [
         "# Action recognition vs privacy (synthetic benchmark)",
         "",
@@ -171,7 +192,9 @@ def write(rows: list[Row], chance, args: argparse.Namespace, seconds: float) -> 
         f"seed {args.seed}, privacy weight {args.privacy_weight:g}, {args.adversaries} adversaries restarted "
         f"every {args.restart_every} epochs, anonymizer noise {args.anonymizer_noise:g}, encoder privacy "
         f"{args.encoder_privacy:g}, {seconds / 60:.1f} min. Privacy: a fresh attacker trained after the model is "
-        "frozen on what the service receives (one noisy draw per clip; lower is better); chance = base rate.",
+        "frozen on what the service receives (one noisy draw per clip; lower is better); chance = base rate. "
+        "The floors judge the STPrivacy rows at full strength; the last STPrivacy rows are checks: the "
+        "deployment strength 0 (sparsified, not anonymized) and the same training without the anonymizer's noise.",
         "",
         "| method | action top-1 | privacy cMAP | privacy F1 | privacy acc | keep ratio | GFLOPs |",
         "|---|---|---|---|---|---|---|",
@@ -203,7 +226,7 @@ def write(rows: list[Row], chance, args: argparse.Namespace, seconds: float) -> 
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for r in rows:
-        ax.scatter(r.cmap, r.action, marker="o" if r.method.startswith("STPrivacy") else "s")
+        ax.scatter(r.cmap, r.action, marker="s" if r.kind == "baseline" else "o")
         ax.annotate(r.method, (r.cmap, r.action), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.axvline(chance.cmap, ls="--", c="gray", lw=0.8)
     ax.set_xlabel("privacy cMAP of a fresh attacker (lower is better)")

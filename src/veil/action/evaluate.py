@@ -3,7 +3,8 @@
 Privacy is measured the way the paper's practical attack works (see `attack.py`): attackers are fitted
 on the training split's anonymized tokens and on its decoded previews, and scored on the test split.
 The report keeps both and calls the higher cMAP the privacy of the model (the worst case for the
-people in the video).
+people in the video). With a noisy anonymizer (`anonymize.py`) every clip is sent once, so the
+attackers, like a service, see one noise draw per clip.
 """
 
 from __future__ import annotations
