@@ -59,6 +59,9 @@ class TrainConfig:
     """Decay that rate linearly to zero over the service epochs: the test expression rate swung
     by 0.2-0.3 from one epoch to the next at a constant rate."""
     clip_grad: float = 1.0
+    freeze_decoder: bool = False
+    """Train only the encoder and codebook once the service term joins: the decoder keeps drawing
+    the faces it learnt from the capped training set, the service term only chooses among them."""
     paste_mask: bool = True
     """Judge the service on the generated face pasted into the original crop under the
     protection's feathered ellipse (what the protected frame shows), not on the bare face."""
@@ -189,6 +192,8 @@ def train(ckpt: QMVAECheckpoint, train_data: Prepared, test_data: Prepared, serv
         alpha = 0.0 if warm else tc.alpha
         for group in optim.param_groups:
             group["lr"] = tc.lr if warm else tc.lr * tc.service_lr_scale * _decay(tc, epoch)
+        for p in model.decoder.parameters():
+            p.requires_grad_(warm or not tc.freeze_decoder)
         order = torch.randperm(n)
         model.train()
         start, sums = time.time(), {}
@@ -223,6 +228,8 @@ def train(ckpt: QMVAECheckpoint, train_data: Prepared, test_data: Prepared, serv
             save_checkpoint(ckpt, out)
             write_curves(ckpt.history, out.with_suffix(".curves.csv"))
             plot_curves(ckpt.history, out.with_suffix(".curves.png"))
+    for p in model.decoder.parameters():
+        p.requires_grad_(True)
     model.eval()
     return ckpt
 
@@ -317,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=TrainConfig.warmup_epochs, help="epochs of MSE alone first")
     ap.add_argument("--lr", type=float, default=TrainConfig.lr)
     ap.add_argument("--service-lr-scale", type=float, default=TrainConfig.service_lr_scale)
+    ap.add_argument("--freeze-decoder", action=argparse.BooleanOptionalAction, default=TrainConfig.freeze_decoder,
+                    help="train only the encoder and codebook once the service term joins")
     ap.add_argument("--codebook-size", type=int, default=QMVAEConfig.codebook_size)
     ap.add_argument("--stride", type=int, default=1, help="use every n-th video frame")
     ap.add_argument("--cap", type=int, default=DEFAULT_CAP, help="at most this many training faces per source "
@@ -329,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     tc = TrainConfig(alpha=args.alpha, beta=args.beta, epochs=args.epochs, warmup_epochs=args.warmup, lr=args.lr,
-                     service_lr_scale=args.service_lr_scale)
+                     service_lr_scale=args.service_lr_scale, freeze_decoder=args.freeze_decoder)
     config = QMVAEConfig(codebook_size=args.codebook_size)
     data = dict(resume=args.resume, stride=args.stride, cap=args.cap or None, copies=args.copies, colour=args.colour)
     if args.default:

@@ -146,3 +146,19 @@ def test_train_command_trains_and_resumes(tmp_path, media):
     assert load_checkpoint(out).epoch == 2 and len(load_checkpoint(out).history) == 2
     bad = CliRunner().invoke(app, ["--faces", str(tmp_path / "nowhere"), "--out", str(out)])
     assert bad.exit_code == 2 and "does not exist" in bad.output
+
+
+def test_a_frozen_decoder_stays_put_once_the_service_joins(faces):
+    cfg = QMVAEConfig(**SMALL)
+    service = ExpressionService(cfg.crop)
+    data = prepare(faces.crops, cfg, service, seed=0)
+    torch.manual_seed(0)
+    tc = TrainConfig(epochs=1, batch_size=4, lr=3e-3, warmup_epochs=1, freeze_decoder=True)
+    ckpt = QMVAECheckpoint(QMVAE(cfg), tc)
+    train(ckpt, data, data, service, log=lambda _: None)  # the warm-up epoch trains everything
+    decoder = {k: v.clone() for k, v in ckpt.model.decoder.state_dict().items()}
+    encoder = {k: v.clone() for k, v in ckpt.model.encoder.state_dict().items()}
+    tc.epochs = 2
+    train(ckpt, data, data, service, log=lambda _: None)
+    assert all(torch.equal(v, ckpt.model.decoder.state_dict()[k]) for k, v in decoder.items())
+    assert not all(torch.equal(v, ckpt.model.encoder.state_dict()[k]) for k, v in encoder.items())
