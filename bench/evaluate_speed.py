@@ -90,7 +90,7 @@ def main() -> None:
     parts.append(("decode both videos", _timed(lambda: [None for _ in zip(range(n), iter_frames(original),
                                                                           iter_frames(protected))])))
     faces: list = []
-    parts.append(("centerface on one side", _timed(lambda: faces.extend(cf.detect(o) for o in origs))))
+    parts.append(("centerface on one side", _timed(lambda: faces.extend(cf.detect_batch(origs)))))
     lms = [f.landmarks for f in faces]
     for name, model in models.items():
         parts.append((f"{name} on original + protected crops",

@@ -152,7 +152,7 @@ def detect_around(detector: object, frames: list[np.ndarray], boxes: list[np.nda
             crops.append(cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR))
             where.append((i, j, x0, y0, s))
     out: list[list[np.ndarray]] = [[np.zeros((0, 4), np.float32)] * len(b) for b in boxes]
-    found = [detector.detect(crop) for crop in crops]  # type: ignore[attr-defined]  # batch 1: least CPU
+    found = detector.detect_batch(crops) if crops else []  # type: ignore[attr-defined]
     for (i, j, x0, y0, s), faces in zip(where, found):
         out[i][j] = (faces.boxes / s + np.array([x0, y0, x0, y0])).astype(np.float32)
     return out
