@@ -1,6 +1,6 @@
 """Batch throughput: a folder of copies of the real clips, protected with --jobs 1, --jobs 2 and local Ray.
 
-    python bench/batch_scale.py [--copies 2] [--method blur] [--detector centerface] [--out bench/results/batch_scale.md]
+    python bench/batch_scale.py [--copies 2] [--method blur] [--detector centerface] [--clips ...] [--out FILE]
 
 Prints and writes a table: total frames/s of each run, its ratio to --jobs 1 (measured in the same
 run), and the time it takes to resume a batch that is already finished (every file skipped by the
@@ -25,12 +25,12 @@ from veil.pipeline import ProtectOptions
 CLIPS = ["media/single_face.mp4", "media/face_noface.mov"]
 
 
-def _archive(root: Path, copies: int) -> Path:
+def _archive(root: Path, copies: int, clips: list[str]) -> Path:
     archive = root / "archive"
     for k in range(copies):
         folder = archive / f"copy{k:03d}"
         folder.mkdir(parents=True)
-        for name in CLIPS:
+        for name in clips:
             shutil.copy(fetch(name), folder / Path(name).name)
     return archive
 
@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=2)
     parser.add_argument("--method", default="blur")
     parser.add_argument("--detector", default="centerface")
+    parser.add_argument("--clips", nargs="+", default=CLIPS, choices=CLIPS,
+                        help="store media to copy into the archive (a slow detector: fewer frames)")
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "batch_scale.md")
     args = parser.parse_args()
@@ -63,7 +65,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        archive = _archive(root, args.copies)
+        archive = _archive(root, args.copies, args.clips)
         files = sum(1 for _ in archive.rglob("*.*"))
         # --jobs 1 lets the libraries use every core; "1 thread" is one worker as each of --jobs 2's sees it.
         configs = [("--jobs 1", {}), ("--jobs 1 --threads 1", {"threads": 1}), ("--jobs 2", {"workers": 2})]
@@ -91,7 +93,7 @@ def main() -> None:
     text = (f"# Batch throughput\n\n`python bench/batch_scale.py --copies {args.copies} --method {args.method}"
             f" --detector {args.detector}` on {platform.machine()}, {os.cpu_count()} CPU cores "
             f"(detect size {options.detect_size}); "
-            f"clips: {', '.join(Path(c).name for c in CLIPS)} x {args.copies}.\n\n{table}\n"
+            f"clips: {', '.join(Path(c).name for c in args.clips)} x {args.copies}.\n\n{table}\n"
             "--jobs N runs N worker processes with the cores split between them; Ray runs one actor per "
             "worker. The resume column is a second run over the finished output folder: the manifest "
             "skips every file. The load average is the whole machine's (other work shares the cores): "
