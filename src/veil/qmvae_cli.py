@@ -19,10 +19,11 @@ def train_qmvae_command(
                                       "history); loss curves go beside it as <out>.curves.csv and .png.")],
     alpha: Annotated[float, typer.Option(help="Eq. 7: weight of the service loss against the MSE (0..1).")] = 0.4,
     beta: Annotated[float, typer.Option(help="Eq. 7: commitment weight.")] = 0.25,
-    epochs: Annotated[int, typer.Option(help="Epochs (a resumed run continues up to this many).")] = 45,
-    warmup: Annotated[int, typer.Option(help="Epochs of reconstruction alone before the service term joins.")] = 25,
+    epochs: Annotated[int, typer.Option(help="Epochs (a resumed run continues up to this many).")] = 34,
+    warmup: Annotated[int, typer.Option(help="Epochs of reconstruction alone before the service term joins "
+                                        "(after them only the encoder and codebook train, on Eq. 7).")] = 14,
     batch_size: Annotated[int, typer.Option(help="Faces per step.")] = 32,
-    lr: Annotated[float, typer.Option(help="Adam learning rate (the service epochs use 0.05 x it, decaying).")] = 2e-3,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (the service epochs use 0.25 x it, decaying).")] = 2e-3,
     inputs: Annotated[str, typer.Option(help="De-identifications fed to the model, comma-separated "
                                         "(blindfold, mosaic, noise, cartoon, blur).")] = "blindfold,mosaic,noise,cartoon",
     size: Annotated[int, typer.Option(help="Crop size in pixels (a multiple of 8).")] = 64,

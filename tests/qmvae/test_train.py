@@ -88,7 +88,8 @@ def test_a_tiny_training_run_lowers_the_loss(faces):
     crops = augment(faces.crops, np.random.default_rng(0))
     data = prepare(crops, cfg, service, seed=0)
     torch.manual_seed(0)
-    tc = TrainConfig(epochs=16, batch_size=16, service_batch=8, lr=3e-3, warmup_epochs=2, service_lr_scale=0.3)
+    tc = TrainConfig(epochs=16, batch_size=16, service_batch=8, lr=3e-3, warmup_epochs=2, service_lr_scale=0.3,
+                     freeze_decoder=False)
     ckpt = QMVAECheckpoint(QMVAE(cfg), tc)
     before = evaluate_split(ckpt.model, data, service, tc)
     train(ckpt, data, data, service, log=lambda _: None)
