@@ -138,7 +138,7 @@ def main() -> None:
             f"codebook {config.codebook_size} x {config.codebook_dim}; alpha {ckpt.train_config.alpha}, "
             f"beta {ckpt.train_config.beta}, {ckpt.epoch} epochs (test MSE {last.get('test_mse', float('nan')):.4f}). "
             f"Data: {'CelebA at ' + str(args.celeba) if args.celeba else 'the store media (2 videos, 15 photos)'}, "
-            f"held-out split ({len(frames)} frames, every {args.stride}. video frame). Measured in {time.time() - start:.0f} s by "
+            f"held-out split ({len(frames)} frames, {'every video frame' if args.stride == 1 else f'every {args.stride}th video frame'}). Measured in {time.time() - start:.0f} s by "
             f"`python bench/qmvae_table.py{' --celeba ' + str(args.celeba) if args.celeba else ''}`.")
     text = table(result, note)
     args.out.parent.mkdir(parents=True, exist_ok=True)
