@@ -215,11 +215,11 @@ def _entry(row: tuple) -> Entry:
 
 def status_command(folder: Annotated[Path, typer.Argument(help="The output folder of a batch run.")]) -> None:
     """Totals and failures of a batch, from the manifest in its output folder."""
-    console = Console()
+    console = Console(soft_wrap=True)  # paths stay whole, for copying and grep
     try:
         book = Manifest(folder, lock=False, create=False)
     except OutputError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(exc.exit_code) from None
     with book:
         totals = book.totals()

@@ -40,7 +40,7 @@ def evaluate_command(
     from veil.evaluate.report import write_html
     from veil.evaluate.run import EvaluateConfig, WorstFrames, count_frames, evaluate
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     try:
         if attack_classifier not in ("knn", "linear"):
             raise InputError(f"--attack-classifier must be knn or linear, not {attack_classifier!r}")
