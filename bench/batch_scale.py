@@ -5,11 +5,16 @@
 Prints and writes a table: total frames/s of each run, its ratio to --jobs 1 (measured in the same
 run), and the time it takes to resume a batch that is already finished (every file skipped by the
 manifest). Not a test: the figures depend on the machine and on what else runs on it.
+
+It also measures the machine itself: the throughput of 2 processes running a fixed single-threaded
+OpenCV kernel, over one process's. That is the most any parallel run can gain on these cores (virtual
+cores that share a physical one, or memory bandwidth, give less than 2x).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import platform
 import resource
@@ -23,6 +28,36 @@ from veil.models.store import fetch
 from veil.pipeline import ProtectOptions
 
 CLIPS = ["media/single_face.mp4", "media/face_noface.mov"]
+
+
+def _kernel(duration: float, out: mp.Queue) -> None:
+    import cv2
+    import numpy as np
+
+    cv2.setNumThreads(1)
+    image = np.random.default_rng(0).integers(0, 255, (360, 640, 3), np.uint8)
+    count, end = 0, time.perf_counter() + duration
+    while time.perf_counter() < end:
+        cv2.GaussianBlur(image, (11, 11), 3.0)
+        count += 1
+    out.put(count)
+
+
+def machine_scaling(processes: int, duration: float = 3.0) -> float:
+    """Throughput of `processes` copies of a single-threaded kernel over one copy's."""
+    ctx = mp.get_context("spawn")
+
+    def run(k: int) -> int:
+        queue = ctx.Queue()
+        procs = [ctx.Process(target=_kernel, args=(duration, queue)) for _ in range(k)]
+        for proc in procs:
+            proc.start()
+        total = sum(queue.get() for _ in procs)
+        for proc in procs:
+            proc.join()
+        return total
+
+    return run(processes) / run(1)
 
 
 def _archive(root: Path, copies: int, clips: list[str]) -> Path:
@@ -62,6 +97,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "batch_scale.md")
     args = parser.parse_args()
     options = ProtectOptions(method=args.method, detector=args.detector)
+    ceiling = machine_scaling(2)
+    print(f"machine: 2 processes of a single-threaded kernel give {ceiling:.2f}x one process's throughput")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -94,6 +131,8 @@ def main() -> None:
             f" --detector {args.detector}` on {platform.machine()}, {os.cpu_count()} CPU cores "
             f"(detect size {options.detect_size}); "
             f"clips: {', '.join(Path(c).name for c in args.clips)} x {args.copies}.\n\n{table}\n"
+            f"The machine itself: 2 processes of a fixed single-threaded OpenCV kernel give {ceiling:.2f}x the "
+            "throughput of one, the most any parallel run can gain on these cores.\n\n"
             "--jobs N runs N worker processes with the cores split between them; Ray runs one actor per "
             "worker. The resume column is a second run over the finished output folder: the manifest "
             "skips every file. The load average is the whole machine's (other work shares the cores): "
