@@ -27,6 +27,9 @@ def centerface_path() -> Path:
     """Path of the dynamic-shape CenterFace model, converted on first use."""
     original = fetch("centerface/centerface.onnx")
     converted = original.with_name(f"centerface-dynamic-v{_CONVERSION}.onnx")
+    for stale in original.parent.glob("centerface-dynamic*.onnx"):  # earlier conversions
+        if stale != converted:
+            stale.unlink(missing_ok=True)
     if converted.is_file() and converted.stat().st_mtime >= original.stat().st_mtime:
         return converted
     import onnx
