@@ -152,6 +152,12 @@ _add("human/faceres.json", HUMAN, "package/models/faceres.json",
 _add("human/faceres.bin", HUMAN, "package/models/faceres.bin",
      "2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b", 6978814,
      "Human faceres weights")
+_add("human/emotion.json", HUMAN, "package/models/emotion.json",
+     "56f7e557eb0c863a8b9ab04ac7ccba756e93bf2c27dce135ef0e8712b80b7ad2", 17980,
+     "Human emotion graph (oarriaga mini-Xception, 7 classes, 64x64 grayscale)")
+_add("human/emotion.bin", HUMAN, "package/models/emotion.bin",
+     "927ac8224f356ab1e68c2bcfbfa07b0c8567047d1bcf817388ba6e38214c4987", 820516,
+     "Human emotion weights")
 
 # --- real media (tests, demo, benchmarks) ----------------------------------------------------
 _MEDIA_FEAT = {

@@ -69,9 +69,10 @@ class _ConvStep:
 class GraphModule(nn.Module):
     """Execute a tfjs GraphDef with torch ops (NCHW inside, differentiable).
 
-    Supported ops: Placeholder, Const, Identity, Conv2D, DepthwiseConv2dNative, Add, AddV2,
-    BiasAdd, Sub, Mul, Relu, Relu6, Minimum, Maximum, Mean, MatMul, _FusedMatMul (BiasAdd, Relu),
-    Sigmoid, Softmax. Any other op raises :class:`TfjsFormatError` at construction, naming it.
+    Supported ops: Placeholder, Const, Identity, Conv2D, DepthwiseConv2dNative, _FusedConv2D
+    (BiasAdd, optionally Relu or Relu6), Add, AddV2, BiasAdd, Sub, Mul, Relu, Relu6, Minimum,
+    Maximum, Mean, MaxPool, MatMul, _FusedMatMul (BiasAdd, Relu), Sigmoid, Softmax. Any other op
+    raises :class:`TfjsFormatError` at construction, naming it.
 
     Args:
         nodes: the ``modelTopology.node`` list.
@@ -85,10 +86,12 @@ class GraphModule(nn.Module):
     """
 
     _SUPPORTED = {
-        "Placeholder", "Const", "Identity", "Conv2D", "DepthwiseConv2dNative", "Add", "AddV2",
-        "BiasAdd", "Sub", "Mul", "Relu", "Relu6", "Minimum", "Maximum", "Mean", "MatMul",
-        "_FusedMatMul", "Sigmoid", "Softmax",
+        "Placeholder", "Const", "Identity", "Conv2D", "DepthwiseConv2dNative", "_FusedConv2D", "Add",
+        "AddV2", "BiasAdd", "Sub", "Mul", "Relu", "Relu6", "Minimum", "Maximum", "Mean", "MaxPool",
+        "MatMul", "_FusedMatMul", "Sigmoid", "Softmax",
     }
+    _CONVS = ("Conv2D", "DepthwiseConv2dNative", "_FusedConv2D")
+    _FUSED_CONV = {("BiasAdd",): (None, None), ("BiasAdd", "Relu"): (0.0, None), ("BiasAdd", "Relu6"): (0.0, 6.0)}
     _BINARY = {"Add": torch.add, "AddV2": torch.add, "BiasAdd": torch.add, "Sub": torch.sub,
                "Mul": torch.mul, "Minimum": torch.minimum, "Maximum": torch.maximum}
 
@@ -117,7 +120,7 @@ class GraphModule(nn.Module):
             node = by_name[name]
             if name in absorbed or node["op"] == "Const":
                 continue
-            if node["op"] in ("Conv2D", "DepthwiseConv2dNative") and _input_names(node)[1] in self._consts:
+            if node["op"] in self._CONVS and all(i in self._consts for i in _input_names(node)[1:]):
                 step = self._conv_step(node, consumers if fuse else {}, absorbed, len(self._steps))
                 self._steps.append(step)
             else:
@@ -170,6 +173,16 @@ class GraphModule(nn.Module):
         w = (depthwise_filter_to_torch if depthwise else conv_filter_to_torch)(raw).clone()
         bias = torch.zeros(w.shape[0])
         cur = node["name"]
+        lo: float | None = None
+        hi: float | None = None
+        if node["op"] == "_FusedConv2D":  # conv + BiasAdd (+ Relu/Relu6) already fused by the converter
+            fused = tuple(_attr_strs(node, "fused_ops"))
+            if fused not in self._FUSED_CONV or len(_input_names(node)) != 3:
+                raise TfjsFormatError(f"{node['name']}: fused ops {list(fused)} are not supported")
+            bias = bias + torch.from_numpy(self._consts[_input_names(node)[2]].astype(np.float32).reshape(-1))
+            lo, hi = self._FUSED_CONV[fused]
+            if lo is not None:  # activation already applied: fold nothing after it
+                consumers = {}
         # per-channel affine after the conv: conv_w(x) * s + b == conv_{w*s}(x) + b
         while (nxt := self._only_consumer(cur, consumers)) is not None and nxt["op"] in ("Mul", "Add", "AddV2", "BiasAdd"):
             v = self._const_operand(nxt, cur)
@@ -182,8 +195,6 @@ class GraphModule(nn.Module):
                 bias = bias + t
             absorbed.add(nxt["name"])
             cur = nxt["name"]
-        lo: float | None = None
-        hi: float | None = None
         nxt = self._only_consumer(cur, consumers)
         if nxt is not None and nxt["op"] in ("Relu", "Relu6"):
             lo, hi = 0.0, (6.0 if nxt["op"] == "Relu6" else None)
@@ -238,7 +249,7 @@ class GraphModule(nn.Module):
             return x
         if op == "Identity":
             return ins[0]
-        if op in ("Conv2D", "DepthwiseConv2dNative"):
+        if op in self._CONVS:
             raise TfjsFormatError(f"{node['name']}: convolutions need constant filters")
         if op in self._BINARY:
             a, b = ins
@@ -254,11 +265,25 @@ class GraphModule(nn.Module):
             nchw = {0: 0, 1: 2, 2: 3, 3: 1} if ins[0].dim() == 4 else {a: a for a in range(8)}
             keep = node.get("attr", {}).get("keep_dims", {}).get("b", False)
             return ins[0].mean(dim=[nchw[a % ins[0].dim()] for a in axes], keepdim=keep)
+        if op == "MaxPool":
+            return self._max_pool(node, ins[0])
         if op in ("MatMul", "_FusedMatMul"):
             return self._matmul(node, ins)
         if op == "Sigmoid":
             return torch.sigmoid(ins[0])
         return torch.softmax(ins[0], dim=-1)  # Softmax, the last supported op
+
+    @staticmethod
+    def _max_pool(node: dict, x: torch.Tensor) -> torch.Tensor:
+        if _attr_str(node, "data_format") not in ("", "NHWC"):
+            raise TfjsFormatError(f"{node['name']}: only NHWC graphs are supported")
+        k = tuple(_attr_ints(node, "ksize")[1:3])
+        stride = tuple(_attr_ints(node, "strides")[1:3])
+        if _attr_str(node, "padding") == "SAME":  # TensorFlow pads with -inf, the odd pixel after
+            top, bottom = same_padding(x.shape[-2], k[0], stride[0])
+            left, right = same_padding(x.shape[-1], k[1], stride[1])
+            x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+        return F.max_pool2d(x, k, stride)
 
     @staticmethod
     def _matmul(node: dict, ins: list[torch.Tensor]) -> torch.Tensor:
