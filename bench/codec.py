@@ -13,9 +13,10 @@ WolfgangLanger_Pexels.mp4, seen in training), in one run:
 * privacy: the transmitted (scrambled) codes rendered as pictures, and the same codes
   unscrambled (not sent: what the audio key hides), put through `veil.evaluate` (its face
   detectors and recognizers, default thresholds, the same as `veil evaluate`) and through both
-  detectors over the whole picture ("any place"); as references, the same detectors on the sent
-  codes in fresh random cell orders and on codes drawn uniformly at random (pictures with no
-  layout: what they find there is the detectors' false-alarm rate); and the receiver's decode
+  detectors over the whole picture ("any place"); as references, the same detectors on the codes
+  before the key in random cell orders (their own histogram, no layout: what stream format 2
+  sent) and on codes drawn uniformly at random (what they find there is the detectors'
+  false-alarm rate on noise); and the receiver's decode
   with the wrong audio (another clip's)
   and with no audio, PSNR/SSIM;
 * the encoder's keep tolerance: bytes and PSNR at the default and at 0 (`--keep-tolerance`).
@@ -149,11 +150,12 @@ def noise_reference(shape: tuple[int, ...], k: int, seed: int = 0) -> dict:
 
 
 def reshuffled_reference(codes: np.ndarray, k: int, copies: int, seed: int = 0) -> dict:
-    """Faces found on the same codes put in fresh random cell orders, ``copies`` times over.
+    """Faces found on codes put in fresh random cell orders, ``copies`` times over.
 
-    The null hypothesis for a detection on the sent codes: if the detectors find as much here, a
-    face found on the sent codes comes from the codes' histogram, not from where the key put them.
-    Shape: codes (L, h, w, Q), L pictures per copy.
+    Given the codes before the key, this is what the detectors find in the codes' own histogram
+    with no layout (what stream format 2 sent, whose alphabet permutation kept the histogram):
+    the false alarms that format 3's per-cell offsets remove. Shape: codes (L, h, w, Q), L
+    pictures per copy.
     """
     rng = np.random.default_rng(seed)
     L, h, w, q = codes.shape
@@ -205,14 +207,14 @@ def bench_veil(kind: str, path: Path, wrong_audio: Path, frames: np.ndarray, fps
     k = header.codebook_size
     return {
         "code_bytes": stats.code_bytes, "file_bytes": len(data), "frames": stats.frames,
-        "entropy_bits_0th_order": empirical_bits(sent_codes, k), "raw_bits": sent_codes.size * math.log2(k),
+        "entropy_bits_0th_order": empirical_bits(plain_codes, k), "raw_bits": plain_codes.size * math.log2(k),
         "psnr": psnr(rec, frames), "ssim": ssim(rec, frames), "keep_tolerance": KEEP_TOLERANCE,
         "code_bytes_keep_0": stats0.code_bytes, "psnr_keep_0": psnr(np.concatenate(got0), frames),
         "wrong_audio_psnr": psnr(wrong, frames), "wrong_audio_ssim": ssim(wrong, frames),
         "no_audio_psnr": psnr(silent, frames), "no_audio_ssim": ssim(silent, frames),
         "enc_fps": stats.frames / stats.seconds, "dec_fps": len(rec) / t_dec,
         "privacy_sent_codes": privacy_of_renders(path, render_codes(sent_codes, k)[: len(frames)], fps, tmp, f"{kind}-sent"),
-        "reshuffled_reference": reshuffled_reference(sent_codes, k, NOISE_PICTURES_PER_CODE_MAP),
+        "reshuffled_reference": reshuffled_reference(plain_codes, k, NOISE_PICTURES_PER_CODE_MAP),
         "noise_reference": noise_reference((NOISE_PICTURES_PER_CODE_MAP * len(sent_codes), *sent_codes.shape[1:]), k),
         "privacy_unscrambled_codes": privacy_of_renders(path, render_codes(plain_codes, k)[: len(frames)], fps, tmp,
                                                         f"{kind}-plain"),
@@ -267,8 +269,9 @@ def to_markdown(results: dict, n_frames: int) -> str:
              "'.veil file' adds header, record overhead and the audio packets. "
              "Code maps are rendered with stages 0-2 as R, G, B, one 4x4 block per cell (the frame's size); "
              "V2V has one code map per two frames. Detectors run with their default thresholds (those of "
-             "`veil evaluate`); the two reference rows show what they find in pictures with no layout: the sent codes "
-             "in other random orders, and codes drawn uniformly at random.", ""]
+             "`veil evaluate`); the two reference rows show what they find in pictures with no layout: the codes "
+             "before the key in random cell orders (their own histogram; what stream format 2 sent), and codes "
+             "drawn uniformly at random (what format 3's per-cell offsets make of every sent frame).", ""]
     for label, e in results.items():
         px = e["width"] * e["height"]
         lines += [f"## {label}", "", "| codec | bytes/frame | bits/pixel | PSNR dB | SSIM | encode fps | decode fps |",
@@ -301,7 +304,7 @@ def to_markdown(results: dict, n_frames: int) -> str:
              lambda r: f"{r['code_bytes'] / r['frames']:.0f}, {r['psnr']:.2f} dB (tolerance {r['keep_tolerance']:g}) / "
                        f"{r['code_bytes_keep_0'] / r['frames']:.0f}, {r['psnr_keep_0']:.2f} dB"),
             (".veil file bytes/frame (with audio)", lambda r: f"{r['file_bytes'] / r['frames']:.0f}"),
-            ("entropy coder: coded bits / 0th-order entropy / raw bits",
+            ("entropy coder: coded bits / 0th-order entropy of the codes before the key / raw bits",
              lambda r: f"{8 * r['code_bytes'] / r['entropy_bits_0th_order']:.2f} / 1 / "
                        f"{r['raw_bits'] / r['entropy_bits_0th_order']:.2f}"),
             ("receiver PSNR / SSIM", lambda r: f"{r['psnr']:.2f} / {r['ssim']:.3f}"),
@@ -319,8 +322,8 @@ def to_markdown(results: dict, n_frames: int) -> str:
                  lambda r, k=key: " / ".join(str(r[k]["reidentification_rate"][m]) for m in ("dlib", "faceres"))),
             ]
             if key == "privacy_sent_codes":
-                rows.append(("reference: the sent codes in fresh random cell orders, faces found (centerface / mtcnn "
-                             "in N pictures)",
+                rows.append(("reference: the codes before the key in random cell orders, faces found (centerface / "
+                             "mtcnn in N pictures)",
                              lambda r: f"{r['reshuffled_reference']['faces_found_anywhere']['centerface']} / "
                                        f"{r['reshuffled_reference']['faces_found_anywhere']['mtcnn']} in "
                                        f"{r['reshuffled_reference']['frames']}"))

@@ -72,3 +72,24 @@ def test_scrambled_codes_keep_no_spatial_layout() -> None:
     assert np.array_equal(sent[0], sent[3])
     other = scramble(codes, chunk_scramble(chunk_key(3, 1, [b"sound"]), 4, 256, (90, 160)))
     assert (other[0] == sent[0]).all(-1).mean() < 0.05
+
+
+def test_sent_codes_are_uniform_whatever_the_codes() -> None:
+    """The per-cell offsets are a one-time pad: a frame of a few codes is sent as uniform noise."""
+    rng = np.random.default_rng(4)
+    k, grid = 64, (45, 80)
+    codes = np.where(rng.random((3, *grid, 2)) < 0.9, 5, 9)  # two codes, one of them 90% of the cells
+    codes[2] = codes[1]
+    codes[2, :3] = 17  # three rows change in the last frame
+    s = chunk_scramble(chunk_key(5, 0, [b"sound"]), 2, k, grid)
+    sent = scramble(codes, s)
+    for frame in sent:
+        counts = np.bincount(frame.ravel(), minlength=k)
+        expected = frame.size / k
+        chi2 = float(((counts - expected) ** 2 / expected).sum())
+        assert chi2 < 130  # chi-square with 63 degrees of freedom: p < 1e-6 above 130
+    assert len(np.unique(codes[0])) == 2
+    # cells that keep their codes keep their sent values, cells that change do not
+    kept = (codes[1] == codes[2]).reshape(-1, 2)[s.positions]
+    np.testing.assert_array_equal((sent[1] == sent[2]).reshape(-1, 2), kept)
+    assert not kept.all()

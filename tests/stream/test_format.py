@@ -118,7 +118,7 @@ def test_key_file_formats(tmp_path) -> None:
 
 def test_a_stream_of_another_version_is_refused() -> None:
     data = bytearray(sample_stream())
-    struct.pack_into("<H", data, 8, 1)  # version 1 scrambled the alphabet only: it would decode to noise
+    struct.pack_into("<H", data, 8, 2)  # version 2 added no offsets to the codes: it would decode to noise
     struct.pack_into("<I", data, header_size(data) - 4, zlib.crc32(bytes(data[:header_size(data) - 4])))
-    with pytest.raises(CorruptStreamError, match="version 1 is not supported"):
+    with pytest.raises(CorruptStreamError, match="version 2 is not supported"):
         read_all(bytes(data))

@@ -14,9 +14,10 @@ file can fill it in at the end without moving anything; a live encoder writing t
 it 0 ("unknown") and the END record carries the count either way.
 
 A CHUNK payload is ``first_frame u32 | n_frames u16 | coded indices`` (`veil.stream.entropy`).
-Versions: 1 scrambled the code alphabet only; 2 (this one) also permutes the cells of the code
-grid per chunk (`veil.stream.keying`), so a version-1 stream would decode to noise here and is
-refused by its version number instead.
+Versions: 1 scrambled the code alphabet only; 2 also permuted the cells of the code grid per
+chunk; 3 (this one) also adds a keyed offset to each cell's indices (`veil.stream.keying`). A
+stream of another version would decode to noise here and is refused by its version number
+instead.
 
 The CRC of each record catches accidental damage only: anyone can recompute it. With a key
 (AES-256-GCM, `cryptography`) every payload is ``nonce (12 bytes, fresh and random per record) |
@@ -49,7 +50,7 @@ __all__ = ["MAGIC", "VERSION", "StreamHeader", "ChunkRecord", "EndRecord", "Stre
            "StreamWriter", "StreamReader", "read_key", "key_check"]
 
 MAGIC = b"\x89VEIL\r\n\x1a"  # high bit and CR/LF catch 7-bit and text-mode transfers
-VERSION = 2  # bump whenever a stream of the old version would decode differently
+VERSION = 3  # bump whenever a stream of the old version would decode differently
 CHUNK, AUDIO, END = 1, 2, 3
 _HEAD = struct.Struct("<8sHII")
 _REC = struct.Struct("<BII")
