@@ -12,6 +12,7 @@ from veil.models.qmvae import (
     composite,
     crop_to_spec,
     qmvae_loss,
+    search_codes,
     service_divergence,
     service_loss_rate,
 )
@@ -126,3 +127,44 @@ def test_service_sees_the_face_pasted_under_the_mask(model):
     service = lambda faces: seen.append(faces) or faces.mean((2, 3)).repeat(1, 3)[:, :7]  # noqa: E731
     qmvae_loss(out, original, service, alpha=0.5, service_original=torch.zeros(2, 7), mask=mask)
     assert torch.equal(seen[0], pasted)
+
+
+@pytest.fixture(scope="module")
+def trained() -> QMVAE:
+    from veil.qmvae_train import default_checkpoint, load_checkpoint
+
+    return load_checkpoint(default_checkpoint()).model.eval()
+
+
+def test_code_search_finds_a_changed_cell_and_never_raises_the_loss(trained):
+    """A target drawn from known codes: the search must find the cell that differs from them."""
+    model = trained
+    torch.manual_seed(1)
+    goal = torch.randint(0, model.config.codebook_size, (2, 8, 8))
+    start = goal.clone()
+    start[0, 6, 3] = (goal[0, 6, 3] + 5) % model.config.codebook_size  # face 0: one code off
+    with torch.no_grad():
+        target = model.decode(goal)
+
+    def loss_fn(faces: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        return ((faces - target[face]) ** 2).flatten(1).mean(1)
+
+    with torch.no_grad():
+        before = loss_fn(model.decode(start), torch.arange(2))
+    found, loss = search_codes(model, start, loss_fn, steps=1, candidates=8)
+    assert float(loss[0]) < float(before[0]) and torch.equal(found[1], goal[1])
+    everything = model.config.codebook_size * 64  # every single swap is a candidate: the exact one wins
+    found, loss = search_codes(model, start, loss_fn, steps=4, candidates=everything, done=1e-9)
+    assert torch.equal(found[1], goal[1])  # face 1 starts at its optimum (loss 0 <= done): untouched
+    assert torch.equal(found[0], goal[0]) and float(loss[0]) < 1e-9
+    assert found.dtype == start.dtype and int(found.min()) >= 0 and int(found.max()) < model.config.codebook_size
+
+
+def test_code_search_keeps_the_start_when_no_swap_helps(model):
+    start = torch.zeros(1, 8, 8, dtype=torch.long)
+
+    def loss_fn(faces: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        return torch.ones(len(faces)) + 0 * faces.sum()  # flat: no swap is better
+
+    found, loss = search_codes(model, start, loss_fn, steps=3)
+    assert torch.equal(found, start) and float(loss[0]) == 1.0

@@ -8,7 +8,7 @@ import pytest
 
 from veil.detect import detect
 from veil.errors import InputError
-from veil.evaluate.privacy import describe, get_recognizer
+from veil.evaluate.privacy import describe, get_expression_model, get_recognizer
 from veil.faces import Faces
 from veil.protect import ProtectState, get_protector
 from veil.protect.qmvae import soft_ellipse
@@ -82,3 +82,27 @@ def test_pipeline_protects_a_real_clip(tmp_path, media, clip):
     model = get_recognizer("dlib")
     a, b = describe(model, [frames[0], out[0]], [faces.landmarks, faces.landmarks])
     assert float(np.linalg.norm(a - b)) > model.threshold
+
+
+@pytest.mark.parametrize("name", ["0-f1-su-ph.jpg", "obama2.jpg"])
+def test_code_search_keeps_the_expression_the_forward_pass_loses(protector, load_rgb, name):
+    """Surprise and anger become neutral and sad by the model alone; the code search keeps them,
+    and the face stays unrecognizable to both recognizers."""
+    frame = load_rgb(name)
+    faces = detect(frame)
+    plain = get_protector("qmvae", service_steps=0)
+    expression = get_expression_model()
+    label = describe(expression, [frame], [faces.landmarks]).argmax(-1)
+    searched = protector(frame, faces, ProtectState())
+    assert describe(expression, [plain(frame, faces, ProtectState())], [faces.landmarks]).argmax(-1) != label
+    assert describe(expression, [searched], [faces.landmarks]).argmax(-1) == label
+    for recognizer in ("dlib", "faceres"):
+        model = get_recognizer(recognizer)
+        a, b = describe(model, [frame, searched], [faces.landmarks, faces.landmarks])
+        assert float(np.linalg.norm(a - b)) > model.threshold, recognizer
+
+
+def test_search_options_are_checked():
+    for bad in (-1, 2.5):
+        with pytest.raises(InputError, match="service_steps must be a whole number"):
+            get_protector("qmvae", service_steps=bad)

@@ -39,7 +39,8 @@ from vector_quantize_pytorch import VectorQuantize
 from veil.align import EXPRESSION_CROP, CropSpec
 
 __all__ = ["DEIDENTIFICATIONS", "QMVAEConfig", "QMVAE", "QMVAEOutput", "QMVAELoss", "Service",
-           "ExpressionService", "composite", "qmvae_loss", "service_divergence", "service_loss_rate", "crop_to_spec"]
+           "ExpressionService", "composite", "qmvae_loss", "service_divergence", "service_loss_rate", "crop_to_spec",
+           "search_codes"]
 
 DEIDENTIFICATIONS = ("blindfold", "mosaic", "noise", "cartoon", "blur")
 """De-identifications QM-VAE can take as inputs (the paper's four, plus blur as a fifth)."""
@@ -278,3 +279,59 @@ def qmvae_loss(out: QMVAEOutput, original: torch.Tensor, service: Service | None
         l_service = service_divergence(service_original, service(composite(out.faces, original, mask)))
     total = alpha * l_service + (1 - alpha) * mse + out.codebook + beta * out.commitment
     return QMVAELoss(total, l_service, mse, out.codebook, out.commitment)
+
+
+def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 steps: int = 8, candidates: int = 32, done: float = 0.0,
+                 alternative: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Change a few codes of each face's code map where that lowers a per-face loss (the service's).
+
+    The model's forward pass picks each cell's code for the reconstruction; the service term of
+    Eq. 7 only shaped that choice in training. At protection time the service's answer on the
+    original face is known, so the codes can be searched for it directly: each step takes the
+    gradient of the loss at the current codebook vectors, ranks every (cell, code) swap by the
+    first-order change it predicts, decodes the ``candidates`` most promising single swaps and
+    keeps the best if it really lowers the loss. The result is still a code map of the model's
+    codebook drawn by its decoder: the search chooses among the faces the model can draw, it does
+    not paint pixels. Faces whose loss is at most ``done`` are left alone. ``alternative``: a
+    second start per face (a video passes the previous frame's swaps carried over to this frame's
+    codes), taken where its loss is lower.
+
+    Shape:
+        indices, alternative: (B, s, s) long; loss_fn: faces (B', 3, S, S), face (B',) long (which
+        of the B faces each row is) -> (B',) per-face loss
+        -> (indices (B, s, s), loss (B,))
+    """
+    k = model.config.codebook_size
+    with torch.no_grad():
+        book = model.codes(torch.arange(k).view(1, k, 1))[0, :, :, 0].T  # (K, D)
+        idx = indices.clone()
+        loss = loss_fn(model.decode(idx), torch.arange(len(idx)))
+        if alternative is not None:
+            other = loss_fn(model.decode(alternative), torch.arange(len(idx)))
+            better = other < loss
+            idx[better], loss[better] = alternative[better], other[better]
+    for _ in range(steps):
+        active = torch.nonzero(loss > done).flatten()
+        if len(active) == 0:
+            break
+        z = model.codes(idx[active]).detach().requires_grad_(True)  # (A, D, s, s)
+        (grad,) = torch.autograd.grad(loss_fn(model.decoder(z), active).sum(), z)
+        with torch.no_grad():
+            # predicted change of a swap at cell (h, w) to code j: <grad, e_j - z>
+            gain = torch.einsum("adhw,kd->akhw", grad, book) - (grad * z).sum(1, keepdim=True)
+            m = min(candidates, gain[0].numel())
+            top = gain.flatten(1).topk(m, largest=False).indices  # (A, m) into (K, s, s)
+            code, cell = top // idx[0].numel(), top % idx[0].numel()
+            trial = idx[active].flatten(1).unsqueeze(1).repeat(1, m, 1)  # (A, m, s*s)
+            trial.scatter_(2, cell.unsqueeze(-1), code.unsqueeze(-1))
+            trial = trial.view(-1, *idx.shape[1:])
+            tried = loss_fn(model.decode(trial), active.repeat_interleave(m)).view(len(active), m)
+            best, which = tried.min(1)
+            better = best < loss[active]
+            if not better.any():
+                break
+            rows = active[better]
+            idx[rows] = trial.view(len(active), m, *idx.shape[1:])[better, which[better]]
+            loss[rows] = best[better]
+    return idx, loss

@@ -4,6 +4,17 @@ Per face per frame: align to the model's crop, de-identify it the model's ways (
 names them), run the model, paste the generated crop back under a feathered ellipse. The original
 face only ever reaches the model through those de-identified versions.
 
+Service search (``service_steps``, default 8; 0 is the paper's plain forward pass): the service's
+answer on the original face (face-api's expression classifier, the service the model is trained
+for) is known at protection time, so the model's code map is then searched for it
+(:func:`veil.models.qmvae.search_codes`): a few of the codes the encoder chose are swapped for
+other entries of the codebook where that brings the service's output on the shown face (the
+generated face under the mask, the frame around it) closer to its output on the original. The
+face is still drawn by the model's decoder from its codebook, so the search chooses among faces
+the model can draw; it never copies pixels of the original. Only the service's 7 probabilities
+of the original steer it. bench/qmvae_table.py measures what it keeps with that classifier and
+with a second, independent one, and the re-identification rate.
+
 The model is loaded when the protection is built, so a missing or broken checkpoint stops the run
 before any frame is written. With no ``checkpoint`` option the shipped model
 (``src/veil/weights/qmvae.pt``, made by ``python -m veil.qmvae_train --default``) is used.
@@ -23,9 +34,13 @@ from veil.faces import Faces
 from veil.protect.base import ProtectState, register, rng_for
 
 if TYPE_CHECKING:  # the model (torch, vector-quantize-pytorch) loads only when the method is used
-    from veil.models.qmvae import QMVAE
+    from veil.models.onnx_runtime import FrozenNet
+    from veil.models.qmvae import QMVAE, ExpressionService
 
-__all__ = ["QMVAEProtect", "soft_ellipse", "generate"]
+__all__ = ["QMVAEProtect", "ServiceSearch", "soft_ellipse", "generate", "GUARD_MARGIN"]
+
+GUARD_MARGIN = 0.05
+"""The searched face must stay this much beyond dlib's match distance (0.6) from the original."""
 
 
 def soft_ellipse(size: int, radius: float = 0.47, feather: float = 0.08) -> np.ndarray:
@@ -45,21 +60,122 @@ def soft_ellipse(size: int, radius: float = 0.47, feather: float = 0.08) -> np.n
     return cv2.GaussianBlur(mask, (0, 0), max(0.5, feather * size / 4))
 
 
-def generate(model: QMVAE, crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The model's faces for aligned crops: de-identify each the model's ways, decode.
+def generate(model: QMVAE, crops: np.ndarray, rng: np.random.Generator, keep: ServiceSearch | None = None,
+             own_crops: np.ndarray | None = None, inside: np.ndarray | None = None,
+             carried: list[tuple | None] | None = None) -> tuple[np.ndarray, list[tuple]]:
+    """The model's faces for aligned crops: de-identify each the model's ways, decode; with
+    ``keep``, search the codes for the service's answer on the original (``own_crops``: the same
+    faces in the service's own crop, cut from the frame; ``inside``: 1 where that crop lies in the
+    frame, which is where a pasted face shows).
+
+    ``carried``: per face, the (encoder's, chosen) code maps of the same person in the previous
+    frame, or None. Where the search had swapped a code there, the swap is tried again here as a
+    second start: the face keeps the choice it had unless this frame's own codes serve better,
+    which steadies the face from frame to frame and saves search steps.
 
     Shape:
-        crops: (N, S, S, 3) uint8 -> (N, S, S, 3) uint8
+        crops: (N, S, S, 3) uint8; own_crops: (N, S', S', 3) uint8; inside: (N, S', S') float
+        -> faces (N, S, S, 3) uint8, and per face the (encoder's, chosen) code maps (s, s)
     """
     import torch
 
+    from veil.models.qmvae import search_codes
     from veil.qmvae_data import deidentify_batch
 
     cfg = model.config
     x = deidentify_batch(crops, cfg.inputs, cfg.crop, rng)
-    with torch.inference_mode():
-        faces = model(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255.0).faces
-    return np.clip(np.rint(faces.permute(0, 2, 3, 1).numpy() * 255.0), 0, 255).astype(np.uint8)
+    with torch.no_grad():
+        _, indices = model.quantize(model.encode(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255.0))
+    encoded = indices
+    if keep is not None and keep.steps > 0:
+        if own_crops is None or inside is None:
+            raise ValueError("a service search needs the faces in the service's own crop and where it is in the frame")
+        alternative = None
+        if carried and any(c is not None for c in carried):
+            alternative = indices.clone()
+            for i, c in enumerate(carried):
+                if c is not None:
+                    swapped = c[1] != c[0]
+                    alternative[i][swapped] = c[1][swapped]
+        indices, _ = search_codes(model, indices, keep.loss(own_crops, inside), keep.steps, keep.candidates,
+                                  keep.done, alternative)
+    with torch.no_grad():
+        faces = model.decode(indices)
+    faces = np.clip(np.rint(faces.permute(0, 2, 3, 1).numpy() * 255.0), 0, 255).astype(np.uint8)
+    return faces, list(zip(encoded, indices))
+
+
+@dataclass
+class ServiceSearch:
+    """The service that the code search keeps, and how hard it searches.
+
+    ``mask``: the paste mask in the model's crop (the service judges the shown face: generated
+    under the mask, the original crop around it, as in training).
+    """
+
+    service: ExpressionService
+    mask: np.ndarray
+    frozen: FrozenNet | None = None
+    """The service's forward pass by ONNX Runtime (probabilities), for the candidates the search
+    only scores; the gradient step runs the torch module."""
+    steps: int = 8
+    candidates: int = 32
+    done: float = 0.01
+    """Faces whose divergence (KL, nats) from the original's service output is at most this are
+    left as they are."""
+    views: int = 3
+    """Renderings the loss is the worst of: the plain one and ``views - 1`` slightly moved,
+    scaled and turned (by at most 1 pixel, 3% and 2 degrees, fixed per call). A code map that
+    keeps the service's answer only at the exact pixels is an accident of resampling; one that
+    keeps it under all of them survives the paste, the encoder and a re-detection."""
+
+    def loss(self, own_crops: np.ndarray, inside: np.ndarray):  # noqa: ANN201 - a torch closure
+        """Per-face KL(service(original) || service(shown)) for :func:`search_codes`.
+
+        The shown face is rendered as the protection pastes it, straight into the service's crop:
+        the generated face resampled there, under the paste mask where the crop lies in the frame,
+        the original frame around it.
+
+        Shape: own_crops (N, S', S', 3) uint8, inside (N, S', S') float 0..1 (service crop)
+        """
+        import torch
+        import torch.nn.functional as F
+
+        from veil.models.qmvae import composite, crop_to_spec
+
+        def tensor(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float() / 255.0
+
+        svc = self.service
+        own = tensor(own_crops)  # the frame around the face, sharp, as the service will see it
+        mask = crop_to_spec(torch.from_numpy(self.mask)[None, None], svc.crop, svc.own_crop)[:, 0]
+        mask = (mask * torch.from_numpy(np.ascontiguousarray(inside, np.float32)))[:, None]  # (N, 1, S', S')
+        with torch.no_grad():
+            target = F.log_softmax(svc.on_own_crop(own), -1)
+
+        jitter = np.random.default_rng(0).uniform(-1, 1, (max(self.views - 1, 0), 4))  # the same views every call
+        thetas = [torch.eye(2, 3)]
+        for shift_x, shift_y, scale, turn in jitter:
+            c, s = np.cos(np.radians(2 * turn)) * (1 + 0.03 * scale), np.sin(np.radians(2 * turn)) * (1 + 0.03 * scale)
+            step = 2.0 / own.shape[-1]  # one pixel in grid units
+            thetas.append(torch.tensor([[c, -s, shift_x * step], [s, c, shift_y * step]], dtype=torch.float32))
+
+        def per_face(faces: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+            shown = composite(crop_to_spec(faces, svc.crop, svc.own_crop), own[face], mask[face])
+            views = [shown]
+            for theta in thetas[1:]:
+                grid = F.affine_grid(theta.expand(len(shown), 2, 3), list(shown.shape), align_corners=False)
+                views.append(F.grid_sample(shown, grid, padding_mode="border", align_corners=False))
+            batch = torch.cat(views)
+            if self.frozen is not None and not torch.is_grad_enabled():
+                probs = torch.from_numpy(self.frozen(batch.numpy() * 255.0))
+                logp = torch.log(probs.clamp_min(1e-12))
+            else:
+                logp = F.log_softmax(svc.on_own_crop(batch), -1)
+            t = target[face].repeat(len(views), 1)
+            return (t.exp() * (t - logp)).sum(-1).view(len(views), -1).amax(0)
+
+        return per_face
 
 
 @register("qmvae")
@@ -67,11 +183,12 @@ def generate(model: QMVAE, crops: np.ndarray, rng: np.random.Generator) -> np.nd
 class QMVAEProtect:
     """QM-VAE (utility-keeping de-identification). Options: ``checkpoint`` (a `veil train qmvae`
     file; default: the shipped model), ``mask_radius``/``feather`` (the pasted ellipse, fractions of
-    the crop)."""
+    the crop), ``service_steps`` (code-search steps for the expression service; 0: none)."""
 
     checkpoint: str | None = None
     mask_radius: float = 0.47
     feather: float = 0.08
+    service_steps: int = 8
     model: QMVAE = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -80,15 +197,73 @@ class QMVAEProtect:
         if not 0 < self.mask_radius <= 0.6 or not 0 <= self.feather < self.mask_radius:
             raise ValueError(f"need 0 < mask_radius <= 0.6 and 0 <= feather < mask_radius, "
                              f"got {self.mask_radius}, {self.feather}")
+        if not 0 <= int(self.service_steps) == self.service_steps:
+            raise ValueError(f"service_steps must be a whole number >= 0, got {self.service_steps}")
         path = Path(self.checkpoint) if self.checkpoint else default_checkpoint()
         self.model = load_checkpoint(path).model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
         self._mask = soft_ellipse(self.model.config.size, self.mask_radius, self.feather)
+        self._search = None
+        if self.service_steps:
+            from veil.models.onnx_runtime import FrozenNet
+            from veil.models.qmvae import ExpressionService
+            from veil.models.recognizer import FaceRecognizer
+
+            service = ExpressionService(self.model.config.crop)
+            frozen = FrozenNet(service.net, "expression", service.own_crop.size)
+            self._search = ServiceSearch(service, self._mask, frozen, int(self.service_steps))
+            recognizer = FaceRecognizer.pretrained()
+            self._guard = (FrozenNet(recognizer, "dlib", recognizer.input_size), recognizer.threshold + GUARD_MARGIN)
 
     def __call__(self, frame: np.ndarray, faces: Faces, state: ProtectState) -> np.ndarray:
         if len(faces) == 0:
             return frame.copy()
         spec = self.model.config.crop
         crops = crop_faces(frame, faces.landmarks, spec)
-        generated = generate(self.model, crops, rng_for(state.seed, state.frame_index))
+        own = inside = None
+        if self._search:
+            own_spec = self._search.service.own_crop
+            own = crop_faces(frame, faces.landmarks, own_spec)
+            inside = crop_faces(np.full_like(frame, 255), faces.landmarks, own_spec)[..., 0] / 255.0
+        tracks: dict[int, tuple] = state.memory.setdefault("qmvae_tracks", {})
+        ids = [int(t) for t in faces.track_ids]
+        carried = [tracks.get(t) if t >= 0 else None for t in ids]
+        generated, codes = generate(self.model, crops, rng_for(state.seed, state.frame_index), self._search, own,
+                                    inside, carried)
+        out = paste_faces(frame, generated, faces.landmarks, spec, mask=self._mask)
+        if self._search:
+            out, codes = self._guard_identity(frame, out, faces, generated, codes, state)
+        tracks.clear()  # only the previous frame's choices are carried: a face gone for a frame starts afresh
+        tracks.update((t, c) for t, c in zip(ids, codes) if t >= 0)
         state.stats.setdefault("qmvae_faces", []).append(len(faces))
-        return paste_faces(frame, generated, faces.landmarks, spec, mask=self._mask)
+        return out
+
+    def _guard_identity(self, frame: np.ndarray, out: np.ndarray, faces: Faces, generated: np.ndarray,
+                        codes: list[tuple], state: ProtectState) -> tuple[np.ndarray, list[tuple]]:
+        """Undo the search on any face it brought near its original's identity.
+
+        The search steers by the service alone; a swap that keeps an expression may also draw
+        more of the person. The shown face is compared with the original by dlib's ResNet (the
+        recognizer the cloak also uses); where their distance is under its threshold plus
+        ``GUARD_MARGIN``, the face goes back to the model's own codes (the forward pass).
+        """
+        import torch
+
+        from veil.align import RECOGNIZER_CROP
+
+        net, limit = self._guard
+        pair = np.concatenate([crop_faces(frame, faces.landmarks, RECOGNIZER_CROP),
+                               crop_faces(out, faces.landmarks, RECOGNIZER_CROP)])
+        desc = net(pair.transpose(0, 3, 1, 2).astype(np.float32))
+        close = np.linalg.norm(desc[: len(faces)] - desc[len(faces):], axis=-1) < limit
+        close &= np.array([not torch.equal(enc, chosen) for enc, chosen in codes])
+        state.stats.setdefault("qmvae_search_undone", []).append(int(close.sum()))
+        if not close.any():
+            return out, codes
+        with torch.no_grad():
+            plain = self.model.decode(torch.stack([codes[i][0] for i in np.flatnonzero(close)]))
+        generated = generated.copy()
+        generated[close] = np.clip(np.rint(plain.permute(0, 2, 3, 1).numpy() * 255.0), 0, 255).astype(np.uint8)
+        codes = [(enc, enc) if c else (enc, chosen) for (enc, chosen), c in zip(codes, close)]
+        return paste_faces(frame, generated, faces.landmarks, self.model.config.crop, mask=self._mask), codes
