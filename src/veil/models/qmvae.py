@@ -311,8 +311,9 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
             other = loss_fn(model.decode(alternative), torch.arange(len(idx)))
             better = other < loss
             idx[better], loss[better] = alternative[better], other[better]
+    stuck = torch.zeros(len(idx), dtype=torch.bool)  # no swap helped: the same step would repeat
     for _ in range(steps):
-        active = torch.nonzero(loss > done).flatten()
+        active = torch.nonzero((loss > done) & ~stuck).flatten()
         if len(active) == 0:
             break
         z = model.codes(idx[active]).detach().requires_grad_(True)  # (A, D, s, s)
@@ -329,8 +330,7 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
             tried = loss_fn(model.decode(trial), active.repeat_interleave(m)).view(len(active), m)
             best, which = tried.min(1)
             better = best < loss[active]
-            if not better.any():
-                break
+            stuck[active[~better]] = True
             rows = active[better]
             idx[rows] = trial.view(len(active), m, *idx.shape[1:])[better, which[better]]
             loss[rows] = best[better]
