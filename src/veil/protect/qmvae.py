@@ -34,13 +34,19 @@ from veil.faces import Faces
 from veil.protect.base import ProtectState, register, rng_for
 
 if TYPE_CHECKING:  # the model (torch, vector-quantize-pytorch) loads only when the method is used
+    from torch import nn
+
     from veil.models.onnx_runtime import FrozenNet
     from veil.models.qmvae import QMVAE, ExpressionService
 
-__all__ = ["QMVAEProtect", "ServiceSearch", "soft_ellipse", "generate", "GUARD_MARGIN"]
+__all__ = ["QMVAEProtect", "ServiceSearch", "IdentityGuard", "soft_ellipse", "generate", "GUARD_MARGIN",
+           "IDENTITY_WEIGHT"]
 
 GUARD_MARGIN = 0.05
 """The searched face must stay this much beyond dlib's match distance (0.6) from the original."""
+IDENTITY_WEIGHT = 10.0
+"""Weight of the distance shortfall (in descriptor units) against the service's KL when the guard
+searches again: privacy first."""
 
 
 def soft_ellipse(size: int, radius: float = 0.47, feather: float = 0.08) -> np.ndarray:
@@ -178,6 +184,58 @@ class ServiceSearch:
         return per_face
 
 
+@dataclass
+class IdentityGuard:
+    """dlib's ResNet as the judge of how close a searched face comes to its original.
+
+    ``limit``: the descriptor distance a shown face must keep from its original (the recognizer's
+    match threshold plus ``GUARD_MARGIN``).
+    """
+
+    net: nn.Module
+    frozen: FrozenNet
+    limit: float
+
+    def descriptors(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """Shape: frame (H, W, 3) uint8, landmarks (N, 5, 2) -> (N, 128)"""
+        from veil.align import RECOGNIZER_CROP
+
+        crops = crop_faces(frame, landmarks, RECOGNIZER_CROP)
+        return self.frozen(crops.transpose(0, 3, 1, 2).astype(np.float32))
+
+    def distances(self, reference: np.ndarray, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """Descriptor distance of each face in ``frame`` from its ``reference``. Shape: -> (N,)"""
+        return np.linalg.norm(self.descriptors(frame, landmarks) - reference, axis=-1)
+
+    def loss(self, frame: np.ndarray, landmarks: np.ndarray, reference: np.ndarray, spec, mask: np.ndarray):  # noqa: ANN001, ANN201
+        """Per-face shortfall of the distance below the limit, for :func:`search_codes`: 0 when the
+        face rendered as pasted (``spec``: the model's crop, ``mask``: the paste mask) is far enough.
+
+        Shape: landmarks (N, 5, 2), reference (N, 128)
+        """
+        import torch
+        import torch.nn.functional as F
+
+        from veil.align import RECOGNIZER_CROP
+        from veil.models.qmvae import composite, crop_to_spec
+
+        own = torch.from_numpy(crop_faces(frame, landmarks, RECOGNIZER_CROP)).permute(0, 3, 1, 2).float()
+        inside = crop_faces(np.full_like(frame, 255), landmarks, RECOGNIZER_CROP)[..., 0] / 255.0
+        paste = crop_to_spec(torch.from_numpy(mask)[None, None], spec, RECOGNIZER_CROP)[:, 0]
+        paste = (paste * torch.from_numpy(inside.astype(np.float32)))[:, None]
+        ref = torch.from_numpy(np.ascontiguousarray(reference, np.float32))
+
+        def per_face(faces: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+            shown = composite(crop_to_spec(faces, spec, RECOGNIZER_CROP) * 255.0, own[face], paste[face])
+            if not torch.is_grad_enabled():
+                desc = torch.from_numpy(self.frozen(shown.numpy()))
+            else:
+                desc = self.net(shown)
+            return F.relu(self.limit - (desc - ref[face]).norm(dim=-1))
+
+        return per_face
+
+
 @register("qmvae")
 @dataclass
 class QMVAEProtect:
@@ -214,7 +272,10 @@ class QMVAEProtect:
             frozen = FrozenNet(service.net, "expression", service.own_crop.size)
             self._search = ServiceSearch(service, self._mask, frozen, int(self.service_steps))
             recognizer = FaceRecognizer.pretrained()
-            self._guard = (FrozenNet(recognizer, "dlib", recognizer.input_size), recognizer.threshold + GUARD_MARGIN)
+            for q in recognizer.parameters():
+                q.requires_grad_(False)
+            self._guard = IdentityGuard(recognizer, FrozenNet(recognizer, "dlib", recognizer.input_size),
+                                        recognizer.threshold + GUARD_MARGIN)
 
     def __call__(self, frame: np.ndarray, faces: Faces, state: ProtectState) -> np.ndarray:
         if len(faces) == 0:
@@ -233,37 +294,58 @@ class QMVAEProtect:
                                     inside, carried)
         out = paste_faces(frame, generated, faces.landmarks, spec, mask=self._mask)
         if self._search:
-            out, codes = self._guard_identity(frame, out, faces, generated, codes, state)
+            out, codes = self._guard_identity(frame, out, faces, generated, codes, own, inside, state)
         tracks.clear()  # only the previous frame's choices are carried: a face gone for a frame starts afresh
         tracks.update((t, c) for t, c in zip(ids, codes) if t >= 0)
         state.stats.setdefault("qmvae_faces", []).append(len(faces))
         return out
 
     def _guard_identity(self, frame: np.ndarray, out: np.ndarray, faces: Faces, generated: np.ndarray,
-                        codes: list[tuple], state: ProtectState) -> tuple[np.ndarray, list[tuple]]:
-        """Undo the search on any face it brought near its original's identity.
+                        codes: list[tuple], own: np.ndarray, inside: np.ndarray,
+                        state: ProtectState) -> tuple[np.ndarray, list[tuple]]:
+        """Keep the search from drawing the person: search again, or undo it, where it came close.
 
         The search steers by the service alone; a swap that keeps an expression may also draw
         more of the person. The shown face is compared with the original by dlib's ResNet (the
-        recognizer the cloak also uses); where their distance is under its threshold plus
-        ``GUARD_MARGIN``, the face goes back to the model's own codes (the forward pass).
+        recognizer the cloak also uses). Where their distance is under its threshold plus
+        ``GUARD_MARGIN``, the codes are searched once more for the service and for distance
+        together; a face still that close goes back to the model's own codes (the forward pass).
         """
         import torch
 
-        from veil.align import RECOGNIZER_CROP
+        from veil.models.qmvae import search_codes
 
-        net, limit = self._guard
-        pair = np.concatenate([crop_faces(frame, faces.landmarks, RECOGNIZER_CROP),
-                               crop_faces(out, faces.landmarks, RECOGNIZER_CROP)])
-        desc = net(pair.transpose(0, 3, 1, 2).astype(np.float32))
-        close = np.linalg.norm(desc[: len(faces)] - desc[len(faces):], axis=-1) < limit
-        close &= np.array([not torch.equal(enc, chosen) for enc, chosen in codes])
-        state.stats.setdefault("qmvae_search_undone", []).append(int(close.sum()))
-        if not close.any():
-            return out, codes
-        with torch.no_grad():
-            plain = self.model.decode(torch.stack([codes[i][0] for i in np.flatnonzero(close)]))
-        generated = generated.copy()
-        generated[close] = np.clip(np.rint(plain.permute(0, 2, 3, 1).numpy() * 255.0), 0, 255).astype(np.uint8)
-        codes = [(enc, enc) if c else (enc, chosen) for (enc, chosen), c in zip(codes, close)]
-        return paste_faces(frame, generated, faces.landmarks, self.model.config.crop, mask=self._mask), codes
+        spec = self.model.config.crop
+        guard, search = self._guard, self._search
+        reference = guard.descriptors(frame, faces.landmarks)
+        close = (guard.distances(reference, out, faces.landmarks) < guard.limit) & \
+            np.array([not torch.equal(enc, chosen) for enc, chosen in codes])
+        if close.any():
+            rows = np.flatnonzero(close)
+            service_loss = search.loss(own[rows], inside[rows])
+            identity_loss = guard.loss(frame, faces.landmarks[rows], reference[rows], spec, self._mask)
+
+            def both(f: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+                return service_loss(f, i) + IDENTITY_WEIGHT * identity_loss(f, i)
+
+            start = torch.stack([codes[i][1] for i in rows])
+            plain = torch.stack([codes[i][0] for i in rows])
+            found, _ = search_codes(self.model, start, both, search.steps, search.candidates, search.done, plain)
+            for i, chosen in zip(rows, found):
+                codes[i] = (codes[i][0], chosen)
+            with torch.no_grad():
+                again = self.model.decode(found)
+            generated = generated.copy()
+            generated[rows] = np.clip(np.rint(again.permute(0, 2, 3, 1).numpy() * 255.0), 0, 255).astype(np.uint8)
+            out = paste_faces(frame, generated, faces.landmarks, spec, mask=self._mask)
+            still = np.zeros_like(close)
+            still[rows] = guard.distances(reference[rows], out, faces.landmarks[rows]) < guard.limit
+            still &= np.array([not torch.equal(enc, chosen) for enc, chosen in codes])
+            if still.any():
+                with torch.no_grad():
+                    undo = self.model.decode(torch.stack([codes[i][0] for i in np.flatnonzero(still)]))
+                generated[still] = np.clip(np.rint(undo.permute(0, 2, 3, 1).numpy() * 255.0), 0, 255).astype(np.uint8)
+                codes = [(enc, enc) if u else (enc, chosen) for (enc, chosen), u in zip(codes, still)]
+                out = paste_faces(frame, generated, faces.landmarks, spec, mask=self._mask)
+            state.stats.setdefault("qmvae_search_undone", []).append(int(still.sum()))
+        return out, codes
