@@ -11,6 +11,7 @@ from veil.errors import InputError
 from veil.evaluate.privacy import describe, get_expression_model, get_recognizer
 from veil.faces import Faces
 from veil.protect import ProtectState, get_protector
+from veil.align import crop_faces
 from veil.protect.qmvae import soft_ellipse
 from veil.qmvae_train import default_checkpoint
 
@@ -106,3 +107,21 @@ def test_search_options_are_checked():
     for bad in (-1, 2.5):
         with pytest.raises(InputError, match="service_steps must be a whole number"):
             get_protector("qmvae", service_steps=bad)
+
+
+def test_identity_guard_scores_the_original_as_close_and_the_models_face_as_far(protector, load_rgb):
+    import torch
+
+    frame = load_rgb("obama.jpg")
+    faces = detect(frame)
+    guard, spec = protector._guard, protector.model.config.crop
+    reference = guard.descriptors(frame, faces.landmarks)
+    loss = guard.loss(frame, faces.landmarks, reference, spec, protector._mask)
+    original = torch.from_numpy(crop_faces(frame, faces.landmarks, spec)).permute(0, 3, 1, 2).float() / 255.0
+    drawn = torch.from_numpy(protector(frame, faces, ProtectState())).float()  # the protected frame
+    drawn = torch.from_numpy(crop_faces(drawn.numpy().astype(np.uint8), faces.landmarks, spec)).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        # the person himself, drawn at the model's 64 px: distance ~0.22, well inside the match threshold
+        assert float(loss(original, torch.tensor([0]))[0]) > guard.limit - 0.35
+        assert float(loss(drawn.float() / 255.0, torch.tensor([0]))[0]) == 0.0  # what veil shows: far enough
+    assert guard.distances(reference, protector(frame, faces, ProtectState()), faces.landmarks)[0] > guard.limit
