@@ -125,8 +125,8 @@ class ServiceSearch:
     """The service's forward pass by ONNX Runtime (probabilities), for the candidates the search
     only scores; the gradient step runs the torch module."""
     steps: int = 8
-    candidates: int = 32
-    done: float = 0.01
+    candidates: int = 64
+    done: float = 0.003
     """Faces whose divergence (KL, nats) from the original's service output is at most this are
     left as they are."""
     views: int = 3
