@@ -1,7 +1,7 @@
 """The audio-keyed scrambling of the codes: the paper's non-patterned noise on what travels.
 
 For each chunk, the bytes of the audio packets sent with it, the model's ``scramble_seed`` and the
-chunk's number seed two things:
+chunk's number seed three things:
 
 * a permutation of each quantiser stage's code alphabet (``values``): the sender sends
   ``perm[q][index]``;
@@ -12,7 +12,7 @@ chunk's number seed two things:
   modulo its size: the index sent at cell ``i`` of stage ``q`` is
   ``(perm[q][index] + offsets[q, i]) % K``.
 
-The receiver, holding the same model and the same audio, inverts both. Without the audio (or with
+The receiver, holding the same model and the same audio, inverts all three. Without the audio (or with
 other audio) it looks up the wrong codebook entries at the wrong places and decodes noise; the
 benchmark measures this (wrong-audio PSNR).
 
@@ -29,9 +29,9 @@ frames (a measure of motion, as in any compressed stream).
 
 Why offsets too (format version 3): permutations keep the *histogram* of a frame's codes, and
 the codes are far from uniform (a few entries of the first stage draw most of a scene). Rendered
-as pictures, such frames are noise of a few dominant colours, in which MTCNN found a face about
-once in 70 pictures, while it found none in codes drawn uniformly at random (bench/results/
-codec.md, format version 2). An offset drawn uniformly for each cell is a one-time pad on that
+as pictures, such frames are noise of a few dominant colours, in which MTCNN finds a face about
+once in 100 pictures, and none in codes drawn uniformly at random (the two reference rows of
+bench/codec.py; format version 2 sent the former). An offset drawn uniformly for each cell is a one-time pad on that
 cell's index: whatever the codes, every transmitted frame is distributed exactly like uniformly
 random codes. Being constant within the chunk, the offsets keep a cell that keeps its code
 unchanged, so the temporal redundancy the entropy coder uses survives; what they cost is the
