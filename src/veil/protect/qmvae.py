@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from veil.align import crop_faces, paste_faces
+from veil.align import CropSpec, crop_faces, paste_faces
 from veil.faces import Faces
 from veil.protect.base import ProtectState, register, rng_for
 
@@ -68,6 +68,45 @@ def soft_ellipse(size: int, radius: float = 0.47, feather: float = 0.08) -> np.n
     edge = max(feather / radius, 1e-6)
     mask = np.clip((1.0 - r) / edge + 0.5, 0.0, 1.0)
     return cv2.GaussianBlur(mask, (0, 0), max(0.5, feather * size / 4))
+
+
+def _draw(model: QMVAE, indices) -> np.ndarray:  # noqa: ANN001 - a torch tensor
+    """The decoder's faces for code maps. Shape: (N, s, s) long -> (N, S, S, 3) uint8"""
+    import torch
+
+    with torch.no_grad():
+        faces = model.decode(indices)
+    return np.clip(np.rint(faces.permute(0, 2, 3, 1).numpy() * 255.0), 0, 255).astype(np.uint8)
+
+
+def _inside_frame(frame: np.ndarray, landmarks: np.ndarray, spec: CropSpec) -> np.ndarray:
+    """1 where each face's ``spec`` crop lies in the frame (where a pasted face shows), 0 outside.
+
+    Shape: -> (N, spec.size, spec.size) float in 0..1
+    """
+    return crop_faces(np.full_like(frame, 255), landmarks, spec)[..., 0] / 255.0
+
+
+def _renderer(own_crops: np.ndarray, inside: np.ndarray, mask: np.ndarray, source: CropSpec, target: CropSpec):  # noqa: ANN202
+    """How a generated face shows in another crop once pasted: resampled from ``source`` (the
+    model's crop) to ``target``, under the paste ``mask`` where the crop lies in the frame, the
+    original frame (``own_crops``, cut in ``target``) around it.
+
+    Shape: own_crops (N, T, T, 3) uint8, inside (N, T, T), mask (S, S) -> (own (N, 3, T, T) 0..1,
+        shown(faces (B', 3, S, S) 0..1, face (B',) long) -> (B', 3, T, T) 0..1)
+    """
+    import torch
+
+    from veil.models.qmvae import composite, crop_to_spec
+
+    own = torch.from_numpy(np.ascontiguousarray(own_crops)).permute(0, 3, 1, 2).float() / 255.0
+    paste = crop_to_spec(torch.from_numpy(mask)[None, None], source, target)[:, 0]
+    paste = (paste * torch.from_numpy(np.ascontiguousarray(inside, np.float32)))[:, None]  # (N, 1, T, T)
+
+    def shown(faces: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        return composite(crop_to_spec(faces, source, target), own[face], paste[face])
+
+    return own, shown
 
 
 def generate(model: QMVAE, crops: np.ndarray, rng: np.random.Generator, keep: ServiceSearch | None = None,
@@ -109,10 +148,7 @@ def generate(model: QMVAE, crops: np.ndarray, rng: np.random.Generator, keep: Se
                     alternative[i][swapped] = c[1][swapped]
         indices, _ = search_codes(model, indices, keep.loss(own_crops, inside), keep.steps, keep.candidates,
                                   keep.done, alternative)
-    with torch.no_grad():
-        faces = model.decode(indices)
-    faces = np.clip(np.rint(faces.permute(0, 2, 3, 1).numpy() * 255.0), 0, 255).astype(np.uint8)
-    return faces, list(zip(encoded, indices))
+    return _draw(model, indices), list(zip(encoded, indices))
 
 
 @dataclass
@@ -151,15 +187,8 @@ class ServiceSearch:
         import torch
         import torch.nn.functional as F
 
-        from veil.models.qmvae import composite, crop_to_spec
-
-        def tensor(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float() / 255.0
-
         svc = self.service
-        own = tensor(own_crops)  # the frame around the face, sharp, as the service will see it
-        mask = crop_to_spec(torch.from_numpy(self.mask)[None, None], svc.crop, svc.own_crop)[:, 0]
-        mask = (mask * torch.from_numpy(np.ascontiguousarray(inside, np.float32)))[:, None]  # (N, 1, S', S')
+        own, render = _renderer(own_crops, inside, self.mask, svc.crop, svc.own_crop)
         with torch.no_grad():
             target = F.log_softmax(svc.on_own_crop(own), -1)
 
@@ -171,7 +200,7 @@ class ServiceSearch:
             thetas.append(torch.tensor([[c, -s, shift_x * step], [s, c, shift_y * step]], dtype=torch.float32))
 
         def per_face(faces: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
-            shown = composite(crop_to_spec(faces, svc.crop, svc.own_crop), own[face], mask[face])
+            shown = render(faces, face)
             views = [shown]
             for theta in thetas[1:]:
                 grid = F.affine_grid(theta.expand(len(shown), 2, 3), list(shown.shape), align_corners=False)
@@ -221,16 +250,13 @@ class IdentityGuard:
         import torch.nn.functional as F
 
         from veil.align import RECOGNIZER_CROP
-        from veil.models.qmvae import composite, crop_to_spec
 
-        own = torch.from_numpy(crop_faces(frame, landmarks, RECOGNIZER_CROP)).permute(0, 3, 1, 2).float()
-        inside = crop_faces(np.full_like(frame, 255), landmarks, RECOGNIZER_CROP)[..., 0] / 255.0
-        paste = crop_to_spec(torch.from_numpy(mask)[None, None], spec, RECOGNIZER_CROP)[:, 0]
-        paste = (paste * torch.from_numpy(inside.astype(np.float32)))[:, None]
+        _, render = _renderer(crop_faces(frame, landmarks, RECOGNIZER_CROP),
+                              _inside_frame(frame, landmarks, RECOGNIZER_CROP), mask, spec, RECOGNIZER_CROP)
         ref = torch.from_numpy(np.ascontiguousarray(reference, np.float32))
 
         def per_face(faces: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
-            shown = composite(crop_to_spec(faces, spec, RECOGNIZER_CROP) * 255.0, own[face], paste[face])
+            shown = render(faces, face) * 255.0  # the recognizer takes 0..255
             if not torch.is_grad_enabled():
                 desc = torch.from_numpy(self.frozen(shown.numpy()))
             else:
@@ -290,7 +316,7 @@ class QMVAEProtect:
         if self._search:
             own_spec = self._search.service.own_crop
             own = crop_faces(frame, faces.landmarks, own_spec)
-            inside = crop_faces(np.full_like(frame, 255), faces.landmarks, own_spec)[..., 0] / 255.0
+            inside = _inside_frame(frame, faces.landmarks, own_spec)
         tracks: dict[int, tuple] = state.memory.setdefault("qmvae_tracks", {})
         ids = [int(t) for t in faces.track_ids]
         carried = [tracks.get(t) if t >= 0 else None for t in ids]
@@ -319,15 +345,22 @@ class QMVAEProtect:
 
         from veil.models.qmvae import search_codes
 
+        def searched() -> np.ndarray:
+            return np.array([not torch.equal(enc, chosen) for enc, chosen in codes])
+
         spec = self.model.config.crop
         guard, search = self._guard, self._search
-        reference = guard.descriptors(frame, faces.landmarks)
-        close = (guard.distances(reference, out, faces.landmarks) < guard.limit) & \
-            np.array([not torch.equal(enc, chosen) for enc, chosen in codes])
+        close = searched()
+        if not close.any():  # the model's own codes everywhere: nothing to check
+            return out, codes
+        rows = np.flatnonzero(close)
+        reference = guard.descriptors(frame, faces.landmarks[rows])
+        close[rows] = guard.distances(reference, out, faces.landmarks[rows]) < guard.limit
         if close.any():
+            reference = reference[close[rows]]
             rows = np.flatnonzero(close)
             service_loss = search.loss(own[rows], inside[rows])
-            identity_loss = guard.loss(frame, faces.landmarks[rows], reference[rows], spec, self._mask)
+            identity_loss = guard.loss(frame, faces.landmarks[rows], reference, spec, self._mask)
 
             def both(f: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
                 return service_loss(f, i) + IDENTITY_WEIGHT * identity_loss(f, i)
@@ -337,18 +370,14 @@ class QMVAEProtect:
             found, _ = search_codes(self.model, start, both, search.steps, search.candidates, search.done, plain)
             for i, chosen in zip(rows, found):
                 codes[i] = (codes[i][0], chosen)
-            with torch.no_grad():
-                again = self.model.decode(found)
             generated = generated.copy()
-            generated[rows] = np.clip(np.rint(again.permute(0, 2, 3, 1).numpy() * 255.0), 0, 255).astype(np.uint8)
+            generated[rows] = _draw(self.model, found)
             out = paste_faces(frame, generated, faces.landmarks, spec, mask=self._mask)
             still = np.zeros_like(close)
-            still[rows] = guard.distances(reference[rows], out, faces.landmarks[rows]) < guard.limit
-            still &= np.array([not torch.equal(enc, chosen) for enc, chosen in codes])
+            still[rows] = guard.distances(reference, out, faces.landmarks[rows]) < guard.limit
+            still &= searched()
             if still.any():
-                with torch.no_grad():
-                    undo = self.model.decode(torch.stack([codes[i][0] for i in np.flatnonzero(still)]))
-                generated[still] = np.clip(np.rint(undo.permute(0, 2, 3, 1).numpy() * 255.0), 0, 255).astype(np.uint8)
+                generated[still] = _draw(self.model, torch.stack([codes[i][0] for i in np.flatnonzero(still)]))
                 codes = [(enc, enc) if u else (enc, chosen) for (enc, chosen), u in zip(codes, still)]
                 out = paste_faces(frame, generated, faces.landmarks, spec, mask=self._mask)
             state.stats.setdefault("qmvae_search_undone", []).append(int(still.sum()))
