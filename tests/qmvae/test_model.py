@@ -160,6 +160,34 @@ def test_code_search_finds_a_changed_cell_and_never_raises_the_loss(trained):
     assert found.dtype == start.dtype and int(found.min()) >= 0 and int(found.max()) < model.config.codebook_size
 
 
+def test_code_search_widens_where_the_ranking_fails(trained):
+    """A loss with no gradient (the faces rounded to 8 bits) ranks every swap alike: the narrow
+    search tries 8 arbitrary ones and stops; widened to every swap it finds the one wrong cell."""
+    model = trained
+    k = model.config.codebook_size
+    torch.manual_seed(2)
+    goal = torch.randint(0, k, (1, 8, 8))
+    start = goal.clone()
+    start[0, 6, 3] = (goal[0, 6, 3] + 5) % k
+    with torch.no_grad():
+        target = torch.round(model.decode(goal) * 255.0)
+
+    def loss_fn(faces: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        return ((torch.round(faces * 255.0) - target[face]) ** 2).flatten(1).mean(1)
+
+    with torch.no_grad():
+        before = float(loss_fn(model.decode(start), torch.arange(1))[0])
+    assert before > 0
+    narrow, loss = search_codes(model, start, loss_fn, steps=4, candidates=8)
+    assert torch.equal(narrow, start) and float(loss[0]) == before
+    everything = k * 64
+    found, loss = search_codes(model, start, loss_fn, steps=4, candidates=8, widest=everything)
+    assert torch.equal(found, goal) and float(loss[0]) == 0.0
+    # a face already below `wide_above` does not widen
+    kept, loss = search_codes(model, start, loss_fn, steps=4, candidates=8, widest=everything, wide_above=before)
+    assert torch.equal(kept, start) and float(loss[0]) == before
+
+
 def test_code_search_keeps_the_start_when_no_swap_helps(model):
     start = torch.zeros(1, 8, 8, dtype=torch.long)
 

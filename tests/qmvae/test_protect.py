@@ -103,6 +103,32 @@ def test_code_search_keeps_the_expression_the_forward_pass_loses(protector, load
         assert float(np.linalg.norm(a - b)) > model.threshold, recognizer
 
 
+@pytest.fixture(scope="module")
+def hard_frames(media):
+    """Frames of the Wolfgang clip where the narrow search stalls or first lands within dlib's
+    reach of the person (before the search widened and the guard aimed past its limit, these
+    lost their smile, protected as bench/qmvae_table.py does: seed 0, the frame's own index)."""
+    from veil.video import read_frames
+
+    wanted = (424, 465)
+    frames = zip(range(max(wanted) + 1), read_frames(media("WolfgangLanger_Pexels.mp4")))
+    return [(i, f) for i, f in frames if i in wanted]
+
+
+def test_hard_faces_keep_their_expression_and_stay_far(protector, hard_frames):
+    expression, recognizer = get_expression_model(), get_recognizer("dlib")
+    for index, frame in hard_frames:
+        faces = detect(frame)
+        faces = faces[np.flatnonzero(faces.sizes >= 32)]
+        state = ProtectState(seed=0, frame_index=index)
+        out = protector(frame, faces, state)
+        before, after = describe(expression, [frame, out], [faces.landmarks, faces.landmarks])
+        assert np.array_equal(before.argmax(-1), after.argmax(-1))
+        assert sum(state.stats.get("qmvae_search_undone", [])) == 0  # the guard's own search succeeded
+        a, b = describe(recognizer, [frame, out], [faces.landmarks, faces.landmarks])
+        assert (np.linalg.norm(a - b, axis=-1) > recognizer.threshold).all()
+
+
 def test_search_options_are_checked():
     for bad in (-1, 2.5):
         with pytest.raises(InputError, match="service_steps must be a whole number"):

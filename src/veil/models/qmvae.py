@@ -283,7 +283,8 @@ def qmvae_loss(out: QMVAEOutput, original: torch.Tensor, service: Service | None
 
 def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  steps: int = 8, candidates: int = 32, done: float = 0.0,
-                 alternative: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 alternative: torch.Tensor | None = None, widest: int | None = None,
+                 wide_above: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Change a few codes of each face's code map where that lowers a per-face loss (the service's).
 
     The model's forward pass picks each cell's code for the reconstruction; the service term of
@@ -291,11 +292,15 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
     original face is known, so the codes can be searched for it directly: each step takes the
     gradient of the loss at the current codebook vectors, ranks every (cell, code) swap by the
     first-order change it predicts, decodes the ``candidates`` most promising single swaps and
-    keeps the best if it really lowers the loss. The result is still a code map of the model's
-    codebook drawn by its decoder: the search chooses among the faces the model can draw, it does
-    not paint pixels. Faces whose loss is at most ``done`` are left alone. ``alternative``: a
-    second start per face (a video passes the previous frame's swaps carried over to this frame's
-    codes), taken where its loss is lower.
+    keeps the best if it really lowers the loss. Where none of them does (the first-order ranking
+    misjudges a decoder that is far from linear), the face's next step tries the swaps ranked
+    after them, up to ``widest`` in all, before the face counts as stuck; only faces whose loss
+    is still above ``wide_above`` widen, so the wider search costs time only where the narrow one
+    failed and it matters. The result is still a
+    code map of the model's codebook drawn by its decoder: the search chooses among the faces the
+    model can draw, it does not paint pixels. Faces whose loss is at most ``done`` are left alone.
+    ``alternative``: a second start per face (a video passes the previous frame's swaps carried
+    over to this frame's codes), taken where its loss is lower.
 
     Shape:
         indices, alternative: (B, s, s) long; loss_fn: faces (B', 3, S, S), face (B',) long (which
@@ -303,6 +308,8 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
         -> (indices (B, s, s), loss (B,))
     """
     k = model.config.codebook_size
+    cells = indices[0].numel()
+    widest = min(max(widest or candidates, candidates), k * cells)
     with torch.no_grad():
         book = model.codes(torch.arange(k).view(1, k, 1))[0, :, :, 0].T  # (K, D)
         idx = indices.clone()
@@ -311,7 +318,8 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
             other = loss_fn(model.decode(alternative), torch.arange(len(idx)))
             better = other < loss
             idx[better], loss[better] = alternative[better], other[better]
-    stuck = torch.zeros(len(idx), dtype=torch.bool)  # no swap helped: the same step would repeat
+    tried = torch.zeros(len(idx), dtype=torch.long)  # swaps of the current ranking already scored
+    stuck = torch.zeros(len(idx), dtype=torch.bool)  # no swap up to `widest` helped
     for _ in range(steps):
         active = torch.nonzero((loss > done) & ~stuck).flatten()
         if len(active) == 0:
@@ -321,17 +329,25 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
         with torch.no_grad():
             # predicted change of a swap at cell (h, w) to code j: <grad, e_j - z>
             gain = torch.einsum("adhw,kd->akhw", grad, book) - (grad * z).sum(1, keepdim=True)
-            m = min(candidates, gain[0].numel())
-            top = gain.flatten(1).topk(m, largest=False).indices  # (A, m) into (K, s, s)
-            code, cell = top // idx[0].numel(), top % idx[0].numel()
-            trial = idx[active].flatten(1).unsqueeze(1).repeat(1, m, 1)  # (A, m, s*s)
-            trial.scatter_(2, cell.unsqueeze(-1), code.unsqueeze(-1))
-            trial = trial.view(-1, *idx.shape[1:])
-            tried = loss_fn(model.decode(trial), active.repeat_interleave(m)).view(len(active), m)
-            best, which = tried.min(1)
-            better = best < loss[active]
-            stuck[active[~better]] = True
-            rows = active[better]
-            idx[rows] = trial.view(len(active), m, *idx.shape[1:])[better, which[better]]
-            loss[rows] = best[better]
+            ranked = gain.flatten(1).topk(widest, largest=False).indices  # (A, widest) into (K, s, s)
+            for start in tried[active].unique().tolist():
+                group = torch.nonzero(tried[active] == start).flatten()
+                faces = active[group]
+                m = candidates if start == 0 else widest - start
+                top = ranked[group, start:start + m]
+                code, cell = top // cells, top % cells
+                trial = idx[faces].flatten(1).unsqueeze(1).repeat(1, m, 1)  # (G, m, s*s)
+                trial.scatter_(2, cell.unsqueeze(-1), code.unsqueeze(-1))
+                trial = trial.view(-1, *idx.shape[1:])
+                scores = loss_fn(model.decode(trial), faces.repeat_interleave(m)).view(len(faces), m)
+                best, which = scores.min(1)
+                better = best < loss[faces]
+                rows = faces[better]
+                idx[rows] = trial.view(len(faces), m, *idx.shape[1:])[better, which[better]]
+                loss[rows] = best[better]
+                tried[rows] = 0
+                failed = faces[~better]
+                widen = (start + m < widest) & (loss[failed] > wide_above)
+                tried[failed] = start + m
+                stuck[failed] = ~widen
     return idx, loss

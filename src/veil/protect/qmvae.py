@@ -147,7 +147,8 @@ def generate(model: QMVAE, crops: np.ndarray, rng: np.random.Generator, keep: Se
                     swapped = c[1] != c[0]
                     alternative[i][swapped] = c[1][swapped]
         indices, _ = search_codes(model, indices, keep.loss(own_crops, inside), keep.steps, keep.candidates,
-                                  keep.done, alternative)
+                                  keep.done, alternative, keep.widest,
+                                  keep.wide_above)
     return _draw(model, indices), list(zip(encoded, indices))
 
 
@@ -166,6 +167,11 @@ class ServiceSearch:
     only scores; the gradient step runs the torch module."""
     steps: int = 8
     candidates: int = 64
+    widest: int = 256
+    """Swaps a face whose ``candidates`` best-ranked swaps all fail tries in all, before it stops."""
+    wide_above: float = 0.1
+    """Only faces whose KL is above this widen: below it the original's top answer keeps about 90%
+    of its probability (where the original is sure of it), and the narrow search's result stands."""
     done: float = 0.003
     """Faces whose divergence (KL, nats) from the original's service output is at most this are
     left as they are."""
@@ -222,12 +228,16 @@ class IdentityGuard:
     """dlib's ResNet as the judge of how close a searched face comes to its original.
 
     ``limit``: the descriptor distance a shown face must keep from its original (the recognizer's
-    match threshold plus ``GUARD_MARGIN``).
+    match threshold plus ``GUARD_MARGIN``). ``aim``: how much further the search's loss asks for: its
+    rendering of the pasted face differs slightly from the real paste (rounding to 8 bits, the crop
+    cut again from the frame), by up to about 0.01 in distance, and a face searched to exactly the
+    limit would land just inside it.
     """
 
     net: nn.Module
     frozen: FrozenNet
     limit: float
+    aim: float = 0.03
 
     def descriptors(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """Shape: frame (H, W, 3) uint8, landmarks (N, 5, 2) -> (N, 128)"""
@@ -261,7 +271,7 @@ class IdentityGuard:
                 desc = torch.from_numpy(self.frozen(shown.numpy()))
             else:
                 desc = self.net(shown)
-            return F.relu(self.limit - (desc - ref[face]).norm(dim=-1))
+            return F.relu(self.limit + self.aim - (desc - ref[face]).norm(dim=-1))
 
         return per_face
 
@@ -367,7 +377,8 @@ class QMVAEProtect:
 
             start = torch.stack([codes[i][1] for i in rows])
             plain = torch.stack([codes[i][0] for i in rows])
-            found, _ = search_codes(self.model, start, both, search.steps, search.candidates, search.done, plain)
+            found, _ = search_codes(self.model, start, both, search.steps, search.candidates, search.done, plain,
+                                    search.widest, search.wide_above)
             for i, chosen in zip(rows, found):
                 codes[i] = (codes[i][0], chosen)
             generated = generated.copy()
