@@ -183,6 +183,8 @@ def test_code_search_widens_where_the_ranking_fails(trained):
     everything = k * 64
     found, loss = search_codes(model, start, loss_fn, steps=4, candidates=8, widest=everything)
     assert torch.equal(found, goal) and float(loss[0]) == 0.0
+    found, _ = search_codes(model, start, loss_fn, steps=1, candidates=10 * everything)  # more than there are
+    assert torch.equal(found, goal)
     # a face already below `wide_above` does not widen
     kept, loss = search_codes(model, start, loss_fn, steps=4, candidates=8, widest=everything, wide_above=before)
     assert torch.equal(kept, start) and float(loss[0]) == before

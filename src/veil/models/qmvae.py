@@ -296,11 +296,11 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
     misjudges a decoder that is far from linear), the face's next step tries the swaps ranked
     after them, up to ``widest`` in all, before the face counts as stuck; only faces whose loss
     is still above ``wide_above`` widen, so the wider search costs time only where the narrow one
-    failed and it matters. The result is still a
-    code map of the model's codebook drawn by its decoder: the search chooses among the faces the
-    model can draw, it does not paint pixels. Faces whose loss is at most ``done`` are left alone.
-    ``alternative``: a second start per face (a video passes the previous frame's swaps carried
-    over to this frame's codes), taken where its loss is lower.
+    failed and it matters. The result is still a code map of the model's codebook drawn by its
+    decoder: the search chooses among the faces the model can draw, it does not paint pixels.
+    Faces whose loss is at most ``done`` are left alone. ``alternative``: a second start per face
+    (a video passes the previous frame's swaps carried over to this frame's codes), taken where
+    its loss is lower.
 
     Shape:
         indices, alternative: (B, s, s) long; loss_fn: faces (B', 3, S, S), face (B',) long (which
@@ -333,7 +333,7 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
             for start in tried[active].unique().tolist():
                 group = torch.nonzero(tried[active] == start).flatten()
                 faces = active[group]
-                m = candidates if start == 0 else widest - start
+                m = (min(candidates, widest) if start == 0 else widest) - start
                 top = ranked[group, start:start + m]
                 code, cell = top // cells, top % cells
                 trial = idx[faces].flatten(1).unsqueeze(1).repeat(1, m, 1)  # (G, m, s*s)
