@@ -99,6 +99,27 @@ def test_a_tiny_training_run_lowers_the_loss(faces):
     assert after["service"] < before["service"] and after["mse"] < before["mse"], (before, after)
 
 
+def test_training_twice_gives_the_same_model(faces):
+    """Several threads, the service phase included: the same run twice, the same weights bit for bit
+    (the shipped model's size: some of its kernels sum in a varying order unless told not to)."""
+    cfg = QMVAEConfig()
+    service = ExpressionService(cfg.crop)
+    data = prepare(augment(faces.crops, np.random.default_rng(0), copies=3), cfg, service, seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        weights = []
+        for _ in range(2):
+            torch.manual_seed(0)
+            tc = TrainConfig(epochs=2, batch_size=32, service_batch=4, warmup_epochs=1)
+            ckpt = train(QMVAECheckpoint(QMVAE(cfg), tc), data, data, service, log=lambda _: None)
+            weights.append(torch.cat([p.detach().flatten() for p in ckpt.model.state_dict().values()]))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(weights[0], weights[1])
+    assert not torch.are_deterministic_algorithms_enabled()  # switched back on return
+
+
 def test_checkpoint_round_trips_with_its_config(tmp_path):
     cfg = QMVAEConfig(inputs=("mosaic", "noise", "cartoon"), hidden=(8, 16), codebook_size=8, codebook_dim=4)
     tc = TrainConfig(alpha=0.3, epochs=5)
