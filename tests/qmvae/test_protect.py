@@ -110,7 +110,7 @@ def hard_frames(media):
     lost their smile, protected as bench/qmvae_table.py does: seed 0, the frame's own index)."""
     from veil.video import read_frames
 
-    wanted = (424, 465)
+    wanted = (394, 426)
     frames = zip(range(max(wanted) + 1), read_frames(media("WolfgangLanger_Pexels.mp4")))
     return [(i, f) for i, f in frames if i in wanted]
 
