@@ -190,13 +190,14 @@ def train(ckpt: QMVAECheckpoint, train_data: Prepared, test_data: Prepared, serv
     Torch's deterministic algorithms are on meanwhile: with several threads some CPU kernels sum in
     a varying order, and the service phase amplifies those last-bit differences into a different
     model (test MSE 0.037 in one run, 0.072 in the next). With them, the same command on the same
-    machine and thread count trains the same model bit for bit."""
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+    machine and thread count trains the same model bit for bit. An op with no deterministic
+    version (in a service of your own, say) warns instead of stopping the run."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         return _train(ckpt, train_data, test_data, service, out, log)
     finally:
-        torch.use_deterministic_algorithms(before)
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def _train(ckpt: QMVAECheckpoint, train_data: Prepared, test_data: Prepared, service: Service | None,
