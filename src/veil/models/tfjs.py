@@ -185,8 +185,9 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def pad_same(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:
-    """Zero-pad an NCHW tensor so that a "valid" conv/pool acts like TensorFlow's "same".
+def pad_same(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], value: float = 0.0) -> torch.Tensor:
+    """Pad an NCHW tensor with ``value`` so that a "valid" conv/pool acts like TensorFlow's "same"
+    (zeros for a convolution, -inf for a max-pool).
 
     Shape:
         x: (B, C, H, W) -> (B, C, H + ph, W + pw)
@@ -195,4 +196,4 @@ def pad_same(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int]) 
     left, right = same_padding(x.shape[-1], kernel[1], stride[1])
     if top == bottom == left == right == 0:
         return x
-    return F.pad(x, (left, right, top, bottom))
+    return F.pad(x, (left, right, top, bottom), value=value)

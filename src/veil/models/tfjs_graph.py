@@ -280,9 +280,7 @@ class GraphModule(nn.Module):
         k = tuple(_attr_ints(node, "ksize")[1:3])
         stride = tuple(_attr_ints(node, "strides")[1:3])
         if _attr_str(node, "padding") == "SAME":  # TensorFlow pads with -inf, the odd pixel after
-            top, bottom = same_padding(x.shape[-2], k[0], stride[0])
-            left, right = same_padding(x.shape[-1], k[1], stride[1])
-            x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+            x = pad_same(x, k, stride, value=float("-inf"))
         return F.max_pool2d(x, k, stride)
 
     @staticmethod
