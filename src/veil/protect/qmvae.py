@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from veil.align import CropSpec, crop_faces, paste_faces
+from veil.align import RECOGNIZER_CROP, CropSpec, crop_faces, paste_faces
 from veil.faces import Faces
 from veil.protect.base import ProtectState, register, rng_for
 
@@ -128,7 +128,6 @@ def generate(model: QMVAE, crops: np.ndarray, rng: np.random.Generator, keep: Se
     """
     import torch
 
-    from veil.models.qmvae import search_codes
     from veil.qmvae_data import deidentify_batch
 
     cfg = model.config
@@ -146,9 +145,7 @@ def generate(model: QMVAE, crops: np.ndarray, rng: np.random.Generator, keep: Se
                 if c is not None:
                     swapped = c[1] != c[0]
                     alternative[i][swapped] = c[1][swapped]
-        indices, _ = search_codes(model, indices, keep.loss(own_crops, inside), keep.steps, keep.candidates,
-                                  keep.done, alternative, keep.widest,
-                                  keep.wide_above)
+        indices = keep.search(model, indices, keep.loss(own_crops, inside), alternative)
     return _draw(model, indices), list(zip(encoded, indices))
 
 
@@ -180,6 +177,17 @@ class ServiceSearch:
     scaled and turned (by at most 1 pixel, 3% and 2 degrees, fixed per call). A code map that
     keeps the service's answer only at the exact pixels is an accident of resampling; one that
     keeps it under all of them survives the paste, the encoder and a re-detection."""
+
+    def search(self, model: QMVAE, indices, loss_fn, alternative=None):  # noqa: ANN001, ANN201 - torch tensors
+        """:func:`veil.models.qmvae.search_codes` with these settings: the chosen code maps.
+
+        Shape: indices, alternative (B, s, s) long -> (B, s, s) long
+        """
+        from veil.models.qmvae import search_codes
+
+        found, _ = search_codes(model, indices, loss_fn, self.steps, self.candidates, self.done, alternative,
+                                self.widest, self.wide_above)
+        return found
 
     def loss(self, own_crops: np.ndarray, inside: np.ndarray):  # noqa: ANN201 - a torch closure
         """Per-face KL(service(original) || service(shown)) for :func:`search_codes`.
@@ -241,8 +249,6 @@ class IdentityGuard:
 
     def descriptors(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """Shape: frame (H, W, 3) uint8, landmarks (N, 5, 2) -> (N, 128)"""
-        from veil.align import RECOGNIZER_CROP
-
         crops = crop_faces(frame, landmarks, RECOGNIZER_CROP)
         return self.frozen(crops.transpose(0, 3, 1, 2).astype(np.float32))
 
@@ -258,8 +264,6 @@ class IdentityGuard:
         """
         import torch
         import torch.nn.functional as F
-
-        from veil.align import RECOGNIZER_CROP
 
         _, render = _renderer(crop_faces(frame, landmarks, RECOGNIZER_CROP),
                               _inside_frame(frame, landmarks, RECOGNIZER_CROP), mask, spec, RECOGNIZER_CROP)
@@ -353,8 +357,6 @@ class QMVAEProtect:
         """
         import torch
 
-        from veil.models.qmvae import search_codes
-
         def searched() -> np.ndarray:
             return np.array([not torch.equal(enc, chosen) for enc, chosen in codes])
 
@@ -377,8 +379,7 @@ class QMVAEProtect:
 
             start = torch.stack([codes[i][1] for i in rows])
             plain = torch.stack([codes[i][0] for i in rows])
-            found, _ = search_codes(self.model, start, both, search.steps, search.candidates, search.done, plain,
-                                    search.widest, search.wide_above)
+            found = search.search(self.model, start, both, plain)
             for i, chosen in zip(rows, found):
                 codes[i] = (codes[i][0], chosen)
             generated = generated.copy()
