@@ -1,6 +1,7 @@
 """Batch throughput: a folder of copies of the real clips, protected with --jobs 1, --jobs 2 and local Ray.
 
-    python bench/batch_scale.py [--copies 2] [--method blur] [--detector centerface] [--clips ...] [--out FILE]
+    python bench/batch_scale.py [--copies 2] [--method blur] [--detector centerface] [--detect-every 2]
+                                [--clips ...] [--out FILE]
 
 Prints and writes a table: total frames/s of each run, its ratio to --jobs 1 (measured in the same
 run), and the time it takes to resume a batch that is already finished (every file skipped by the
@@ -91,12 +92,14 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=2)
     parser.add_argument("--method", default="blur")
     parser.add_argument("--detector", default="centerface")
+    parser.add_argument("--detect-every", type=int, default=ProtectOptions.detect_every,
+                        help="1: the detector on every frame (the most detection-bound run)")
     parser.add_argument("--clips", nargs="+", default=CLIPS, choices=CLIPS,
                         help="store media to copy into the archive (a slow detector: fewer frames)")
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "batch_scale.md")
     args = parser.parse_args()
-    options = ProtectOptions(method=args.method, detector=args.detector)
+    options = ProtectOptions(method=args.method, detector=args.detector, detect_every=args.detect_every)
     ceiling = machine_scaling(2)
     print(f"machine: 2 processes of a single-threaded kernel give {ceiling:.2f}x one process's throughput")
     rows = []
@@ -128,7 +131,9 @@ def main() -> None:
         f"({resumed} skipped) | {load:.1f} |\n"
         for label, files, frames, seconds, fps, ratio, cpu_ms, busy, resume_s, resumed, load in rows)
     text = (f"# Batch throughput\n\n`python bench/batch_scale.py --copies {args.copies} --method {args.method}"
-            f" --detector {args.detector}` on {platform.machine()}, {os.cpu_count()} CPU cores "
+            f" --detector {args.detector}"
+            + (f" --detect-every {args.detect_every}" if args.detect_every != ProtectOptions.detect_every else "")
+            + f"` on {platform.machine()}, {os.cpu_count()} CPU cores "
             f"(detect size {options.detect_size}); "
             f"clips: {', '.join(Path(c).name for c in args.clips)} x {args.copies}.\n\n{table}\n"
             f"The machine itself: 2 processes of a fixed single-threaded OpenCV kernel give {ceiling:.2f}x the "
