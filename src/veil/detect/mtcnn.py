@@ -4,6 +4,10 @@ The classic three-stage cascade: P-Net proposes windows on an image pyramid, R-N
 refine them on 24x24 and 48x48 crops; O-Net also gives the five landmarks. Written here on
 numpy boxes + torch nets because the reference implementation (facenet-pytorch) cannot be
 installed beside a current torch. Frames of a batch share the pyramid passes.
+
+Memory layouts, for speed only (the numbers are the same): the frames are resampled as contiguous
+N x C x H x W tensors (torch's area resampling is 1.5x slower on the channels-last view of a
+decoded frame) and the nets read channels-last inputs (their max-pooling 3x faster).
 """
 
 from __future__ import annotations
@@ -45,6 +49,11 @@ def _regress(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
     return out
 
 
+def _net_input(images: torch.Tensor) -> torch.Tensor:
+    """Pixel values as MTCNN expects them, laid out channels-last for the nets."""
+    return ((images - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
+
+
 def _crops(images: torch.Tensor, inds: np.ndarray, boxes: np.ndarray, size: int) -> torch.Tensor:
     """Crop each box (clipped to its frame) and resize to size x size, normalised as MTCNN expects."""
     _, _, h, w = images.shape
@@ -56,7 +65,7 @@ def _crops(images: torch.Tensor, inds: np.ndarray, boxes: np.ndarray, size: int)
         if x2[k] > x1[k] - 1 and y2[k] > y1[k] - 1:
             crop = images[inds[k], :, y1[k] - 1:y2[k], x1[k] - 1:x2[k]].unsqueeze(0)
             out[k] = F.interpolate(crop, size=(size, size), mode="area")[0]
-    return (out - 127.5) * 0.0078125
+    return _net_input(out)
 
 
 class MTCNN:
@@ -89,7 +98,7 @@ class MTCNN:
             return []
         h0, w0 = images[0].shape[:2]
         w, h, scale = fit_size(w0, h0, self.detect_size)
-        batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+        batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().contiguous()
         if scale != 1.0:
             batch = F.interpolate(batch, size=(h, w), mode="area")
         boxes, inds = self._propose(batch)
@@ -112,7 +121,7 @@ class MTCNN:
         all_boxes, all_inds = [], []
         for s in scales:
             data = F.interpolate(batch, size=(int(h * s + 1), int(w * s + 1)), mode="area")
-            reg, prob = self.pnet((data - 127.5) * 0.0078125)
+            reg, prob = self.pnet(_net_input(data))
             mask = prob[:, 1] >= self.thresholds[0]
             idx = mask.nonzero().numpy()
             if len(idx) == 0:
