@@ -218,7 +218,9 @@ class _Batch:
         if not todo:
             return self.report
         runner = _runner(self.options, self.workers, self.use_ray, self.ray_address, self.threads, self.protector)
-        pending_jobs = deque(enumerate(todo))
+        # Largest files first: the batch does not end with one worker busy on a long file while the
+        # others idle. Reports and the manifest keep the input order.
+        pending_jobs = deque(sorted(enumerate(todo), key=lambda item: -sizes[item[1].src]))
         in_flight = 0
         try:
             with self.progress:

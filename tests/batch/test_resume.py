@@ -190,6 +190,29 @@ def test_progress_shows_files_failures_and_rate(tmp_path):
     assert "3/3 files, 1 failed" in text and "frames/s" in text
 
 
+def test_largest_files_start_first_and_reports_keep_input_order(tmp_path, monkeypatch):
+    import veil.batch as batch
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for name, frames in (("a.mkv", 6), ("b.mkv", 30), ("c.mkv", 12)):
+        write_clip(archive / name, synthetic_frames(frames, width=320, height=192, seed=frames))
+    started = []
+    real = batch._runner
+
+    def recording(*args):
+        runner = real(*args)
+        submit = runner.submit
+        runner.submit = lambda task: (started.append(task.src.name), submit(task))
+        return runner
+
+    monkeypatch.setattr(batch, "_runner", recording)
+    jobs, _ = plan_jobs([archive], tmp_path / "safe")
+    report = run_jobs(jobs, OPTIONS, manifest=tmp_path / "safe", show_progress=False)
+    assert started == ["b.mkv", "c.mkv", "a.mkv"]
+    assert [Path(s.input).name for s in report.summaries] == ["a.mkv", "b.mkv", "c.mkv"]
+
+
 def test_ctrl_c_stops_at_once_and_leaves_no_temporary(tmp_path):
     archive = _archive(tmp_path)
     safe = tmp_path / "safe"
