@@ -2,7 +2,8 @@
 
 Tasks are the same as with local worker processes (`veil.workers.Task`): whole files, segments of
 long files, joins. The coordinating process keeps the manifest and hands each idle actor its next
-task. Inputs and outputs are paths, so on a cluster every machine must see the archive and the
+task, and asks each busy actor for its progress (frames done) about twice a second: the actors
+run two threads, one protecting and one answering. Inputs and outputs are paths, so on a cluster every machine must see the archive and the
 output folder at the same paths (a shared file system). An actor that dies (its machine lost)
 fails its task, and a new actor takes its place.
 
@@ -12,6 +13,7 @@ Ray is optional: ``pip install 'veil[ray]'``.
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -32,21 +34,31 @@ def import_ray() -> Any:
 
 
 class _Actor:
-    """Holds the models for its whole life; `run` protects one task."""
+    """Holds the models for its whole life; `run` protects one task, `progress` says how far it is."""
 
     def __init__(self, options: ProtectOptions, workers_per_node: int, threads: int | None) -> None:
         self.options = options
         self.models = build_models(options, threads or max(1, (os.cpu_count() or 1) // workers_per_node))
+        self._progress: tuple[int, int, int] | None = None  # (task id, frames done, frames total)
 
     def run(self, task: Task) -> TaskResult:
-        return execute(task, self.options, self.models)
+        def progress(done: int, total: int) -> None:
+            self._progress = (task.id, done, total)
+
+        try:
+            return execute(task, self.options, self.models, progress=progress)
+        finally:
+            self._progress = None
+
+    def progress(self) -> tuple[int, int, int] | None:
+        return self._progress
 
 
 class RayRunner:
     """`workers` Ray actors (one CPU each). Joins the Ray at `address`, or starts a local one."""
 
     def __init__(self, options: ProtectOptions, workers: int, *, address: str | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, progress_every: float = 0.5) -> None:
         ray = self._ray = import_ray()
         self._threads = threads
         self.options, self.capacity = options, workers
@@ -60,11 +72,14 @@ class RayRunner:
                              log_to_driver=False)
             except ConnectionError as exc:
                 raise InputError(f"cannot reach the Ray cluster at {address!r}: {exc}") from None
-        self._actor_class = ray.remote(num_cpus=1)(_Actor)
+        # Two threads per actor: `progress` is answered while `run` works (one run at a time is sent).
+        self._actor_class = ray.remote(num_cpus=1, max_concurrency=2)(_Actor)
         self._actors = [self._new_actor() for _ in range(workers)]
         self._idle = deque(self._actors)
         self._waiting: deque[Task] = deque()
         self._refs: dict[Any, tuple[Any, Task]] = {}  # object ref -> (actor, task)
+        self._asked: dict[Any, Any] = {}  # progress object ref -> actor
+        self._progress_every, self._last_asked = progress_every, 0.0
 
     def _new_actor(self) -> Any:
         return self._actor_class.remote(self.options, min(self.capacity, os.cpu_count() or 1), self._threads)
@@ -78,11 +93,31 @@ class RayRunner:
             actor, task = self._idle.popleft(), self._waiting.popleft()
             self._refs[actor.run.remote(task)] = (actor, task)
 
+    def _ask_progress(self) -> None:
+        now = time.monotonic()
+        if now - self._last_asked < self._progress_every:
+            return
+        self._last_asked = now
+        asking = set(self._asked.values())
+        for actor, _ in self._refs.values():
+            if actor not in asking:
+                self._asked[actor.progress.remote()] = actor
+
     def poll(self, timeout: float, on_event: Callable[[Event], None]) -> None:
         if not self._refs:
             return
-        ready, _ = self._ray.wait(list(self._refs), num_returns=1, timeout=timeout)
+        self._ask_progress()
+        ready, _ = self._ray.wait(list(self._refs) + list(self._asked), num_returns=1, timeout=timeout)
         for ref in ready:
+            if ref in self._asked:
+                del self._asked[ref]
+                try:
+                    state = self._ray.get(ref)
+                except self._ray.exceptions.RayError:
+                    continue  # the actor died: its run's result says so
+                if state is not None:
+                    on_event(("progress", *state))
+                continue
             actor, task = self._refs.pop(ref)
             try:
                 result = self._ray.get(ref)
@@ -106,6 +141,7 @@ class RayRunner:
             except Exception:  # noqa: BLE001 - an actor already gone is fine
                 pass
         self._refs.clear()
+        self._asked.clear()
         self._idle.clear()
         if self._owns_ray:
             self._ray.shutdown()

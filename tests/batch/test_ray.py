@@ -40,6 +40,7 @@ def test_local_ray_two_workers_matches_one_process(media, tmp_path):
         jobs, _ = plan_jobs([archive], tmp_path / "ray")
         report = run_jobs(jobs, OPTIONS, workers=2, use_ray=True, manifest=tmp_path / "ray", show_progress=False)
         again = run_jobs(jobs, OPTIONS, workers=2, use_ray=True, manifest=tmp_path / "ray", show_progress=False)
+        events = _events_of_one_task(archive / "face.mp4", tmp_path / "progress.mp4")
     finally:
         ray.shutdown()
     assert report.exit_code == 0, report.errors
@@ -50,3 +51,22 @@ def test_local_ray_two_workers_matches_one_process(media, tmp_path):
         assert sha256_file(job.dst) == sha256_file(job_one.dst), job.dst
     with Manifest(tmp_path / "ray", lock=False, create=False) as book:
         assert book.totals()["done"] == 2
+    # The actors report frames done while they work, not only when a file is finished.
+    progress = [e for e in events if e[0] == "progress"]
+    assert progress and all(e[1] == 7 and 0 < e[2] <= e[3] == 72 for e in progress)
+    assert events[-1][0] == "result" and events[-1][1].ok
+
+
+def _events_of_one_task(src, dst):
+    from veil.ray_backend import RayRunner
+    from veil.workers import Task
+
+    runner = RayRunner(OPTIONS, 1, progress_every=0.02)
+    events = []
+    try:
+        runner.submit(Task(7, "file", src, dst))
+        while not events or events[-1][0] != "result":
+            runner.poll(0.1, events.append)
+    finally:
+        runner.close()
+    return events
