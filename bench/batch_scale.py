@@ -5,7 +5,9 @@
 
 Prints and writes a table: total frames/s of each run, its ratio to --jobs 1 (measured in the same
 run), and the time it takes to resume a batch that is already finished (every file skipped by the
-manifest). Not a test: the figures depend on the machine and on what else runs on it.
+manifest). One more row holds a single-threaded worker to one core (Linux), the share each worker
+of `--jobs 2` gets, so that the scaling of the workers themselves can be read. Not a test: the
+figures depend on the machine and on what else runs on it.
 
 It also measures the machine itself: the throughput of 2 processes running a fixed single-threaded
 OpenCV kernel, over one process's. That is the most any parallel run can gain on these cores (virtual
@@ -29,6 +31,7 @@ from veil.models.store import fetch
 from veil.pipeline import ProtectOptions
 
 CLIPS = ["media/single_face.mp4", "media/face_noface.mov"]
+ONE_CORE = "--jobs 1 --threads 1 on one core"
 
 
 def _kernel(duration: float, out: mp.Queue) -> None:
@@ -77,11 +80,20 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _run(archive: Path, out: Path, options: ProtectOptions, **kw) -> tuple[float, int, int, float]:
+def _run(archive: Path, out: Path, options: ProtectOptions, cores: set[int] | None = None,
+         **kw) -> tuple[float, int, int, float]:
+    """One batch run; `cores`: the CPUs this process (and the workers it starts) may use."""
     jobs, _ = plan_jobs([archive], out)
-    start, cpu = time.perf_counter(), _cpu_seconds()
-    report = run_jobs(jobs, options, manifest=out, show_progress=False, **kw)
-    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+    every = os.sched_getaffinity(0) if cores else None
+    if cores:
+        os.sched_setaffinity(0, cores)
+    try:
+        start, cpu = time.perf_counter(), _cpu_seconds()
+        report = run_jobs(jobs, options, manifest=out, show_progress=False, **kw)
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+    finally:
+        if every:
+            os.sched_setaffinity(0, every)
     if report.errors:
         raise SystemExit(f"failures: {report.errors}")
     return seconds, sum(s.frames for s in report.summaries), len(report.resumed), cpu
@@ -108,7 +120,11 @@ def main() -> None:
         archive = _archive(root, args.copies, args.clips)
         files = sum(1 for _ in archive.rglob("*.*"))
         # --jobs 1 lets the libraries use every core; "1 thread" is one worker as each of --jobs 2's sees it.
-        configs = [("--jobs 1", {}), ("--jobs 1 --threads 1", {"threads": 1}), ("--jobs 2", {"workers": 2})]
+        configs = [("--jobs 1", {}), ("--jobs 1 --threads 1", {"threads": 1})]
+        if hasattr(os, "sched_setaffinity"):
+            # One worker held to one core: what each worker of --jobs 2 gets if the two share evenly.
+            configs.append((ONE_CORE, {"threads": 1, "cores": {min(os.sched_getaffinity(0))}}))
+        configs.append(("--jobs 2", {"workers": 2}))
         if not args.no_ray:
             configs.append(("--ray (local, 2 workers)", {"workers": 2, "use_ray": True}))
         base = None
@@ -130,13 +146,16 @@ def main() -> None:
         f"| {label} | {files} | {frames} | {seconds:.1f} | {fps:.2f} | {ratio:.2f}x | {cpu_ms} | {busy} | {resume_s * 1000:.0f} "
         f"({resumed} skipped) | {load:.1f} |\n"
         for label, files, frames, seconds, fps, ratio, cpu_ms, busy, resume_s, resumed, load in rows)
+    by_label = {row[0]: row[4] for row in rows}
     text = (f"# Batch throughput\n\n`python bench/batch_scale.py --copies {args.copies} --method {args.method}"
             f" --detector {args.detector}"
             + (f" --detect-every {args.detect_every}" if args.detect_every != ProtectOptions.detect_every else "")
             + f"` on {platform.machine()}, {os.cpu_count()} CPU cores "
             f"(detect size {options.detect_size}); "
             f"clips: {', '.join(Path(c).name for c in args.clips)} x {args.copies}.\n\n{table}\n"
-            f"The machine itself: 2 processes of a fixed single-threaded OpenCV kernel give {ceiling:.2f}x the "
+            + (f"--jobs 2 over one worker held to one core: {by_label['--jobs 2'] / by_label[ONE_CORE]:.2f}x.\n\n"
+               if ONE_CORE in by_label else "")
+            + f"The machine itself: 2 processes of a fixed single-threaded OpenCV kernel give {ceiling:.2f}x the "
             "throughput of one, the most any parallel run can gain on these cores.\n\n"
             "--jobs N runs N worker processes with the cores split between them; Ray runs one actor per "
             "worker. The resume column is a second run over the finished output folder: the manifest "
