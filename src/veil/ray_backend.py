@@ -1,11 +1,11 @@
 """The batch on Ray: one actor per worker, each holding its detector and protector, on one machine or many.
 
 Tasks are the same as with local worker processes (`veil.workers.Task`): whole files, segments of
-long files, joins. The coordinating process keeps the manifest and hands each idle actor its next
-task, and asks each busy actor for its progress (frames done) about twice a second: the actors
-run two threads, one protecting and one answering. Inputs and outputs are paths, so on a cluster every machine must see the archive and the
-output folder at the same paths (a shared file system). An actor that dies (its machine lost)
-fails its task, and a new actor takes its place.
+long files, joins. The coordinating process keeps the manifest, hands each idle actor its next
+task and asks each busy actor for its progress (frames done) about twice a second: the actors run
+two threads, one protecting and one answering. Inputs and outputs are paths, so on a cluster every
+machine must see the archive and the output folder at the same paths (a shared file system). An
+actor that dies (its machine lost) fails its task, and a new actor takes its place.
 
 Ray is optional: ``pip install 'veil[ray]'``.
 """

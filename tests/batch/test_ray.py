@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 
 import pytest
 
@@ -63,9 +64,10 @@ def _events_of_one_task(src, dst):
 
     runner = RayRunner(OPTIONS, 1, progress_every=0.02)
     events = []
+    deadline = time.monotonic() + 120
     try:
         runner.submit(Task(7, "file", src, dst))
-        while not events or events[-1][0] != "result":
+        while (not events or events[-1][0] != "result") and time.monotonic() < deadline:
             runner.poll(0.1, events.append)
     finally:
         runner.close()
