@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from veil.align import crop_faces
 from veil.detect import detect
 from veil.errors import InputError
 from veil.evaluate.privacy import describe, get_expression_model, get_recognizer
 from veil.faces import Faces
 from veil.protect import ProtectState, get_protector
-from veil.align import crop_faces
 from veil.protect.qmvae import soft_ellipse
 from veil.qmvae_train import default_checkpoint
 
@@ -143,11 +143,13 @@ def test_identity_guard_scores_the_original_as_close_and_the_models_face_as_far(
     guard, spec = protector._guard, protector.model.config.crop
     reference = guard.descriptors(frame, faces.landmarks)
     loss = guard.loss(frame, faces.landmarks, reference, spec, protector._mask)
-    original = torch.from_numpy(crop_faces(frame, faces.landmarks, spec)).permute(0, 3, 1, 2).float() / 255.0
-    drawn = torch.from_numpy(protector(frame, faces, ProtectState())).float()  # the protected frame
-    drawn = torch.from_numpy(crop_faces(drawn.numpy().astype(np.uint8), faces.landmarks, spec)).permute(0, 3, 1, 2)
+    protected = protector(frame, faces, ProtectState())
+
+    def model_crop(image: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(crop_faces(image, faces.landmarks, spec)).permute(0, 3, 1, 2).float() / 255.0
+
     with torch.no_grad():
         # the person himself, drawn at the model's 64 px: distance ~0.22, well inside the match threshold
-        assert float(loss(original, torch.tensor([0]))[0]) > guard.limit - 0.35
-        assert float(loss(drawn.float() / 255.0, torch.tensor([0]))[0]) == 0.0  # what veil shows: far enough
-    assert guard.distances(reference, protector(frame, faces, ProtectState()), faces.landmarks)[0] > guard.limit
+        assert float(loss(model_crop(frame), torch.tensor([0]))[0]) > guard.limit - 0.35
+        assert float(loss(model_crop(protected), torch.tensor([0]))[0]) == 0.0  # what veil shows: far enough
+    assert guard.distances(reference, protected, faces.landmarks)[0] > guard.limit

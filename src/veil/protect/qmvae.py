@@ -87,7 +87,8 @@ def _inside_frame(frame: np.ndarray, landmarks: np.ndarray, spec: CropSpec) -> n
     return crop_faces(np.full_like(frame, 255), landmarks, spec)[..., 0] / 255.0
 
 
-def _renderer(own_crops: np.ndarray, inside: np.ndarray, mask: np.ndarray, source: CropSpec, target: CropSpec):  # noqa: ANN202
+def _renderer(own_crops: np.ndarray, inside: np.ndarray, mask: np.ndarray,  # noqa: ANN202 - torch closures
+              source: CropSpec, target: CropSpec):
     """How a generated face shows in another crop once pasted: resampled from ``source`` (the
     model's crop) to ``target``, under the paste ``mask`` where the crop lies in the frame, the
     original frame (``own_crops``, cut in ``target``) around it.
@@ -256,7 +257,8 @@ class IdentityGuard:
         """Descriptor distance of each face in ``frame`` from its ``reference``. Shape: -> (N,)"""
         return np.linalg.norm(self.descriptors(frame, landmarks) - reference, axis=-1)
 
-    def loss(self, frame: np.ndarray, landmarks: np.ndarray, reference: np.ndarray, spec, mask: np.ndarray):  # noqa: ANN001, ANN201
+    def loss(self, frame: np.ndarray, landmarks: np.ndarray, reference: np.ndarray,  # noqa: ANN201 - a torch closure
+             spec: CropSpec, mask: np.ndarray):
         """Per-face shortfall of the distance below the limit, for :func:`search_codes`: 0 when the
         face rendered as pasted (``spec``: the model's crop, ``mask``: the paste mask) is far enough.
 

@@ -12,9 +12,9 @@ chunk's number seed three things:
   modulo its size: the index sent at cell ``i`` of stage ``q`` is
   ``(perm[q][index] + offsets[q, i]) % K``.
 
-The receiver, holding the same model and the same audio, inverts all three. Without the audio (or with
-other audio) it looks up the wrong codebook entries at the wrong places and decodes noise; the
-benchmark measures this (wrong-audio PSNR).
+The receiver, holding the same model and the same audio, inverts all three. Without the audio
+(or with other audio) it looks up the wrong codebook entries at the wrong places and decodes
+noise; the benchmark measures this (wrong-audio PSNR).
 
 Why positions too: permuting the alphabet alone keeps *where* codes are equal or differ, and a
 code-index map is a posterised picture of the scene at 1/4 resolution: with only the alphabet
@@ -31,9 +31,9 @@ Why offsets too (format version 3): permutations keep the *histogram* of a frame
 the codes are far from uniform (a few entries of the first stage draw most of a scene). Rendered
 as pictures, such frames are noise of a few dominant colours, in which MTCNN finds a face about
 once in 100 pictures, and none in codes drawn uniformly at random (the two reference rows of
-bench/codec.py; format version 2 sent the former). An offset drawn uniformly for each cell is a one-time pad on that
-cell's index: whatever the codes, every transmitted frame is distributed exactly like uniformly
-random codes. Being constant within the chunk, the offsets keep a cell that keeps its code
+bench/codec.py; format version 2 sent the former). An offset drawn uniformly for each cell is a
+one-time pad on that cell's index: whatever the codes, every transmitted frame is distributed
+exactly like uniformly random codes. Being constant within the chunk, the offsets keep a cell that keeps its code
 unchanged, so the temporal redundancy the entropy coder uses survives; what they cost is the
 gap between the codes' entropy and ``log2 K`` on the first frame of a chunk and on the codes
 that change (measured in bench/codec.py).
