@@ -2,15 +2,16 @@
 
 >>> import veil
 >>> veil.protect("interview.mp4", "interview_safe.mp4", method="blur")  # doctest: +SKIP
+>>> veil.protect("team.jpg", "team_safe.jpg", method="mosaic")  # doctest: +SKIP
 """
 
 __version__ = "0.1.0"
 
 from veil.detect import Tracker, detect, get_detector  # noqa: E402
 from veil.faces import Faces  # noqa: E402
-from veil.pipeline import ProtectOptions, Summary, protect, protect_video  # noqa: E402
+from veil.pipeline import ProtectOptions, Summary, protect, protect_photo, protect_video  # noqa: E402
 from veil.protect import get_protector, protector_names  # noqa: E402
 from veil.video import probe, read_frames, write_frames  # noqa: E402
 
 __all__ = ["Faces", "ProtectOptions", "Summary", "Tracker", "detect", "get_detector", "get_protector",
-           "probe", "protect", "protect_video", "protector_names", "read_frames", "write_frames"]
+           "probe", "protect", "protect_photo", "protect_video", "protector_names", "read_frames", "write_frames"]

@@ -1,7 +1,7 @@
-"""Many videos: run jobs (see `veil.plan`) with progress, resumably, and collect a report.
+"""Many videos and photos: run jobs (see `veil.plan`) with progress, resumably, and collect a report.
 
 A folder is searched recursively and its layout mirrored under the output folder; files that are
-not videos are skipped with a note. One bad file does not stop the others: its error is recorded
+neither videos nor photos are skipped with a note. One bad file does not stop the others: its error is recorded
 and the run's exit code says that something failed (2 for bad input, 1 for other failures).
 
 With an output folder, a manifest (`veil.manifest`) records every file, so a run that was
@@ -28,6 +28,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from veil import __version__
 from veil.errors import InputError
 from veil.manifest import Manifest, options_fingerprint, status_command
+from veil.photo import is_photo
 from veil.pipeline import ProtectOptions, Summary
 from veil.plan import Job, output_folder, plan_jobs
 from veil.segments import merge_summaries, plan_segments
@@ -188,7 +189,7 @@ class _Batch:
     def _plan(self, job: Job, index: int) -> list[Task]:
         pending = _Pending(job, index, time.perf_counter())
         segments = []
-        if self.segment_seconds and job.dst is not None:
+        if self.segment_seconds and job.dst is not None and not is_photo(job.src):
             try:
                 segments = plan_segments(job.src, self.segment_seconds, self.options.tracker)
             except Exception:  # noqa: BLE001 - an unreadable file fails in its own task, with its message

@@ -87,12 +87,13 @@ def _color(text: str | None) -> tuple[int, int, int] | None:
 
 @app.command()
 def protect(
-    inputs: Annotated[list[Path], typer.Argument(help="Video files or folders (searched recursively).")],
+    inputs: Annotated[list[Path], typer.Argument(help="Video files, photos or folders (searched recursively).")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output file, or folder for several inputs / a folder input. Default: <name>_protected.<ext> beside the input.")] = None,
     method: Annotated[str, typer.Option("--method", "-m", help=f"Protection: {', '.join(protector_names())}.")] = "blur",
     detector: Annotated[str, typer.Option(help=f"Face detector: {', '.join(detector_names())}.")] = "centerface",
     threshold: Annotated[Optional[float], typer.Option(help="Detection score threshold (lower finds more faces).")] = None,
     detect_size: Annotated[int, typer.Option(help="Longest side, in pixels, of the frame the detector sees (0: full size).")] = 640,
+    photo_detect_size: Annotated[int, typer.Option(help="The same for photos (one detection each; 0: full size).")] = ProtectOptions.photo_detect_size,
     detect_every: Annotated[int, typer.Option(help="Run the detector on every N-th frame (1-3) and on scene cuts; the tracker interpolates the frames between.")] = ProtectOptions.detect_every,
     mask_scale: Annotated[Optional[float], typer.Option(help="Mask size relative to the face box.")] = None,
     mask_shape: Annotated[Optional[str], typer.Option(help="ellipse or box.")] = None,
@@ -121,7 +122,7 @@ def protect(
     threads: Annotated[Optional[int], typer.Option(help="CPU threads per worker (default: the cores shared evenly).")] = None,
     no_resume: Annotated[bool, typer.Option("--no-resume", help="Redo files the output folder's manifest records as done.")] = False,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write a JSON summary here.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only detect and summarise; write no video.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only detect and summarise; write nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Protect every face in every frame; sound kept, metadata dropped, input never touched."""
@@ -139,19 +140,20 @@ def protect(
             method_options[key] = value
         options = ProtectOptions(
             method=method, method_options=method_options, detector=detector, threshold=threshold,
-            detect_size=detect_size or None, detect_every=detect_every, on_detection_error=on_error, seed=seed, dry_run=dry_run,
+            detect_size=detect_size or None, photo_detect_size=photo_detect_size or None,
+            detect_every=detect_every, on_detection_error=on_error, seed=seed, dry_run=dry_run,
             tracker=TrackerConfig(max_missing=max_missing),
             encode=EncodeOptions(codec=codec, crf=crf, preset=preset, keep_audio=not no_audio,
                                  keep_metadata=keep_metadata),
         )
-        protector = options.build_protector()  # bad method options fail now, before any video is opened
+        protector = options.build_protector()  # bad method options fail now, before any file is opened
         jobs_list, skipped = plan_jobs(inputs, output, dry_run=dry_run)
     except VeilError as exc:
         _fail(exc)
     for path in skipped:
-        err.print(f"[yellow]skipped[/yellow] {path} (not a video file)", highlight=False)
+        err.print(f"[yellow]skipped[/yellow] {path} (neither a video nor a photo)", highlight=False)
     if not jobs_list:
-        _fail(InputError("no video files to protect"))
+        _fail(InputError("no videos or photos to protect"))
     try:
         report = run_jobs(jobs_list, options, console=err, show_progress=not quiet, workers=jobs,
                           use_ray=ray or ray_address is not None, ray_address=ray_address,
@@ -170,8 +172,9 @@ def protect(
         err.print(f"[red]error:[/red] {message}", highlight=False)
     for summary in report.summaries:
         where = summary.output or "(dry run)"
-        err.print(f"[green]done[/green] {summary.input} -> {where}: {summary.frames} frames, "
-                  f"{summary.faces} faces, {summary.fps_processed:.1f} frames/s", highlight=False)
+        what = (f"{summary.faces} faces, {summary.seconds:.2f} s" if summary.kind == "photo" else
+                f"{summary.frames} frames, {summary.faces} faces, {summary.fps_processed:.1f} frames/s")
+        err.print(f"[green]done[/green] {summary.input} -> {where}: {what}", highlight=False)
     raise typer.Exit(report.exit_code)
 
 

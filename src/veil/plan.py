@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from veil.errors import InputError, OutputError
+from veil.photo import PHOTO_SUFFIXES
 from veil.video import VIDEO_SUFFIXES
 
 __all__ = ["Job", "plan_jobs", "output_folder"]
@@ -19,8 +20,9 @@ class Job:
 
 
 
-def _is_video(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_SUFFIXES and not path.name.startswith(".")
+def _is_media(path: Path) -> bool:
+    """A video or a photo veil protects (hidden files are not: they are other tools' temporaries)."""
+    return path.suffix.lower() in VIDEO_SUFFIXES | PHOTO_SUFFIXES and not path.name.startswith(".")
 
 
 def _under(path: Path, folder: Path | None) -> bool:
@@ -35,7 +37,7 @@ def _under(path: Path, folder: Path | None) -> bool:
 
 def plan_jobs(inputs: Sequence[Path], output: Path | None, *, dry_run: bool = False,
               suffix: str = "_protected") -> tuple[list[Job], list[Path]]:
-    """Jobs for the inputs, and the files skipped because they are not videos.
+    """Jobs for the inputs, and the files skipped because they are neither videos nor photos.
 
     One input file: `output` is the output file (default ``<stem>_protected<ext>`` beside it).
     A folder or several inputs: `output` is a folder; a folder's layout is mirrored under it.
@@ -66,7 +68,7 @@ def plan_jobs(inputs: Sequence[Path], output: Path | None, *, dry_run: bool = Fa
         for path in sorted(p for p in item.rglob("*") if p.is_file()):
             if _under(path, output):
                 continue  # never re-process what this run writes
-            if not _is_video(path):
+            if not _is_media(path):
                 skipped.append(path)
                 continue
             jobs.append(Job(path, None if dry_run else base / path.relative_to(item)))

@@ -30,7 +30,7 @@ from typing import Any
 
 from veil.errors import VeilError, VideoOpenError
 from veil.manifest import sha256_file
-from veil.pipeline import ProtectOptions, Summary, protect_video
+from veil.pipeline import ProtectOptions, Summary, protect_file
 
 __all__ = ["Task", "TaskResult", "Models", "build_models", "execute", "InlineRunner", "ProcessRunner"]
 
@@ -130,8 +130,8 @@ def execute(task: Task, options: ProtectOptions, models: Models,
         except FileNotFoundError:
             raise VideoOpenError(f"{str(task.src)!r} does not exist") from None
         if task.kind == "file":
-            result.summary = protect_video(task.src, task.dst, options, detector=models.detector,
-                                           protector=models.protector, progress=progress)
+            result.summary = protect_file(task.src, task.dst, options, detector=models.detector,
+                                          protector=models.protector, progress=progress)
             if not options.dry_run:
                 _finished(result, task.src, task.dst, before)
         elif task.kind == "segment":
