@@ -3,13 +3,11 @@
 import json
 import shutil
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from veil.cli import app
 from veil.detect.base import register_detector, _REGISTRY
-from veil.faces import Faces
 from veil.video import probe, read_frames
 
 from clips import synthetic_frames

@@ -70,7 +70,7 @@ def test_keep_previous_sends_no_change_for_a_still_picture_and_never_fits_worse_
 def test_audio_changes_the_decoded_picture_once_film_is_trained(tiny: dict) -> None:
     torch.manual_seed(0)
     model = CodecModel(CodecConfig(**tiny)).eval()
-    x, a = torch.rand(1, 1, 3, 16, 16), torch.randn(1, 1, tiny["n_mels"])
+    a = torch.randn(1, 1, tiny["n_mels"])
     idx = torch.zeros(1, 1, 4, 4, tiny["num_quantizers"], dtype=torch.long)
     same = model.decode_codes(idx, a), model.decode_codes(idx, -a)
     assert torch.equal(*same)  # FiLM starts as the identity
