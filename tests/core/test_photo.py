@@ -276,3 +276,26 @@ def test_worker_processes_write_the_same_photos(media, tmp_path):
         assert report.exit_code == 0 and [s.faces for s in report.summaries] == [5, 1]
         outputs[workers] = [sha256_file(tmp_path / f"safe{workers}" / n) for n in ("beach.jpg", "portrait.png")]
     assert outputs[1] == outputs[2]
+
+
+def test_evaluate_reads_photos_as_protect_does(load_rgb, tmp_path):
+    from veil.evaluate import EvaluateConfig, evaluate
+
+    exif = Image.Exif()
+    exif[0x0112] = 8  # stored turned a quarter to the right
+    src = tmp_path / "phone.jpg"
+    Image.fromarray(np.rot90(load_rgb("obama.jpg"), k=-1).copy()).save(src, quality=95, exif=exif)
+    assert veil("protect", src, "-o", tmp_path / "solid.jpg", "--method", "solid", "-q").exit_code == 0
+    config = EvaluateConfig(recognizers=("dlib",), expressions=False)
+    itself = evaluate(src, src, config)["summary"]
+    assert itself["frames"] == 1 and itself["face_frames"] == 1
+    assert itself["reidentification_rate"]["dlib"] == 1.0
+    solid = evaluate(src, tmp_path / "solid.jpg", config)["summary"]  # upright both: the same frame
+    assert solid["reidentification_rate"]["dlib"] == 0.0 and solid["faces_detected_after"]["centerface"] == 0.0
+
+    # A 16-bit scan: read by both commands as the same 8 bits, so outside the face nothing changed.
+    grey = cv2.cvtColor(load_rgb("obama.jpg"), cv2.COLOR_RGB2GRAY)
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "scan.png")
+    assert veil("protect", tmp_path / "scan.png", "-o", tmp_path / "scan_out.png", "-q").exit_code == 0
+    scan = evaluate(tmp_path / "scan.png", tmp_path / "scan_out.png", config)["summary"]
+    assert scan["psnr_outside_faces"] == 100.0 and scan["ssim_outside_faces"] == 1.0

@@ -1,4 +1,4 @@
-"""``veil evaluate``: compare a protected video (or image folder) with its original, frame by frame.
+"""``veil evaluate``: compare a protected video, photo or photo folder with its original, frame by frame.
 
 Faces are found on the ORIGINAL (one detector, tracked across frames); every face of every frame
 is then judged on the PROTECTED frame:
@@ -38,10 +38,11 @@ from veil.evaluate.privacy import (
 from veil.evaluate.results import SCHEMA_VERSION, summarize
 from veil.evaluate.utility import face_mask, flicker_ratio, frame_quality, temporal_change
 from veil.faces import Faces
+from veil.photo import PHOTO_SUFFIXES, is_photo, read_photo
 
 __all__ = ["EvaluateConfig", "IMAGE_SUFFIXES", "WorstFrames", "iter_frames", "count_frames", "evaluate"]
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = PHOTO_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -67,16 +68,16 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
-    """Frames of a video, or the images of a folder in name order, as (H, W, 3) uint8 RGB."""
+    """Frames of a video, a photo, or the photos of a folder in name order, as (H, W, 3) uint8 RGB."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"'{path}' does not exist")
     if path.is_dir():
         for file in _image_files(path):
-            image = cv2.imread(str(file), cv2.IMREAD_COLOR)
-            if image is None:
-                raise InputError(f"'{file}' is not a readable image")
-            yield cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            yield read_photo(file).rgb  # upright, as `veil protect` writes it
+        return
+    if is_photo(path):
+        yield read_photo(path).rgb
         return
     from veil.video import read_frames
 
@@ -88,6 +89,8 @@ def count_frames(path: str | Path) -> int | None:
     path = Path(path)
     if path.is_dir():
         return len(_image_files(path))
+    if is_photo(path):
+        return 1
     from veil.video import probe
 
     n = probe(path).frame_count
