@@ -1,10 +1,13 @@
 """Photos: read upright as RGB (and alpha), write atomically in the same kind of file, metadata dropped.
 
-Pillow does the reading and writing: it knows the formats, applies the EXIF orientation and keeps
-the colour profile, which OpenCV's image codecs do not. What a photo carries besides its pixels is
-dropped: EXIF (GPS position, camera, dates), XMP, IPTC and comments; ``keep_metadata`` keeps the
-EXIF (its orientation reset, the pixels being upright). The colour (ICC) profile and the resolution
-(dpi) are kept: they say how to show the pixels, not where or by whom they were taken.
+Pillow does the reading and writing (pillow-heif adds the HEIC photos of phones): it knows the
+formats, applies the EXIF orientation and keeps the colour profile, which OpenCV's image codecs do
+not. What a photo carries besides its pixels is dropped: EXIF (GPS position, camera, dates), XMP,
+IPTC, comments, and the thumbnails and depth maps a phone stores beside the picture (they show the
+unprotected face). ``keep_metadata`` keeps the EXIF tags, with the orientation reset (the pixels
+are upright) and without the maker notes, where cameras keep previews of the picture. The colour
+(ICC) profile and the resolution (dpi) are kept: they say how to show the pixels, not where or by
+whom they were taken.
 
 Animated images and multi-page TIFFs are refused rather than cut to their first frame (the other
 frames would be lost); a camera's multi-picture JPEG (MPO) is its first, main picture.
@@ -28,14 +31,35 @@ if TYPE_CHECKING:
 
 __all__ = ["PHOTO_SUFFIXES", "Photo", "is_photo", "read_photo", "write_photo", "check_photo_output"]
 
-PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
-
-# Pillow's format for each output suffix (only these are written).
+# Pillow's format for each suffix: what is read, and what is written back.
 _FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP",
-            ".tif": "TIFF", ".tiff": "TIFF"}
-_READ_FORMATS = ["JPEG", "PNG", "WEBP", "BMP", "TIFF"]  # a multi-picture JPEG opens as "MPO"
+            ".tif": "TIFF", ".tiff": "TIFF", ".heic": "HEIF", ".heif": "HEIF", ".avif": "AVIF"}
+PHOTO_SUFFIXES = frozenset(_FORMATS)
+_READ_FORMATS = sorted(set(_FORMATS.values()))  # a multi-picture JPEG opens as "MPO"
 _GRAY_MODES = {"1", "L", "LA", "La", "I;16", "I;16B", "I;16L", "I;16N"}
-JPEG_QUALITY = 95
+
+
+@dataclass(frozen=True)
+class _Writer:
+    """How veil writes one format: what it can hold, and its encoder settings."""
+
+    alpha: bool  # keeps transparency
+    grey_alpha: bool  # keeps grey with transparency (else written as RGBA)
+    dpi: bool
+    exif: bool
+    options: tuple[tuple[str, object], ...] = ()
+
+
+_WRITERS = {
+    "JPEG": _Writer(alpha=False, grey_alpha=False, dpi=True, exif=True, options=(("quality", 95),)),
+    "PNG": _Writer(alpha=True, grey_alpha=True, dpi=True, exif=True),
+    "WEBP": _Writer(alpha=True, grey_alpha=False, dpi=False, exif=True, options=(("quality", 95),)),
+    "BMP": _Writer(alpha=False, grey_alpha=False, dpi=True, exif=False),
+    "TIFF": _Writer(alpha=True, grey_alpha=True, dpi=True, exif=False, options=(("compression", "tiff_lzw"),)),
+    "HEIF": _Writer(alpha=True, grey_alpha=False, dpi=False, exif=True, options=(("quality", 90),)),
+    "AVIF": _Writer(alpha=True, grey_alpha=False, dpi=False, exif=True, options=(("quality", 90),)),
+}
+_MAKER_NOTE = 0x927C
 
 
 @dataclass
@@ -65,6 +89,17 @@ class Photo:
         return self.rgb.shape[0]
 
 
+def _pillow():
+    """Pillow's modules, imported on first use (a video run never needs them), with HEIF registered."""
+    from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
+    from pillow_heif import register_heif_opener
+
+    if "HEIF" not in Image.OPEN:
+        register_heif_opener()
+    Image.init()  # every plugin registered: `formats=` then opens only veil's
+    return Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
+
+
 def is_photo(path: str | os.PathLike) -> bool:
     """Whether veil treats `path` as a photo (by its extension)."""
     return Path(path).suffix.lower() in PHOTO_SUFFIXES
@@ -90,14 +125,12 @@ def read_photo(path: str | os.PathLike) -> Photo:
 
     Raises `InputError` for a missing, empty, corrupt, animated or unsupported file.
     """
-    from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError  # on use: video runs skip it
-
+    Image, ImageOps, JpegImagePlugin, UnidentifiedImageError = _pillow()
     path = Path(path)
     if not path.exists():
         raise InputError(f"{str(path)!r} does not exist")
     if path.stat().st_size == 0:
         raise InputError(f"{str(path)!r} is empty")
-    Image.init()  # registers every plugin; `formats=` below then opens only these
     try:
         with Image.open(path, formats=_READ_FORMATS) as image:
             if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":
@@ -119,6 +152,8 @@ def read_photo(path: str | os.PathLike) -> Photo:
         raise InputError(f"{str(path)!r} cannot be read as a photo: {exc}") from None
     if 0x0112 in exif:
         exif[0x0112] = 1
+    if 0x8769 in exif:
+        exif.get_ifd(0x8769).pop(_MAKER_NOTE, None)  # tobytes() below writes the edited Exif IFD
     dpi = info.get("dpi")
     return Photo(rgb, alpha, gray, source_format, info.get("icc_profile"),
                  tuple(float(d) for d in dpi) if dpi else None, exif.tobytes() if len(exif) else None,
@@ -145,35 +180,26 @@ def check_photo_output(src: Path, dst: Path) -> None:
 
 def encode_photo(photo: Photo, rgb: np.ndarray, suffix: str, *, keep_metadata: bool = False) -> bytes:
     """`rgb` (the protected pixels of `photo`) as the bytes of a `suffix` file."""
-    from PIL import Image
-
+    Image = _pillow()[0]
     fmt = _FORMATS[suffix.lower()]
-    if photo.gray:
-        image = Image.fromarray(np.asarray(Image.fromarray(rgb).convert("L")))
-        if photo.alpha is not None and fmt in ("PNG", "WEBP", "TIFF"):
-            image = Image.merge("LA", (image, Image.fromarray(photo.alpha)))
-    else:
-        image = Image.fromarray(rgb)
-        if photo.alpha is not None and fmt in ("PNG", "WEBP", "TIFF"):
-            image = Image.merge("RGBA", (*image.split(), Image.fromarray(photo.alpha)))
-    params: dict = {}
+    writer = _WRITERS[fmt]
+    image = Image.fromarray(rgb)
+    params: dict = dict(writer.options)
     if photo.icc_profile and fmt != "BMP":
         params["icc_profile"] = photo.icc_profile
-    if fmt == "WEBP" and image.mode == "LA":
-        image = image.convert("RGBA")
-        params.pop("icc_profile", None)  # a grey profile does not describe RGB pixels
-    if photo.dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
+    if photo.gray:
+        image = image.convert("L")
+    if photo.alpha is not None and writer.alpha:
+        if photo.gray and not writer.grey_alpha:
+            image = image.convert("RGB")
+            params.pop("icc_profile", None)  # a grey profile does not describe RGB pixels
+        image.putalpha(Image.fromarray(photo.alpha))
+    if photo.dpi and writer.dpi:
         params["dpi"] = photo.dpi
-    if keep_metadata and photo.exif and fmt in ("JPEG", "PNG", "WEBP"):
+    if keep_metadata and photo.exif and writer.exif:
         params["exif"] = photo.exif
-    if fmt == "JPEG":
-        params["quality"] = JPEG_QUALITY
-        if photo.jpeg_subsampling >= 0:
-            params["subsampling"] = photo.jpeg_subsampling
-    elif fmt == "WEBP":
-        params["quality"] = JPEG_QUALITY
-    elif fmt == "TIFF":
-        params["compression"] = "tiff_lzw"
+    if fmt == "JPEG" and photo.jpeg_subsampling >= 0:
+        params["subsampling"] = photo.jpeg_subsampling
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **params)
     return buffer.getvalue()

@@ -86,8 +86,10 @@ def test_orientation_applied_and_metadata_dropped_unless_kept(media, load_rgb, t
     exif[0x0112] = 6  # stored turned a quarter to the left; shown turned back
     exif[0x010F], exif[0x0110] = "TestCam", "Model X"
     exif[0x8825] = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}
+    exif.get_ifd(0x8769).update({0x9003: "2026:01:02 03:04:05", 0x927C: b"preview of the picture"})
     src = tmp_path / "phone.jpg"
     Image.fromarray(np.rot90(upright).copy()).save(src, quality=95, exif=exif)
+    assert Image.open(src).getexif().get_ifd(0x8769)[0x927C] == b"preview of the picture"
     assert read_photo(src).rgb.shape == upright.shape
 
     assert veil("protect", src, "-o", tmp_path / "out.jpg", "-q").exit_code == 0
@@ -99,6 +101,8 @@ def test_orientation_applied_and_metadata_dropped_unless_kept(media, load_rgb, t
     assert veil("protect", src, "-o", tmp_path / "kept.jpg", "--keep-metadata", "-q").exit_code == 0
     kept = Image.open(tmp_path / "kept.jpg").getexif()
     assert kept[0x010F] == "TestCam" and kept.get(0x0112, 1) == 1
+    assert kept.get_ifd(0x8825)[1] == "N" and kept.get_ifd(0x8769)[0x9003] == "2026:01:02 03:04:05"
+    assert 0x927C not in kept.get_ifd(0x8769)  # maker notes can hold a preview of the unprotected face
     assert np.asarray(Image.open(tmp_path / "kept.jpg")).shape == upright.shape
 
 
@@ -120,6 +124,26 @@ def test_transparency_and_grey_are_kept(load_rgb, tmp_path):
     assert grey.mode == "L"
     changed = np.abs(np.asarray(grey).astype(int) - cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(int))
     assert changed.max() > 50 and np.median(changed) == 0  # the face blurred, PNG lossless elsewhere
+
+
+def test_phone_formats_heic_and_avif(load_rgb, tmp_path):
+    rgb = load_rgb("obama.jpg")
+    exif = Image.Exif()
+    exif[0x010F] = "TestPhone"
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 29.0)}
+    Image.fromarray(rgb).save(tmp_path / "phone.heic", quality=90, exif=exif)
+    alpha = np.tile(np.linspace(40, 255, rgb.shape[1]).astype(np.uint8), (rgb.shape[0], 1))
+    Image.fromarray(np.dstack([rgb, alpha])).save(tmp_path / "sticker.avif", quality=90)
+    assert Image.open(tmp_path / "phone.heic").getexif()[0x010F] == "TestPhone"
+
+    result = veil("protect", tmp_path / "phone.heic", tmp_path / "sticker.avif", "-o", tmp_path / "safe", "-q")
+    assert result.exit_code == 0, result.output
+    heic, avif = Image.open(tmp_path / "safe" / "phone.heic"), Image.open(tmp_path / "safe" / "sticker.avif")
+    assert heic.format == "HEIF" and len(heic.getexif()) == 0 and not heic.info.get("thumbnails")
+    assert avif.format == "AVIF" and avif.mode == "RGBA"
+    assert np.abs(np.asarray(avif)[..., 3].astype(int) - alpha).max() <= 2  # lossy alpha plane
+    for image in (heic, avif):
+        assert faces_left(rgb, np.asarray(image.convert("RGB"))) == (1, 0)
 
 
 def test_cmyk_16_bit_and_palette_photos(load_rgb, tmp_path):
