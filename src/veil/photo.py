@@ -29,7 +29,8 @@ from veil.errors import InputError, OutputError
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["PHOTO_SUFFIXES", "Photo", "is_photo", "read_photo", "write_photo", "check_photo_output"]
+__all__ = ["PHOTO_SUFFIXES", "Photo", "is_photo", "read_photo", "encode_photo", "write_photo",
+           "check_photo_output"]
 
 # Pillow's format for each suffix: what is read, and what is written back.
 _FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP",
@@ -116,8 +117,8 @@ def _to_array(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool]:
     has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or (mode == "P" and "transparency" in image.info)
     if has_alpha:
         rgba = np.asarray(image.convert("RGBA"))
-        return np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3]), gray
-    return np.asarray(image.convert("RGB")), None, gray
+        return rgba[..., :3].copy(), rgba[..., 3].copy(), gray
+    return np.array(image.convert("RGB")), None, gray  # a copy: Pillow's array view is read-only
 
 
 def read_photo(path: str | os.PathLike) -> Photo:
