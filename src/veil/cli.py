@@ -107,6 +107,7 @@ def protect(
     no_reuse: Annotated[bool, typer.Option("--no-reuse", help="cloak: start every frame from scratch (the paper's baseline).")] = False,
     checkpoint: Annotated[Optional[Path], typer.Option(help="qmvae: model checkpoint (default: the shipped one).")] = None,
     targets: Annotated[Optional[Path], typer.Option(help="cloak: folder of photos of other people to add to the target bank.")] = None,
+    sticker_image: Annotated[Optional[Path], typer.Option(help="sticker: the image put over each face (PNG transparency respected; default: a drawn smiley).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of random protections (same seed, same output).")] = 0,
     codec: Annotated[str, typer.Option(help="Video encoder (libx264, libx265, libvpx-vp9, libsvtav1, ...).")] = "libx264",
     crf: Annotated[int, typer.Option(help="Constant quality (lower is better; H.264: 18 visually lossless).")] = 18,
@@ -133,6 +134,7 @@ def protect(
             "mode": cloak_mode, "reuse": False if no_reuse else None,
             "checkpoint": str(checkpoint) if checkpoint else None,
             "targets_dir": str(targets) if targets else None,
+            "image": str(sticker_image) if sticker_image else None,
         }
         defaults = protector_options(method)
         for text in option or []:
@@ -172,8 +174,9 @@ def protect(
         err.print(f"[red]error:[/red] {message}", highlight=False)
     for summary in report.summaries:
         where = summary.output or "(dry run)"
-        what = (f"{summary.faces} faces, {summary.seconds:.2f} s" if summary.kind == "photo" else
-                f"{summary.frames} frames, {summary.faces} faces, {summary.fps_processed:.1f} frames/s")
+        faces = f"{summary.faces} face{'' if summary.faces == 1 else 's'}"
+        what = (f"{faces}, {summary.seconds:.2f} s" if summary.kind == "photo" else
+                f"{summary.frames} frames, {faces}, {summary.fps_processed:.1f} frames/s")
         err.print(f"[green]done[/green] {summary.input} -> {where}: {what}", highlight=False)
     raise typer.Exit(report.exit_code)
 

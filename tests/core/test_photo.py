@@ -323,3 +323,18 @@ def test_evaluate_reads_photos_as_protect_does(load_rgb, tmp_path):
     assert veil("protect", tmp_path / "scan.png", "-o", tmp_path / "scan_out.png", "-q").exit_code == 0
     scan = evaluate(tmp_path / "scan.png", tmp_path / "scan_out.png", config)["summary"]
     assert scan["psnr_outside_faces"] == 100.0 and scan["ssim_outside_faces"] == 1.0
+
+
+def test_sticker_from_the_command_line(media, tmp_path):
+    art = np.zeros((64, 64, 4), np.uint8)
+    art[..., 1:] = 255  # opaque cyan
+    Image.fromarray(art).save(tmp_path / "cyan.png")
+    src = media("obama.jpg")
+    result = veil("protect", src, "-o", tmp_path / "out.png", "-m", "sticker", "--sticker-image", tmp_path / "cyan.png", "-q")
+    assert result.exit_code == 0, result.output
+    out = rgb_of(tmp_path / "out.png")
+    x0, y0, x1, y1 = get_detector("centerface", detect_size=None).detect(rgb_of(src)).boxes[0].astype(int)
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    assert (out[cy - 20:cy + 20, cx - 20:cx + 20] == (0, 255, 255)).all()
+    result = veil("protect", src, "-o", tmp_path / "no.png", "-m", "sticker", "--sticker-image", tmp_path / "none.png")
+    assert result.exit_code == 2 and "does not exist" in result.output and not (tmp_path / "no.png").exists()

@@ -10,10 +10,10 @@ from veil.detect import get_detector
 from veil.errors import InputError
 from veil.faces import Faces
 from veil.protect import ProtectState, face_mask, get_protector, protector_names
-from veil.protect.classic import eye_band, mosaic
+from veil.protect.classic import Blur, eye_band, mosaic
 from veil.video import read_frames
 
-CLASSIC = ["blur", "mosaic", "solid", "noise", "cartoon"]
+CLASSIC = ["blur", "mosaic", "solid", "noise", "cartoon", "sticker"]
 PHOTOS = ["obama.jpg", "biden.jpg", "0-f15-hao-ph.jpg", "multi_face.jpg"]
 
 
@@ -117,6 +117,34 @@ def test_mosaic_fixed_block_pixels_as_in_the_qmvae_paper(faces_of):
     row = out[int(faces.boxes[0, 1]) + 40, int(faces.boxes[0, 0]) + 16:int(faces.boxes[0, 0]) + 120]
     runs = np.count_nonzero(np.any(np.diff(row.astype(int), axis=0) != 0, axis=1))
     assert runs <= (120 - 16) // 8 + 1
+
+
+def test_sticker_covers_the_face_and_shows_only_blur_where_transparent(faces_of, tmp_path):
+    from PIL import Image
+
+    art = np.zeros((100, 100, 4), np.uint8)
+    art[25:75, 25:75] = (255, 0, 0, 255)  # an opaque red square in a transparent frame
+    Image.fromarray(art).save(tmp_path / "sticker.png")
+    image, faces = faces_of("obama.jpg")
+    out = get_protector("sticker", image=str(tmp_path / "sticker.png"), mask_shape="box")(image, faces, ProtectState())
+    mask = face_mask(image.shape, faces, mask_scale=1.3, ellipse=False)
+    np.testing.assert_array_equal(out[~mask], image[~mask])
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    side = min(y1 - y0, x1 - x0)  # the square sticker fits the box: `side` wide, centred
+    cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
+    red = out[cy - side // 4 + 2:cy + side // 4 - 2, cx - side // 4 + 2:cx + side // 4 - 2]
+    assert (red == (255, 0, 0)).all()
+    crop = image[y0:y1, x0:x1]
+    blurred = Blur(strength=2.0).transform(crop, float(faces.sizes[0]), np.random.default_rng())
+    corner = (slice(y0, y0 + 10), slice(x0, x0 + 10))  # transparent: the strong blur, not the face
+    np.testing.assert_array_equal(out[corner], blurred[:10, :10])
+    assert np.abs(out[corner].astype(int) - image[corner].astype(int)).mean() > 3
+
+
+def test_sticker_image_must_exist(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        get_protector("sticker", image=str(tmp_path / "missing.png"))
 
 
 @pytest.mark.parametrize("options", [{"mask_scale": -1}, {"mask_shape": "star"}])

@@ -1,4 +1,4 @@
-"""The classic de-identifications: blur, mosaic, solid, blindfold (eye band), noise, cartoon.
+"""The classic de-identifications: blur, mosaic, solid, blindfold (eye band), noise, cartoon, sticker.
 
 Each works face by face inside an ellipse (or box) grown from the face box by `mask_scale`, and
 leaves every pixel outside those masks untouched. Blindfold, mosaic and noise follow the QM-VAE
@@ -17,7 +17,8 @@ import numpy as np
 from veil.faces import Faces
 from veil.protect.base import ProtectState, ellipse_boxes, register, rng_for
 
-__all__ = ["Blur", "Mosaic", "Solid", "Blindfold", "Noise", "Cartoon", "mosaic", "cartoon", "eye_band"]
+__all__ = ["Blur", "Mosaic", "Solid", "Blindfold", "Noise", "Cartoon", "Sticker", "mosaic", "cartoon", "eye_band",
+           "smiley"]
 
 
 @dataclass
@@ -154,6 +155,62 @@ class Cartoon(_Masked):
 
     def transform(self, crop: np.ndarray, face_size: float, rng: np.random.Generator) -> np.ndarray:
         return cartoon(crop, self.levels)
+
+
+def smiley(size: int = 256) -> np.ndarray:
+    """A drawn smiley face with a transparent background (the sticker's default).
+
+    Shape: (size, size, 4) uint8 RGBA.
+    """
+    art = np.zeros((size, size, 4), np.uint8)
+    c, r, aa = size // 2, size // 2 - 2, cv2.LINE_AA
+    cv2.circle(art, (c, c), r, (255, 204, 0, 255), -1, aa)
+    cv2.circle(art, (c, c), r, (90, 60, 0, 255), max(2, size // 64), aa)
+    for x in (c - r // 3, c + r // 3):
+        cv2.ellipse(art, (x, c - r // 4), (r // 10, r // 6), 0, 0, 360, (60, 40, 0, 255), -1, aa)
+    cv2.ellipse(art, (c, c + r // 10), (r // 2, r // 2), 0, 20, 160, (60, 40, 0, 255), max(3, size // 32), aa)
+    return art
+
+
+@register("sticker")
+@dataclass
+class Sticker(_Masked):
+    """An image over each face (deface's ``--replacewith img``); default: a drawn smiley.
+
+    An image keeps its aspect ratio and fits inside the mask (the smiley is stretched to fill it);
+    what it leaves uncovered (its transparent parts, the margins) shows the face blurred at twice
+    the blur's strength, never the face itself.
+    """
+
+    image: str | None = None  # a photo file; PNG/WebP transparency is respected
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.image is None:
+            self._art = smiley()
+        else:
+            from veil.photo import read_photo
+
+            photo = read_photo(str(self.image))
+            alpha = photo.alpha if photo.alpha is not None else np.full(photo.rgb.shape[:2], 255, np.uint8)
+            self._art = np.dstack([photo.rgb, alpha])
+        self._under = Blur(strength=2.0)
+
+    def transform(self, crop: np.ndarray, face_size: float, rng: np.random.Generator) -> np.ndarray:
+        out = self._under.transform(crop, face_size, rng)
+        h, w = crop.shape[:2]
+        ah, aw = self._art.shape[:2]
+        if self.image is None:
+            nw, nh, scale = w, h, min(w / aw, h / ah)
+        else:
+            scale = min(w / aw, h / ah)
+            nw, nh = max(1, round(aw * scale)), max(1, round(ah * scale))
+        art = cv2.resize(self._art, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        y0, x0 = (h - nh) // 2, (w - nw) // 2
+        region = out[y0:y0 + nh, x0:x0 + nw].astype(np.float32)
+        alpha = art[..., 3:].astype(np.float32) / 255.0
+        out[y0:y0 + nh, x0:x0 + nw] = np.round(art[..., :3] * alpha + region * (1.0 - alpha)).astype(np.uint8)
+        return out
 
 
 def eye_band(landmarks: np.ndarray, width: float = 2.2, height: float = 0.7) -> np.ndarray:
