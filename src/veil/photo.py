@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from veil.errors import InputError, OutputError
+from veil.outputs import check_output
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -162,21 +163,8 @@ def read_photo(path: str | os.PathLike) -> Photo:
 
 
 def check_photo_output(src: Path, dst: Path) -> None:
-    """Refuse an output that is the input itself, cannot be written, or is not a photo file."""
-    if dst.exists() and src.exists() and os.path.samefile(src, dst):
-        raise OutputError(f"output {str(dst)!r} is the input itself; veil never overwrites its input")
-    if dst.is_dir():
-        raise OutputError(f"output {str(dst)!r} is a folder; give a file name")
-    if dst.suffix.lower() not in _FORMATS:
-        raise OutputError(f"output {str(dst)!r} of a photo needs a photo file extension "
-                          f"({', '.join(sorted(_FORMATS))})")
-    parent = dst.parent if str(dst.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create the output folder {str(parent)!r}: {exc.strerror}") from None
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"the output folder {str(parent)!r} is not writable")
+    """Refuse an output that is the input itself, not a photo file, or cannot be written."""
+    check_output(src, dst, _FORMATS, "photo", ", ".join(sorted(_FORMATS)))
 
 
 def encode_photo(photo: Photo, rgb: np.ndarray, suffix: str, *, keep_metadata: bool = False) -> bytes:

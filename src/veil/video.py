@@ -24,6 +24,7 @@ import av
 import numpy as np
 
 from veil.errors import OutputError, VideoOpenError
+from veil.outputs import check_output
 
 __all__ = [
     "VideoInfo", "Frame", "VideoReader", "EncodeOptions", "VideoWriter",
@@ -209,20 +210,8 @@ class EncodeOptions:
 
 
 def check_output_path(src: Path, dst: Path) -> None:
-    """Refuse an output that is the input itself or that cannot be written."""
-    if dst.exists() and src.exists() and os.path.samefile(src, dst):
-        raise OutputError(f"output {str(dst)!r} is the input itself; veil never overwrites its input")
-    if dst.is_dir():
-        raise OutputError(f"output {str(dst)!r} is a folder; give a file name")
-    parent = dst.parent if str(dst.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create the output folder {str(parent)!r}: {exc.strerror}") from None
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"the output folder {str(parent)!r} is not writable")
-    if dst.suffix.lower() not in VIDEO_SUFFIXES:
-        raise OutputError(f"output {str(dst)!r} has no video file extension (use .mp4, .mov, .mkv, ...)")
+    """Refuse an output that is the input itself, not a video file, or cannot be written."""
+    check_output(src, dst, VIDEO_SUFFIXES, "video", ".mp4, .mov, .mkv, ...")
 
 
 class VideoWriter:
