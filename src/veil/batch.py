@@ -61,7 +61,7 @@ class Report:
 
 
 def _temp_pattern(dst: Path) -> re.Pattern:
-    # VideoWriter's temporary file: tempfile.mkstemp(prefix=".<stem>.", suffix=<suffix>), 8 random chars.
+    # veil.outputs.temporary_beside: tempfile.mkstemp(prefix=".<stem>.", suffix=<suffix>), 8 random chars.
     return re.compile(rf"^\.{re.escape(dst.stem)}\.[a-z0-9_]{{8}}{re.escape(dst.suffix)}$")
 
 

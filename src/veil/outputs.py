@@ -1,14 +1,16 @@
-"""The checks every output path gets before anything is written (videos and photos alike)."""
+"""Outputs, videos and photos alike: the checks before anything is written, and the temporary file
+beside the target that is moved into place only when complete."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Collection
 from pathlib import Path
 
 from veil.errors import OutputError
 
-__all__ = ["check_output"]
+__all__ = ["check_output", "temporary_beside", "publish"]
 
 
 def check_output(src: Path, dst: Path, suffixes: Collection[str], kind: str, examples: str) -> None:
@@ -27,3 +29,22 @@ def check_output(src: Path, dst: Path, suffixes: Collection[str], kind: str, exa
         raise OutputError(f"cannot create the output folder {str(parent)!r}: {exc.strerror}") from None
     if not os.access(parent, os.W_OK):
         raise OutputError(f"the output folder {str(parent)!r} is not writable")
+
+
+def temporary_beside(dst: Path) -> Path:
+    """A new empty file beside `dst` to write the output into: ``.<stem>.XXXXXXXX<suffix>``, the
+    name a resumed batch looks for to remove what a killed run half wrote."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.stem}.", suffix=dst.suffix)
+    except OSError as exc:
+        raise OutputError(f"cannot write in {str(dst.parent)!r}: {exc.strerror}") from None
+    os.close(fd)
+    return Path(tmp)
+
+
+def publish(tmp: Path, dst: Path) -> None:
+    """Move the finished `tmp` to `dst` in one step, with the permissions a new file gets."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
+    os.replace(tmp, dst)

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from veil.errors import InputError, OutputError
-from veil.outputs import check_output
+from veil.errors import InputError
+from veil.outputs import check_output, publish, temporary_beside
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -199,18 +198,11 @@ def write_photo(dst: str | os.PathLike, photo: Photo, rgb: np.ndarray, *, keep_m
     only when complete."""
     dst = Path(dst)
     data = encode_photo(photo, rgb, dst.suffix, keep_metadata=keep_metadata)
+    tmp = temporary_beside(dst)
     try:
-        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.stem}.", suffix=dst.suffix)
-    except OSError as exc:
-        raise OutputError(f"cannot write in {str(dst.parent)!r}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, dst)
+        tmp.write_bytes(data)
+        publish(tmp, dst)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return dst

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -24,7 +23,7 @@ import av
 import numpy as np
 
 from veil.errors import OutputError, VideoOpenError
-from veil.outputs import check_output
+from veil.outputs import check_output, publish, temporary_beside
 
 __all__ = [
     "VideoInfo", "Frame", "VideoReader", "EncodeOptions", "VideoWriter",
@@ -231,15 +230,13 @@ class VideoWriter:
         self._last_pts: int | None = None
         self._source = av.open(str(source)) if source is not None else None
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.dst.parent, prefix=f".{self.dst.stem}.", suffix=self.dst.suffix)
-        except OSError as exc:
+            self._tmp = temporary_beside(self.dst)
+        except OutputError:
             if self._source is not None:
                 self._source.close()
-            raise OutputError(f"cannot write in {str(self.dst.parent)!r}: {exc.strerror}") from None
-        os.close(fd)
-        self._tmp = Path(tmp)
+            raise
         try:
-            self._container = av.open(tmp, "w", options={"fflags": "+bitexact"})
+            self._container = av.open(str(self._tmp), "w", options={"fflags": "+bitexact"})
             self._setup_video(width, height)
             self._audio_map = self._setup_audio()
             self._audio_packets = self._demux_audio()
@@ -346,10 +343,7 @@ class VideoWriter:
             raise
         if self._source is not None:
             self._source.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(self._tmp, self.dst)
+        publish(self._tmp, self.dst)
         return self.dst
 
     def abort(self) -> None:
