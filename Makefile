@@ -39,6 +39,7 @@ test-slow: models
 
 bench: models
 	$(BIN)/python bench/protect_speed.py
+	$(BIN)/python bench/photo_speed.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
