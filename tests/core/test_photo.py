@@ -338,3 +338,16 @@ def test_sticker_from_the_command_line(media, tmp_path):
     assert (out[cy - 20:cy + 20, cx - 20:cx + 20] == (0, 255, 255)).all()
     result = veil("protect", src, "-o", tmp_path / "no.png", "-m", "sticker", "--sticker-image", tmp_path / "none.png")
     assert result.exit_code == 2 and "does not exist" in result.output and not (tmp_path / "no.png").exists()
+
+
+def test_evaluate_keeps_the_people_of_different_photos_apart(media, tmp_path):
+    """In a folder of unrelated photos, a face never continues the track of another photo's face."""
+    from veil.evaluate import EvaluateConfig, evaluate
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    for i, name in enumerate(("obama.jpg", "obama2.jpg", "biden.jpg")):
+        shutil.copy(media(name), tmp_path / "a" / f"{i}.jpg")
+    assert veil("protect", tmp_path / "a", "-o", tmp_path / "b", "-q").exit_code == 0
+    report = evaluate(tmp_path / "a", tmp_path / "b", EvaluateConfig(recognizers=("dlib",), expressions=False))
+    assert report["summary"]["frames"] == 3 and report["summary"]["tracks"] == 3

@@ -1,7 +1,8 @@
 """``veil evaluate``: compare a protected video, photo or photo folder with its original, frame by frame.
 
-Faces are found on the ORIGINAL (one detector, tracked across frames); every face of every frame
-is then judged on the PROTECTED frame:
+Faces are found on the ORIGINAL (one detector, tracked across frames; tracks end at scene cuts,
+found as `veil protect` finds them, and where a folder's photos change size); every face of every
+frame is then judged on the PROTECTED frame:
 
 - privacy (:mod:`veil.evaluate.privacy`): does each detector still find it, does each recognizer
   still match it to the original face, how far apart are the descriptors;
@@ -26,6 +27,7 @@ import cv2
 import numpy as np
 
 from veil.detect import Tracker, get_detector
+from veil.detect.track import is_scene_cut, scene_thumbnail
 from veil.errors import InputError
 from veil.evaluate.privacy import (
     describe,
@@ -246,12 +248,21 @@ def evaluate(original: str | Path, protected: str | Path, config: EvaluateConfig
             if progress is not None:
                 progress(len(frames))
 
+    previous: list = [None, None]  # the last original frame's size and scene thumbnail
+
+    def cut(frame: np.ndarray) -> bool:
+        """A new shot (as `veil protect` finds them) or, in a folder of photos, another size."""
+        thumb = scene_thumbnail(frame)
+        new = previous[0] is not None and (previous[0] != frame.shape or is_scene_cut(previous[1], thumb))
+        previous[:] = [frame.shape, thumb]
+        return new
+
     def detect(chunk: list[tuple[np.ndarray, np.ndarray]]) -> None:
         if not chunk:
             return
         for pair, found in zip(chunk, detector.detect_batch([o for o, _ in chunk])):
             pending.append(pair)
-            ready.extend(tracker.push(found))
+            ready.extend(tracker.push(found, scene_cut=cut(pair[0])))
 
     try:
         chunk: list[tuple[np.ndarray, np.ndarray]] = []
