@@ -35,18 +35,14 @@ PHOTOS = sorted(n for n in ARTIFACTS if n.startswith("media/") and n.endswith(".
 
 def faces(image: np.ndarray, mtcnn, centerface) -> np.ndarray:
     """Boxes both detectors agree on."""
-    boxes, other = mtcnn.detect(image).boxes, centerface.detect(image).boxes
-    if len(boxes) == 0 or len(other) == 0:
-        return boxes[:0]
-    return boxes[(iou_matrix(boxes, other) > 0.3).any(axis=1)]
+    boxes = mtcnn.detect(image).boxes
+    return boxes[(iou_matrix(boxes, centerface.detect(image).boxes) > 0.3).any(axis=1)]
 
 
 def still_found(image: np.ndarray, boxes: np.ndarray, mtcnn) -> int:
+    """How many of the faces `boxes` MTCNN still finds in `image` (score >= 0.9, IoU > 0.3)."""
     found = mtcnn.detect(image)
-    strong = found.boxes[found.scores >= 0.9]
-    if len(boxes) == 0 or len(strong) == 0:
-        return 0
-    return int((iou_matrix(boxes, strong) > 0.3).any(axis=0).sum())
+    return int((iou_matrix(boxes, found.boxes[found.scores >= 0.9]) > 0.3).any(axis=1).sum())
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 """Many videos and photos: run jobs (see `veil.plan`) with progress, resumably, and collect a report.
 
 A folder is searched recursively and its layout mirrored under the output folder; files that are
-neither videos nor photos are skipped with a note. One bad file does not stop the others: its error is recorded
-and the run's exit code says that something failed (2 for bad input, 1 for other failures).
+neither videos nor photos are skipped with a note. One bad file does not stop the others: its
+error is recorded and the run's exit code says that something failed (2 for bad input, 1 for
+other failures).
 
 With an output folder, a manifest (`veil.manifest`) records every file, so a run that was
 interrupted (Ctrl-C, kill -9, power loss) resumes where it stopped: finished files are skipped,

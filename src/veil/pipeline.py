@@ -333,7 +333,7 @@ def _detect_all(reader: VideoReader, detector: Detector, tracker: Tracker, optio
             progress(batch[-1].index + 1, total)
 
 
-def _detect_at(detector: Detector, image: Any, detect_size: int | None) -> Faces:
+def _detect_at(detector: Detector, image: np.ndarray, detect_size: int | None) -> Faces:
     """One detection at `detect_size` (the detectors that scale frames say so in `detect_size`)."""
     if not hasattr(detector, "detect_size"):
         return detector.detect(image)

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from veil.cli import app
 from veil.detect import get_detector
+from veil.detect.track import iou_matrix
 from veil.errors import DetectionError
 from veil.faces import Faces
 from veil.photo import read_photo
@@ -27,12 +28,6 @@ def rgb_of(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
-
-
 def faces_left(before: np.ndarray, after: np.ndarray) -> tuple[int, int]:
     """(faces in `before`, how many of them MTCNN still finds in `after`), at full resolution.
 
@@ -43,11 +38,11 @@ def faces_left(before: np.ndarray, after: np.ndarray) -> tuple[int, int]:
     pass as a face at 0.78-0.88.
     """
     mtcnn = get_detector("mtcnn", detect_size=None)
-    other = get_detector("centerface", detect_size=None).detect(before).boxes
-    faces = [a for a in mtcnn.detect(before).boxes if any(_iou(a, b) > 0.3 for b in other)]
+    boxes = mtcnn.detect(before).boxes
+    faces = boxes[(iou_matrix(boxes, get_detector("centerface", detect_size=None).detect(before).boxes) > 0.3).any(1)]
     found = mtcnn.detect(after)
-    now = found.boxes[found.scores >= 0.9]
-    return len(faces), sum(any(_iou(a, b) > 0.3 for b in now) for a in faces)
+    still = (iou_matrix(faces, found.boxes[found.scores >= 0.9]) > 0.3).any(1)
+    return len(faces), int(still.sum())
 
 
 def outside(boxes: np.ndarray, shape: tuple[int, ...], grow: float = 2.0) -> np.ndarray:
@@ -330,7 +325,8 @@ def test_sticker_from_the_command_line(media, tmp_path):
     art[..., 1:] = 255  # opaque cyan
     Image.fromarray(art).save(tmp_path / "cyan.png")
     src = media("obama.jpg")
-    result = veil("protect", src, "-o", tmp_path / "out.png", "-m", "sticker", "--sticker-image", tmp_path / "cyan.png", "-q")
+    result = veil("protect", src, "-o", tmp_path / "out.png", "-m", "sticker",
+                  "--sticker-image", tmp_path / "cyan.png", "-q")
     assert result.exit_code == 0, result.output
     out = rgb_of(tmp_path / "out.png")
     x0, y0, x1, y1 = get_detector("centerface", detect_size=None).detect(rgb_of(src)).boxes[0].astype(int)
