@@ -83,14 +83,15 @@ def test_orientation_applied_and_metadata_dropped_unless_kept(media, load_rgb, t
     exif[0x8825] = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}
     exif.get_ifd(0x8769).update({0x9003: "2026:01:02 03:04:05", 0x927C: b"preview of the picture"})
     src = tmp_path / "phone.jpg"
-    Image.fromarray(np.rot90(upright).copy()).save(src, quality=95, exif=exif)
+    Image.fromarray(np.rot90(upright).copy()).save(src, quality=95, exif=exif, comment=b"Alice, at home")
     assert Image.open(src).getexif().get_ifd(0x8769)[0x927C] == b"preview of the picture"
+    assert Image.open(src).info["comment"] == b"Alice, at home"
     assert read_photo(src).rgb.shape == upright.shape
 
     assert veil("protect", src, "-o", tmp_path / "out.jpg", "-q").exit_code == 0
     out = Image.open(tmp_path / "out.jpg")
     assert np.asarray(out).shape == upright.shape  # written upright
-    assert len(out.getexif()) == 0 and "exif" not in out.info
+    assert len(out.getexif()) == 0 and "exif" not in out.info and "comment" not in out.info
     assert faces_left(upright, np.asarray(out.convert("RGB"))) == (1, 0)
 
     assert veil("protect", src, "-o", tmp_path / "kept.jpg", "--keep-metadata", "-q").exit_code == 0
