@@ -348,3 +348,15 @@ def test_evaluate_keeps_the_people_of_different_photos_apart(media, tmp_path):
     assert veil("protect", tmp_path / "a", "-o", tmp_path / "b", "-q").exit_code == 0
     report = evaluate(tmp_path / "a", tmp_path / "b", EvaluateConfig(recognizers=("dlib",), expressions=False))
     assert report["summary"]["frames"] == 3 and report["summary"]["tracks"] == 3
+
+
+def test_segmenting_long_videos_leaves_photos_whole(media, tmp_path):
+    from veil.batch import plan_jobs, run_jobs
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    shutil.copy(media("multi_face.jpg"), archive / "beach.jpg")
+    jobs, _ = plan_jobs([archive], tmp_path / "safe")
+    report = run_jobs(jobs, ProtectOptions(), segment_seconds=0.5, manifest=tmp_path / "safe", show_progress=False)
+    assert report.exit_code == 0 and [s.faces for s in report.summaries] == [5]
+    assert Image.open(tmp_path / "safe" / "beach.jpg").format == "JPEG"
