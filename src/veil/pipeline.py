@@ -200,6 +200,20 @@ def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
         yield batch
 
 
+def _prepare(src: Path, dst: str | Path | None, options: ProtectOptions, detector: Detector | None,
+             protector: Protector | None, check_output: Callable[[Path, Path], None],
+             ) -> tuple[Path | None, Detector, Protector]:
+    """The output path, checked by `check_output` (None on a dry run), and the models (built unless given)."""
+    if options.dry_run:
+        dst = None
+    else:
+        if dst is None:
+            raise InputError("an output path is needed (or use a dry run)")
+        dst = Path(dst)
+        check_output(src, dst)
+    return dst, detector or options.build_detector(), protector or options.build_protector()
+
+
 def protect_video(src: str | Path, dst: str | Path | None, options: ProtectOptions = ProtectOptions(), *,
                   detector: Detector | None = None, protector: Protector | None = None,
                   progress: Callable[[int, int], None] | None = None) -> Summary:
@@ -214,14 +228,8 @@ def protect_video(src: str | Path, dst: str | Path | None, options: ProtectOptio
     reader = VideoReader(src)
     try:
         info = reader.info
-        if not options.dry_run:
-            if dst is None:
-                raise InputError("an output path is needed (or use a dry run)")
-            dst = Path(dst)
-            check_output_path(src, dst)
-        detector = detector or options.build_detector()
-        protector = protector or options.build_protector()
-        summary = Summary(input=str(src), output=None if options.dry_run else str(dst), method=options.method,
+        dst, detector, protector = _prepare(src, dst, options, detector, protector, check_output_path)
+        summary = Summary(input=str(src), output=None if dst is None else str(dst), method=options.method,
                           detector=detector.name, width=info.width, height=info.height, fps=str(info.fps))
         writer = None if options.dry_run else VideoWriter(
             dst, width=info.width, height=info.height, fps=info.fps, time_base=info.time_base,
@@ -357,14 +365,8 @@ def protect_photo(src: str | Path, dst: str | Path | None, options: ProtectOptio
     src = Path(src)
     start = time.perf_counter()
     photo = read_photo(src)
-    if not options.dry_run:
-        if dst is None:
-            raise InputError("an output path is needed (or use a dry run)")
-        dst = Path(dst)
-        check_photo_output(src, dst)
-    detector = detector or options.build_detector()
-    protector = protector or options.build_protector()
-    summary = Summary(input=str(src), output=None if options.dry_run else str(dst), method=options.method,
+    dst, detector, protector = _prepare(src, dst, options, detector, protector, check_photo_output)
+    summary = Summary(input=str(src), output=None if dst is None else str(dst), method=options.method,
                       detector=detector.name, kind="photo", width=photo.width, height=photo.height)
     failed = False
     try:
