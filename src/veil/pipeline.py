@@ -12,17 +12,16 @@ written unprotected.
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
+from veil.background import Sink, prefetch
 from veil.detect import Detector, Tracker, TrackerConfig, get_detector
 from veil.detect.track import is_scene_cut, scene_thumbnail
 from veil.errors import DetectionError, InputError
@@ -33,8 +32,6 @@ from veil.video import EncodeOptions, Frame, VideoReader, VideoWriter, check_out
 
 __all__ = ["ProtectOptions", "Summary", "protect_frames", "protect_video", "protect_photo", "protect_file",
            "protect"]
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -109,84 +106,6 @@ class Summary:
         d = asdict(self)
         d["faces"] = self.faces
         return d
-
-
-def _prefetch(items: Iterable[T], depth: int = 8) -> Iterator[T]:
-    """Iterate on a background thread, `depth` items ahead (errors re-raised in the caller)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def work() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                q.put(item)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            q.put(exc)
-            return
-        q.put(done)
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
-
-
-class _Sink:
-    """Runs `consume(*item)` for each item on one background thread, in order, a few items ahead.
-
-    Protection and encoding (OpenCV, x264: both release the GIL) then overlap the next frames'
-    detection. An error in `consume` is raised again by the next `put` or by `close`.
-    """
-
-    def __init__(self, consume: Callable[..., None], depth: int = 4) -> None:
-        self._consume = consume
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, daemon=True)
-        self._thread.start()
-
-    def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    self._consume(*item)
-                except BaseException as exc:  # noqa: BLE001 - handed to the producer
-                    self._error = exc
-
-    def _check(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def put(self, *item: object) -> None:
-        self._check()
-        self._queue.put(item)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        self._check()
-
-    def abandon(self) -> None:
-        """Stop after the queued items, ignoring their result (the run failed elsewhere)."""
-        self._error = self._error or RuntimeError("abandoned")
-        self._queue.put(None)
-        self._thread.join()
 
 
 def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
@@ -270,7 +189,7 @@ def protect_frames(reader: VideoReader, detector: Detector, protector: Protector
         if writer is not None:
             writer.write(image, frame.pts)
 
-    sink = _Sink(finish)
+    sink = Sink(finish)
 
     def emit(ready: list[Faces]) -> None:
         for faces in ready:
@@ -305,7 +224,7 @@ def _detect_all(reader: VideoReader, detector: Detector, tracker: Tracker, optio
     previous_thumb = None
     last_failed = False  # whether the latest detection failed (the frames it skipped inherit it)
     total = reader.info.frame_count
-    for batch in _batches(_prefetch(iter(reader)), options.batch_size):
+    for batch in _batches(prefetch(iter(reader)), options.batch_size):
         cuts = []
         for frame in batch:
             thumb = scene_thumbnail(frame.image)
