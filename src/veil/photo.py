@@ -75,7 +75,6 @@ class Photo:
     rgb: np.ndarray
     alpha: np.ndarray | None
     gray: bool  # written back as a grey image
-    format: str  # Pillow's name of the source format
     icc_profile: bytes | None
     dpi: tuple[float, float] | None
     exif: bytes | None  # orientation reset to 1
@@ -138,12 +137,10 @@ def read_photo(path: str | os.PathLike) -> Photo:
                 raise InputError(f"{str(path)!r} is an animated or multi-page image; convert it to a "
                                  "video to protect every frame")
             image.load()
-            info, source_format = dict(image.info), image.format
+            info = dict(image.info)
             if image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 info.pop("icc_profile", None)  # a profile of another colour space than the RGB written
-            subsampling = -1
-            if source_format in ("JPEG", "MPO"):
-                subsampling = JpegImagePlugin.get_sampling(image)
+            subsampling = JpegImagePlugin.get_sampling(image) if image.format in ("JPEG", "MPO") else -1
             upright = ImageOps.exif_transpose(image)
             exif = upright.getexif()
             rgb, alpha, gray = _to_array(upright)
@@ -156,7 +153,7 @@ def read_photo(path: str | os.PathLike) -> Photo:
     if 0x8769 in exif:
         exif.get_ifd(0x8769).pop(_MAKER_NOTE, None)  # tobytes() below writes the edited Exif IFD
     dpi = info.get("dpi")
-    return Photo(rgb, alpha, gray, source_format, info.get("icc_profile"),
+    return Photo(rgb, alpha, gray, info.get("icc_profile"),
                  tuple(float(d) for d in dpi) if dpi else None, exif.tobytes() if len(exif) else None,
                  subsampling)
 

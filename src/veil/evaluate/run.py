@@ -248,13 +248,14 @@ def evaluate(original: str | Path, protected: str | Path, config: EvaluateConfig
             if progress is not None:
                 progress(len(frames))
 
-    previous: list = [None, None]  # the last original frame's size and scene thumbnail
+    last_shape, last_thumb = None, None  # of the previous original frame
 
     def cut(frame: np.ndarray) -> bool:
         """A new shot (as `veil protect` finds them) or, in a folder of photos, another size."""
+        nonlocal last_shape, last_thumb
         thumb = scene_thumbnail(frame)
-        new = previous[0] is not None and (previous[0] != frame.shape or is_scene_cut(previous[1], thumb))
-        previous[:] = [frame.shape, thumb]
+        new = last_shape is not None and (last_shape != frame.shape or is_scene_cut(last_thumb, thumb))
+        last_shape, last_thumb = frame.shape, thumb
         return new
 
     def detect(chunk: list[tuple[np.ndarray, np.ndarray]]) -> None:
