@@ -92,7 +92,7 @@ def protect(
     method: Annotated[str, typer.Option("--method", "-m", help=f"Protection: {', '.join(protector_names())}.")] = "blur",
     detector: Annotated[str, typer.Option(help=f"Face detector: {', '.join(detector_names())}.")] = "centerface",
     threshold: Annotated[Optional[float], typer.Option(help="Detection score threshold (lower finds more faces).")] = None,
-    detect_size: Annotated[int, typer.Option(help="Longest side, in pixels, of the frame the detector sees (0: full size).")] = 640,
+    detect_size: Annotated[int, typer.Option(help="Longest side, in pixels, of the frame the detector sees (0: full size; smaller is faster but loses small faces).")] = ProtectOptions.detect_size,
     photo_detect_size: Annotated[int, typer.Option(help="The same for photos (one detection each; 0: full size).")] = ProtectOptions.photo_detect_size,
     detect_every: Annotated[int, typer.Option(help="Run the detector on every N-th frame (1-3) and on scene cuts; the tracker interpolates the frames between.")] = ProtectOptions.detect_every,
     mask_scale: Annotated[Optional[float], typer.Option(help="Mask size relative to the face box.")] = None,

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from veil.background import Sink, prefetch
-from veil.detect import Detector, Tracker, TrackerConfig, get_detector
+from veil.detect import DETECT_SIZE, Detector, Tracker, TrackerConfig, get_detector
 from veil.detect.track import is_scene_cut, scene_thumbnail
 from veil.errors import DetectionError, InputError
 from veil.faces import Faces
@@ -42,10 +42,10 @@ class ProtectOptions:
     method_options: dict[str, Any] = field(default_factory=dict)
     detector: str = "centerface"
     threshold: float | None = None
-    detect_size: int | None = 640
-    # Photos: one detection each, so a larger size costs little and finds the small faces of a
-    # group photo (a 4000-pixel photo seen at 640 pixels loses faces under ~120 pixels).
-    photo_detect_size: int | None = 1920
+    detect_size: int | None = DETECT_SIZE
+    # Photos have their own size, so that a run that lowers `detect_size` for speed still finds
+    # the small faces of a group photo (one detection each: a large size costs little).
+    photo_detect_size: int | None = DETECT_SIZE
     batch_size: int = 1
     detect_every: int = 2  # run the detector on every N-th frame; the tracker covers the others
     on_detection_error: str = "mask"  # "mask": write the frame fully masked; "stop": fail the video

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from veil.detect import centerface  # noqa: F401  (registers the detector)
-from veil.detect.base import Detector, detector_names, get_detector, nms, register_detector
+from veil.detect.base import DETECT_SIZE, Detector, detector_names, get_detector, nms, register_detector
 from veil.detect.track import Tracker, TrackerConfig
 from veil.faces import Faces
 
-__all__ = ["Detector", "Faces", "Tracker", "TrackerConfig", "detect", "detector_names", "get_detector",
-           "nms", "register_detector"]
+__all__ = ["DETECT_SIZE", "Detector", "Faces", "Tracker", "TrackerConfig", "detect", "detector_names",
+           "get_detector", "nms", "register_detector"]
 
 _CACHE: dict[tuple, Detector] = {}
 

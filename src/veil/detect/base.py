@@ -15,7 +15,13 @@ import numpy as np
 from veil.errors import InputError
 from veil.faces import Faces
 
-__all__ = ["Detector", "register_detector", "get_detector", "detector_names", "nms", "fit_size"]
+__all__ = ["DETECT_SIZE", "Detector", "register_detector", "get_detector", "detector_names", "nms", "fit_size"]
+
+# The longest side, in pixels, of the frame a detector sees unless told otherwise: video up to
+# 1080p is seen whole. Seen smaller, the faces of a wide shot vanish: on a 1080p shot whose faces
+# are about 26 pixels wide, CenterFace at 640 pixels finds half of them and MTCNN (20-pixel
+# smallest face) fewer (`python bench/protect_speed.py`, the detect-size table).
+DETECT_SIZE = 1920
 
 
 @runtime_checkable

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from veil.detect.base import fit_size, nms, register_detector, resize_padded
+from veil.detect.base import DETECT_SIZE, fit_size, nms, register_detector, resize_padded
 from veil.faces import Faces
 from veil.models.centerface import INPUT_NAME, OUTPUT_NAMES, centerface_path
 
@@ -55,7 +55,7 @@ class CenterFace:
 
     name = "centerface"
 
-    def __init__(self, threshold: float = 0.3, detect_size: int | None = 640, threads: int = 0) -> None:
+    def __init__(self, threshold: float = 0.3, detect_size: int | None = DETECT_SIZE, threads: int = 0) -> None:
         import onnxruntime as ort
 
         self.threshold = threshold

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from veil.detect.base import fit_size, nms
+from veil.detect.base import DETECT_SIZE, fit_size, nms
 from veil.faces import Faces
 from veil.models.mtcnn import load_mtcnn
 
@@ -83,7 +83,7 @@ class MTCNN:
     name = "mtcnn"
 
     def __init__(self, min_face: int = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
-                 factor: float = 0.709, detect_size: int | None = 640, threshold: float | None = None) -> None:
+                 factor: float = 0.709, detect_size: int | None = DETECT_SIZE, threshold: float | None = None) -> None:
         self.min_face = min_face
         self.thresholds = (thresholds[0], thresholds[1], threshold if threshold is not None else thresholds[2])
         self.factor = factor
