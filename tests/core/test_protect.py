@@ -72,7 +72,6 @@ def test_detectors_find_no_face_after_protection(detectors, faces_of, method, ph
     for det in detectors:
         found = det.detect(out)
         # A face found after protection would have to overlap an original face.
-        from veil.detect.track import iou_matrix
         overlap = iou_matrix(found.boxes, faces.boxes)
         assert not (overlap > 0.3).any(), f"{det.name} still finds a face after {method} on {photo}"
 
