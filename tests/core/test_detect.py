@@ -1,21 +1,24 @@
 """Detectors on real faces: pinned boxes and landmarks, agreement between two independent
 networks, no face on a face-free image, and a face found on every frame of real videos."""
 
+import cv2
 import numpy as np
 import pytest
 
 from veil.detect import detect, get_detector
-from veil.detect.base import nms
+from veil.detect.base import fit_size, nms
+from veil.detect.centerface import merge_looks
 from veil.detect.track import iou_matrix
 from veil.faces import Faces
 from veil.video import read_frames
 
-# Pinned at detect_size=None (full resolution). Boxes xyxy, landmarks: eyes, nose, mouth corners.
+# Pinned at detect_size=None (full resolution; these faces are over 320 pixels, so CenterFace's
+# come from its coarse look). Boxes xyxy, landmarks: eyes, nose, mouth corners.
 GOLDEN = {
-    ("centerface", "obama.jpg"): ([371.8, 111.7, 600.2, 420.5],
-                                  [[437.7, 219.5], [555.0, 210.9], [507.4, 268.2], [449.8, 327.7], [552.3, 320.6]]),
-    ("centerface", "biden.jpg"): ([429.9, 192.1, 702.0, 547.8],
-                                  [[523.9, 321.3], [659.4, 349.5], [588.5, 405.9], [506.3, 443.5], [622.3, 466.7]]),
+    ("centerface", "obama.jpg"): ([368.0, 85.7, 619.2, 433.2],
+                                  [[434.9, 214.8], [560.1, 210.0], [500.5, 274.4], [441.7, 335.5], [549.9, 331.2]]),
+    ("centerface", "biden.jpg"): ([427.6, 157.9, 716.5, 572.2],
+                                  [[531.2, 316.9], [662.9, 338.1], [594.2, 406.2], [514.5, 459.3], [626.0, 476.8]]),
     ("mtcnn", "obama.jpg"): ([367.5, 78.1, 617.2, 429.9],
                              [[444.7, 214.3], [550.7, 214.2], [495.2, 277.9], [434.9, 324.1], [556.2, 320.8]]),
     ("mtcnn", "biden.jpg"): ([426.8, 166.9, 712.3, 560.9],
@@ -116,3 +119,38 @@ def test_centerface_conversion_declares_only_the_image_as_input():
     assert [i.name for i in graph.input] == [INPUT_NAME]
     assert len(graph.initializer) > 100
     assert list(path.parent.glob("centerface-dynamic*.onnx")) == [path]
+
+
+def test_a_close_up_face_gets_one_box_of_its_size(detectors, load_rgb):
+    # A selfie video: 1080x1920 portrait, the face about 800 pixels wide. CenterFace alone sizes
+    # faces up to about 450 pixels of its input; the coarse look sizes this one.
+    face = load_rgb("0-f1-su-ph.jpg")  # 512x512, the face about 300 pixels wide
+    frame = np.full((1920, 1080, 3), 90, np.uint8)
+    big = cv2.resize(face, (1080, 1080), interpolation=cv2.INTER_LINEAR)
+    frame[400:1480] = big
+    reference = _best(detectors["mtcnn"].detect(frame))  # MTCNN's pyramid sizes any face
+    assert reference.sizes[0] > 550
+    found = get_detector("centerface").detect(frame)
+    assert len(found) == 1
+    assert iou_matrix(found.boxes, reference.boxes)[0, 0] > 0.6
+    assert 0.8 < found.sizes[0] / reference.sizes[0] < 1.25
+    # Seen whole by CenterFace alone, the face splits into boxes too small.
+    fine_only = get_detector("centerface", detect_size=None)
+    alone = fine_only._look(frame, *fit_size(1080, 1920, None, multiple=32))
+    assert alone.sizes.max() < 0.8 * reference.sizes[0]
+
+
+def test_merge_looks_takes_large_faces_from_the_coarse_look():
+    def faces(*boxes):
+        b = np.array(boxes, float)
+        return Faces(b, np.zeros((len(b), 5, 2)), np.full(len(b), 0.9))
+
+    fine = faces([100, 100, 500, 500],    # a fragment of the large face
+                 [300, 300, 600, 650],    # another, mostly inside it
+                 [900, 100, 1000, 200],   # a small face elsewhere
+                 [770, 300, 870, 400])    # a small face beside the large one, 10% under its box
+    coarse = faces([80, 60, 780, 800],    # the large face, sized right
+                   [905, 100, 1000, 205])  # the small face again: the fine look keeps its own
+    merged = merge_looks(fine, coarse, fine_scale=1.0)
+    assert sorted(merged.boxes[:, 0].tolist()) == [80, 770, 900]
+    assert merge_looks(fine, coarse[1:], fine_scale=1.0) is fine  # no large face: the fine look
