@@ -152,7 +152,7 @@ def protect_video(src: str | Path, dst: str | Path | None, options: ProtectOptio
                           detector=detector.name, width=info.width, height=info.height, fps=str(info.fps))
         writer = None if options.dry_run else VideoWriter(
             dst, width=info.width, height=info.height, fps=info.fps, time_base=info.time_base,
-            source=src, options=options.encode)
+            source=src, options=options.encode, colour=info.colour)
         try:
             protect_frames(reader, detector, protector, writer, options, summary, progress)
         except BaseException:

@@ -33,7 +33,7 @@ from veil.detect.track import TrackerConfig
 from veil.errors import OutputError, VideoOpenError
 from veil.pipeline import ProtectOptions, Summary, protect_frames
 from veil.protect import Protector
-from veil.video import EncodeOptions, Frame, VideoWriter, check_output_path, probe
+from veil.video import EncodeOptions, Frame, VideoWriter, check_output_path, probe, upright_rgb
 
 __all__ = ["Segment", "plan_segments", "protect_segment", "join_parts", "merge_summaries"]
 
@@ -117,16 +117,13 @@ def _frames(src: Path, segment: Segment, rotation: int):
         if segment.seek_pts is not None:
             container.seek(segment.seek_pts, stream=stream, backward=True, any_frame=False)
         index = segment.context_index
-        k = (rotation // 90) % 4
         for frame in container.decode(stream):
             if frame.pts is None or frame.pts < segment.context_pts:
                 continue
             if segment.context_end_pts is not None and frame.pts >= segment.context_end_pts:
                 return
-            image = frame.to_ndarray(format="rgb24")
-            if k:
-                image = np.ascontiguousarray(np.rot90(image, k=k))
-            yield Frame(image=image, pts=frame.pts, time_base=Fraction(frame.time_base), index=index)
+            yield Frame(image=upright_rgb(frame, rotation), pts=frame.pts, time_base=Fraction(frame.time_base),
+                        index=index)
             index += 1
 
 
@@ -152,7 +149,7 @@ def protect_segment(src: str | os.PathLike, segment: Segment, options: ProtectOp
                       width=info.width, height=info.height, fps=str(info.fps))
     encode = replace(options.encode, keep_audio=False, keep_metadata=False)
     writer = VideoWriter(segment.part, width=info.width, height=info.height, fps=info.fps,
-                         time_base=info.time_base, options=encode)
+                         time_base=info.time_base, options=encode, colour=info.colour)
     gate = _SegmentWriter(writer, segment)
     frames = _frames(src, segment, info.rotation)
     reader = _Frames(frames, SimpleNamespace(width=info.width, height=info.height, frame_count=0))

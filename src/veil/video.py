@@ -5,7 +5,9 @@ rotation is applied to the pixels, so the protected video displays exactly as th
 as (H, W, 3) uint8 RGB arrays, each with its original timestamp.
 
 Writing encodes the frames with the original timestamps and time base (variable frame rate is
-kept as is), copies every audio stream of the source packet for packet (remux, no re-encode),
+kept as is) and the original colour description (primaries, transfer, matrix, range: an HDR
+phone video stays HDR, a BT.709 one BT.709, and the pixel values are converted back to YUV with
+the matrix and range they were read with), copies every audio stream of the source packet for packet (remux, no re-encode),
 drops the container's metadata (GPS, device, creation time, encoder tags) unless asked to keep
 it, and writes to a temporary file beside the target that is renamed only when complete.
 """
@@ -26,12 +28,32 @@ from veil.errors import OutputError, VideoOpenError
 from veil.outputs import check_output, publish, temporary_beside
 
 __all__ = [
-    "VideoInfo", "Frame", "VideoReader", "EncodeOptions", "VideoWriter",
-    "probe", "read_frames", "write_frames", "check_output_path",
+    "Colour", "VideoInfo", "Frame", "VideoReader", "EncodeOptions", "VideoWriter",
+    "probe", "read_frames", "write_frames", "check_output_path", "upright_rgb",
 ]
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg",
                             ".ts", ".mts", ".m2ts", ".wmv", ".flv", ".3gp", ".ogv"})
+
+
+@dataclass(frozen=True)
+class Colour:
+    """How a video's pixel values are meant (FFmpeg's AVCOL_* codes; 2 and 0: unspecified)."""
+
+    primaries: int = 2
+    transfer: int = 2
+    matrix: int = 2
+    range: int = 0
+
+    @classmethod
+    def of(cls, frame: av.VideoFrame) -> Colour:
+        return cls(int(frame.color_primaries), int(frame.color_trc), int(frame.colorspace), int(frame.color_range))
+
+
+# The YUV matrices swscale converts with (SWS_CS_*), by AVCOL_SPC code; another matrix (or none)
+# is converted with swscale's default, BT.601, and left unspecified in the output.
+_SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
+_TAGGED_MATRIX = {1: 1, 4: 4, 5: 5, 6: 6, 7: 7, 9: 9, 10: 9}
 
 
 @dataclass(frozen=True)
@@ -48,6 +70,7 @@ class VideoInfo:
     rotation: int  # degrees counter-clockwise from the display matrix, applied on read
     codec: str
     audio_streams: int
+    colour: Colour = Colour()
 
     @property
     def has_audio(self) -> bool:
@@ -91,7 +114,16 @@ def _reason(exc: Exception) -> str:
     return getattr(exc, "strerror", None) or text or type(exc).__name__
 
 
-def _upright(image: np.ndarray, rotation: int) -> np.ndarray:
+# swscale's fast path reads a frame of more than 8 bits 1-2 levels too dark; its accurate path
+# (full chroma interpolation, exact rounding) does not, at about twice the cost of the fast one.
+_ACCURATE = (av.video.reformatter.Interpolation.BILINEAR | av.video.reformatter.Interpolation.FULL_CHR_H_INT
+             | av.video.reformatter.Interpolation.ACCURATE_RND)
+
+
+def upright_rgb(frame: av.VideoFrame, rotation: int) -> np.ndarray:
+    """A decoded frame as (H, W, 3) uint8 RGB, read with its own matrix and range, shown upright."""
+    deep = frame.format.components[0].bits > 8
+    image = frame.to_ndarray(format="rgb24", interpolation=_ACCURATE if deep else None)
     # The display matrix angle is counter-clockwise; showing the frame upright means rotating by it.
     k = (rotation // 90) % 4
     return np.ascontiguousarray(np.rot90(image, k=k)) if k else image
@@ -136,7 +168,7 @@ class VideoReader:
             frame_count=int(self._stream.frames or 0), duration_s=duration,
             time_base=Fraction(self._stream.time_base or Fraction(1, 90000)),
             rotation=rotation, codec=codec_name,
-            audio_streams=len(self._container.streams.audio),
+            audio_streams=len(self._container.streams.audio), colour=Colour.of(self._first),
         )
 
     def _next_frame(self, index: int) -> av.VideoFrame | None:
@@ -152,7 +184,7 @@ class VideoReader:
         if frame is None:
             raise RuntimeError("a VideoReader can be iterated once")
         while frame is not None:
-            image = _upright(frame.to_ndarray(format="rgb24"), self.info.rotation)
+            image = upright_rgb(frame, self.info.rotation)
             yield Frame(image=image, pts=frame.pts,
                         time_base=Fraction(frame.time_base or self.info.time_base), index=index)
             index += 1
@@ -221,9 +253,11 @@ class VideoWriter:
 
     def __init__(self, dst: str | os.PathLike, *, width: int, height: int, fps: Fraction,
                  time_base: Fraction | None = None, source: str | os.PathLike | None = None,
-                 options: EncodeOptions = EncodeOptions()) -> None:
+                 options: EncodeOptions = EncodeOptions(), colour: Colour = Colour()) -> None:
         self.dst = Path(dst)
         self.options = options
+        self.colour = colour
+        self._reformatter = av.video.reformatter.VideoReformatter()
         self.fps = Fraction(fps)
         self._time_base = Fraction(time_base) if time_base else 1 / self.fps
         self.frames_written = 0
@@ -258,6 +292,15 @@ class VideoWriter:
         stream.pix_fmt = opts.pix_fmt or ("yuv444p" if odd and opts.codec == "libx264" else "yuv420p")
         stream.codec_context.time_base = self._time_base
         stream.time_base = self._time_base
+        # The frames are turned back into YUV with the matrix and range they were read with, and
+        # the stream says so, along with the source's primaries and transfer (HDR stays HDR).
+        colour, ctx = self.colour, stream.codec_context
+        ctx.color_primaries, ctx.color_trc = colour.primaries, colour.transfer
+        self._sws_matrix = None
+        if stream.pix_fmt.startswith("yuv"):
+            ctx.colorspace = _TAGGED_MATRIX.get(colour.matrix, 2)
+            ctx.color_range = colour.range if colour.range in (1, 2) else 0
+            self._sws_matrix = _SWS_MATRIX.get(colour.matrix)
         self._video = stream
 
     def _setup_audio(self) -> dict[int, av.stream.Stream]:
@@ -323,7 +366,10 @@ class VideoWriter:
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1  # a damaged source may repeat a timestamp; keep order strictly
         self._last_pts = pts
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        ctx = self._video.codec_context
+        frame = self._reformatter.reformat(rgb, format=ctx.pix_fmt, dst_colorspace=self._sws_matrix,
+                                           dst_color_range=ctx.color_range or None, threads=ctx.thread_count)
         frame.pts = pts
         frame.time_base = self._time_base
         self._mux_audio_until(float(pts * self._time_base))

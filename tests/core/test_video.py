@@ -147,3 +147,48 @@ def test_failed_write_leaves_no_file(clip, tmp_path):
     with pytest.raises(OutputError):
         veil.protect(src, tmp_path / "out.mp4", codec="no-such-codec")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.mkv"]
+
+
+def _colour_bars(width=128, height=72):
+    colours = [(235, 235, 235), (235, 235, 16), (16, 235, 235), (16, 235, 16), (235, 16, 235), (235, 16, 16),
+               (16, 16, 235), (40, 40, 40)]
+    bars = np.repeat(np.array(colours, np.uint8)[None], height, axis=0)
+    return np.ascontiguousarray(np.repeat(bars, width // len(colours), axis=1))
+
+
+# (codec, pixel format, primaries, transfer, matrix, range): BT.709 HD; an HLG phone video
+# (BT.2020, 10 bits); full-range BT.601.
+COLOURS = [("libx264", "yuv420p", 1, 1, 1, 1), ("libx265", "yuv420p10le", 9, 18, 9, 1),
+           ("libx264", "yuv420p", 6, 6, 6, 2)]
+
+
+@pytest.mark.parametrize("codec, pix_fmt, primaries, transfer, matrix, colour_range", COLOURS)
+def test_colour_description_is_kept(tmp_path, codec, pix_fmt, primaries, transfer, matrix, colour_range):
+    bars = _colour_bars()
+    src = tmp_path / "bars.mp4"
+    with av.open(str(src), "w") as out:
+        options = {"x265-params": "log-level=error:lossless=1"} if codec == "libx265" else {"qp": "0"}
+        stream = out.add_stream(codec, rate=24, options=options)
+        stream.width, stream.height, stream.pix_fmt = bars.shape[1], bars.shape[0], pix_fmt
+        ctx = stream.codec_context
+        ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = primaries, transfer, matrix, colour_range
+        sws = {1: 1, 6: 5, 9: 9}[matrix]
+        for i in range(6):
+            frame = av.VideoFrame.from_ndarray(bars, format="rgb24").reformat(
+                format=pix_fmt, dst_colorspace=sws, dst_color_range=colour_range)
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    veil.protect(src, tmp_path / "out.mp4")
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        ctx = c.streams.video[0].codec_context
+        assert (ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range) == (
+            primaries, transfer, matrix, colour_range)
+    # Each file decoded as its own description says: the same colours inside each bar (a wrong
+    # matrix or range moves saturated colours by tens of levels; bar edges blur in 4:2:0).
+    inside = np.s_[:, [16 * i + k for i in range(8) for k in range(4, 12)]]
+    before, after = next(read_frames(src)).astype(int), next(read_frames(tmp_path / "out.mp4")).astype(int)
+    assert np.abs(before - bars)[inside].max() <= 3
+    assert np.abs(after - before)[inside].mean() < 2 and np.abs(after - before)[inside].max() <= 8
