@@ -1,7 +1,7 @@
 """Batch throughput: a folder of copies of the real clips, protected with --jobs 1, --jobs 2 and local Ray.
 
     python bench/batch_scale.py [--copies 2] [--method blur] [--detector centerface] [--detect-every 2]
-                                [--clips ...] [--out FILE]
+                                [--detect-size 1920] [--clips ...] [--out FILE]
 
 Prints and writes a table: total frames/s of each run, its ratio to --jobs 1 (measured in the same
 run), and the time it takes to resume a batch that is already finished (every file skipped by the
@@ -106,12 +106,15 @@ def main() -> None:
     parser.add_argument("--detector", default="centerface")
     parser.add_argument("--detect-every", type=int, default=ProtectOptions.detect_every,
                         help="1: the detector on every frame (the most detection-bound run)")
+    parser.add_argument("--detect-size", type=int, default=ProtectOptions.detect_size,
+                        help="longest side the detector sees (0: full size)")
     parser.add_argument("--clips", nargs="+", default=CLIPS, choices=CLIPS,
                         help="store media to copy into the archive (a slow detector: fewer frames)")
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "batch_scale.md")
     args = parser.parse_args()
-    options = ProtectOptions(method=args.method, detector=args.detector, detect_every=args.detect_every)
+    options = ProtectOptions(method=args.method, detector=args.detector, detect_every=args.detect_every,
+                             detect_size=args.detect_size or None)
     ceiling = machine_scaling(2)
     print(f"machine: 2 processes of a single-threaded kernel give {ceiling:.2f}x one process's throughput")
     rows = []

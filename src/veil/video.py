@@ -6,10 +6,11 @@ as (H, W, 3) uint8 RGB arrays, each with its original timestamp.
 
 Writing encodes the frames with the original timestamps and time base (variable frame rate is
 kept as is) and the original colour description (primaries, transfer, matrix, range: an HDR
-phone video stays HDR, a BT.709 one BT.709, and the pixel values are converted back to YUV with
-the matrix and range they were read with), copies every audio stream of the source packet for packet (remux, no re-encode),
-drops the container's metadata (GPS, device, creation time, encoder tags) unless asked to keep
-it, and writes to a temporary file beside the target that is renamed only when complete.
+phone video stays HDR, a BT.709 one BT.709; pixels go back to YUV with the matrix and range they
+were read with), copies every audio stream of the source packet for packet (remux, no
+re-encode), drops the container's metadata (GPS, device, creation time, encoder tags) unless
+asked to keep it, and writes to a temporary file beside the target that is renamed only when
+complete.
 """
 
 from __future__ import annotations
