@@ -33,7 +33,7 @@ from veil.detect.track import TrackerConfig
 from veil.errors import OutputError, VideoOpenError
 from veil.pipeline import ProtectOptions, Summary, protect_frames
 from veil.protect import Protector
-from veil.video import EncodeOptions, Frame, VideoWriter, check_output_path, probe, upright_rgb
+from veil.video import EncodeOptions, Frame, VideoInfo, VideoWriter, check_output_path, probe, upright_rgb
 
 __all__ = ["Segment", "plan_segments", "protect_segment", "join_parts", "merge_summaries"]
 
@@ -109,7 +109,7 @@ def plan_segments(src: str | os.PathLike, seconds: float, tracker: TrackerConfig
     return segments
 
 
-def _frames(src: Path, segment: Segment, rotation: int):
+def _frames(src: Path, segment: Segment, info: VideoInfo):
     """The decoded frames of the segment's context, upright, with global indices."""
     with av.open(str(src)) as container:
         stream = container.streams.video[0]
@@ -122,7 +122,7 @@ def _frames(src: Path, segment: Segment, rotation: int):
                 continue
             if segment.context_end_pts is not None and frame.pts >= segment.context_end_pts:
                 return
-            yield Frame(image=upright_rgb(frame, rotation), pts=frame.pts, time_base=Fraction(frame.time_base),
+            yield Frame(image=upright_rgb(frame, info), pts=frame.pts, time_base=Fraction(frame.time_base),
                         index=index)
             index += 1
 
@@ -151,7 +151,7 @@ def protect_segment(src: str | os.PathLike, segment: Segment, options: ProtectOp
     writer = VideoWriter(segment.part, width=info.width, height=info.height, fps=info.fps,
                          time_base=info.time_base, options=encode, colour=info.colour)
     gate = _SegmentWriter(writer, segment)
-    frames = _frames(src, segment, info.rotation)
+    frames = _frames(src, segment, info)
     reader = _Frames(frames, SimpleNamespace(width=info.width, height=info.height, frame_count=0))
     try:
         protect_frames(reader, detector, protector, gate, options, summary, progress)

@@ -121,12 +121,18 @@ _ACCURATE = (av.video.reformatter.Interpolation.BILINEAR | av.video.reformatter.
              | av.video.reformatter.Interpolation.ACCURATE_RND)
 
 
-def upright_rgb(frame: av.VideoFrame, rotation: int) -> np.ndarray:
-    """A decoded frame as (H, W, 3) uint8 RGB, read with its own matrix and range, shown upright."""
+def upright_rgb(frame: av.VideoFrame, info: VideoInfo) -> np.ndarray:
+    """A decoded frame as (H, W, 3) uint8 RGB, read with its own matrix and range, shown upright.
+
+    A frame whose size differs from the video's (a stream that changes resolution midway, as
+    recorded video calls and broadcasts do) is scaled to the video's size, as FFmpeg does.
+    """
     deep = frame.format.components[0].bits > 8
-    image = frame.to_ndarray(format="rgb24", interpolation=_ACCURATE if deep else None)
+    width, height = (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
+    resize = {} if (frame.width, frame.height) == (width, height) else {"width": width, "height": height}
+    image = frame.to_ndarray(format="rgb24", interpolation=_ACCURATE if deep or resize else None, **resize)
     # The display matrix angle is counter-clockwise; showing the frame upright means rotating by it.
-    k = (rotation // 90) % 4
+    k = (info.rotation // 90) % 4
     return np.ascontiguousarray(np.rot90(image, k=k)) if k else image
 
 
@@ -185,7 +191,7 @@ class VideoReader:
         if frame is None:
             raise RuntimeError("a VideoReader can be iterated once")
         while frame is not None:
-            image = upright_rgb(frame, self.info.rotation)
+            image = upright_rgb(frame, self.info)
             yield Frame(image=image, pts=frame.pts,
                         time_base=Fraction(frame.time_base or self.info.time_base), index=index)
             index += 1

@@ -4,6 +4,7 @@ metadata, odd sizes, rotation, and bad input."""
 from fractions import Fraction
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -192,3 +193,31 @@ def test_colour_description_is_kept(tmp_path, codec, pix_fmt, primaries, transfe
     before, after = next(read_frames(src)).astype(int), next(read_frames(tmp_path / "out.mp4")).astype(int)
     assert np.abs(before - bars)[inside].max() <= 3
     assert np.abs(after - before)[inside].mean() < 2 and np.abs(after - before)[inside].max() <= 8
+
+
+def test_a_stream_that_changes_size_midway_is_written_at_its_first_size(load_rgb, tmp_path):
+    # MPEG-TS files join by concatenation: a 640x360 part, then a 320x180 one (as a broadcast or a
+    # recorded video call switches resolution). Every frame is protected, at the first size.
+    face = load_rgb("0-f1-su-ph.jpg")
+    parts = []
+    for k, (w, h) in enumerate([(640, 360), (320, 180)]):
+        path = tmp_path / f"part{k}.ts"
+        with av.open(str(path), "w", format="mpegts") as out:
+            stream = out.add_stream("libx264", rate=25)
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            for i in range(8):
+                image = np.zeros((h, w, 3), np.uint8)
+                image[:, w // 4:w // 4 + h] = cv2.resize(face, (h, h), interpolation=cv2.INTER_AREA)
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts = i
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+            for packet in stream.encode(None):
+                out.mux(packet)
+        parts.append(path.read_bytes())
+    src = tmp_path / "joined.ts"
+    src.write_bytes(b"".join(parts))
+    summary = veil.protect(src, tmp_path / "out.mp4", detect_every=1)
+    assert summary.frames == 16 and summary.faces_per_frame == [1] * 16
+    frames = list(read_frames(tmp_path / "out.mp4"))
+    assert len(frames) == 16 and {f.shape for f in frames} == {(360, 640, 3)}
