@@ -25,8 +25,8 @@ def synthetic_frames(n: int, width: int = 96, height: int = 64, seed: int = 0) -
 def write_clip(path: Path, frames: list[np.ndarray], *, pts: list[int] | None = None,
                time_base: Fraction = Fraction(1, 1000), fps: Fraction = Fraction(25), tone_hz: float | None = None,
                codec: str = "ffv1", pix_fmt: str = "bgr0", metadata: dict | None = None,
-               rotation: int | None = None) -> Path:
-    """Write a test clip: lossless RGB video (ffv1/bgr0) by default, optional sine-tone AAC audio."""
+               rotation: int | None = None, audio_codec: str = "aac") -> Path:
+    """Write a test clip: lossless RGB video (ffv1/bgr0) by default, optional sine-tone audio (AAC)."""
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as out:
         if metadata:
@@ -39,7 +39,8 @@ def write_clip(path: Path, frames: list[np.ndarray], *, pts: list[int] | None = 
             vs.set_display_rotation(rotation)
         aus = None
         if tone_hz is not None:
-            aus = out.add_stream("aac", rate=44100)
+            rate = 48000 if audio_codec == "libopus" else 44100
+            aus = out.add_stream(audio_codec, rate=rate)
             aus.layout = "mono"
         if pts is None:
             pts = [round(i / (fps * time_base)) for i in range(len(frames))]
@@ -52,12 +53,12 @@ def write_clip(path: Path, frames: list[np.ndarray], *, pts: list[int] | None = 
             out.mux(packet)
         if aus is not None:
             seconds = float(pts[-1] * time_base) + 0.5
-            t = np.arange(int(44100 * seconds)) / 44100
+            t = np.arange(int(rate * seconds)) / rate
             samples = (0.3 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
             for i in range(0, len(samples), 1024):
                 chunk = samples[i:i + 1024][None, :]
                 af = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
-                af.sample_rate, af.pts = 44100, i
+                af.sample_rate, af.pts = rate, i
                 for packet in aus.encode(af):
                     out.mux(packet)
             for packet in aus.encode(None):

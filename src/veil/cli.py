@@ -109,7 +109,7 @@ def protect(
     targets: Annotated[Optional[Path], typer.Option(help="cloak: folder of photos of other people to add to the target bank.")] = None,
     sticker_image: Annotated[Optional[Path], typer.Option(help="sticker: the image put over each face (PNG transparency respected; default: a drawn smiley).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of random protections (same seed, same output).")] = 0,
-    codec: Annotated[str, typer.Option(help="Video encoder (libx264, libx265, libvpx-vp9, libsvtav1, ...).")] = "libx264",
+    codec: Annotated[Optional[str], typer.Option(help="Video encoder (libx264, libx265, libvpx-vp9, libsvtav1, ...; default: libx264, or libvpx-vp9 for .webm).")] = None,
     crf: Annotated[int, typer.Option(help="Constant quality (lower is better; H.264: 18 visually lossless).")] = 18,
     preset: Annotated[str, typer.Option(help="Encoder speed preset.")] = "veryfast",
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Drop the sound (default: copied unchanged).")] = False,

@@ -221,3 +221,16 @@ def test_a_stream_that_changes_size_midway_is_written_at_its_first_size(load_rgb
     assert summary.frames == 16 and summary.faces_per_frame == [1] * 16
     frames = list(read_frames(tmp_path / "out.mp4"))
     assert len(frames) == 16 and {f.shape for f in frames} == {(360, 640, 3)}
+
+
+def test_webm_comes_back_as_webm_with_its_sound(clip, tmp_path):
+    # WebM holds only VP8, VP9 and AV1: the default encoder follows the container.
+    src = clip("call.webm", synthetic_frames(12), codec="libvpx-vp9", pix_fmt="yuv420p", tone_hz=440,
+               audio_codec="libopus")
+    summary = veil.protect(src, None)
+    out = tmp_path / "call_protected.webm"
+    assert summary.output == str(out) and summary.audio_streams_copied == 1
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "vp9"
+    assert _audio_packets(out) == _audio_packets(src)
+    assert len(list(read_frames(out))) == 12
