@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from veil.detect.track import iou_matrix
 from veil.evaluate.attack import attack_track, knn_predict, linear_predict
-from veil.evaluate.privacy import box_iou, matches_after, reidentified
+from veil.evaluate.privacy import matches_after, reidentified
 
 
-def test_box_iou_by_hand() -> None:
-    iou = box_iou(np.array([[0, 0, 10, 10]]), np.array([[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10]]))
+def test_iou_by_hand() -> None:
+    iou = iou_matrix(np.array([[0, 0, 10, 10]]), np.array([[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10]]))
     np.testing.assert_allclose(iou, [[50 / 150, 0.0, 1.0]])
 
 
@@ -66,4 +67,4 @@ def test_detect_around_maps_boxes_back_to_the_frame(clip_frames: list) -> None:
     near = detect_around(detector, [frame], [full.boxes])[0][0]
     assert len(full) == 1 and len(near) == 1
     # the same face, found in its 256-px region, lands on the full-frame box (measured IoU 0.88)
-    assert box_iou(near, full.boxes)[0, 0] > 0.8
+    assert iou_matrix(near, full.boxes)[0, 0] > 0.8

@@ -26,6 +26,7 @@ import numpy as np
 from torch import nn
 
 from veil.align import EXPRESSION_CROP, FACERES_CROP, RECOGNIZER_CROP, CropSpec, crop_faces
+from veil.detect.track import iou_matrix
 from veil.errors import InputError
 from veil.models.onnx_runtime import FrozenNet
 
@@ -34,7 +35,6 @@ __all__ = [
     "RECOGNIZERS",
     "get_recognizer",
     "get_expression_model",
-    "box_iou",
     "matches_after",
     "face_regions",
     "detect_around",
@@ -93,23 +93,6 @@ def get_expression_model() -> IdentityModel:
     return IdentityModel("expression", ExpressionNet.pretrained(), EXPRESSION_CROP, float("nan"))
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise intersection over union.
-
-    Shape:
-        a: (N, 4), b: (M, 4) xyxy -> (N, M)
-    """
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(br - tl, 0, None).prod(-1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
-    union = area_a[:, None] + area_b[None] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 def matches_after(original_boxes: np.ndarray, detected_boxes: np.ndarray, iou_threshold: float = 0.3) -> np.ndarray:
     """For each original face, whether a detection in the protected frame overlaps it.
 
@@ -118,7 +101,7 @@ def matches_after(original_boxes: np.ndarray, detected_boxes: np.ndarray, iou_th
     """
     if len(original_boxes) == 0 or len(detected_boxes) == 0:
         return np.zeros(len(original_boxes), bool)
-    return box_iou(original_boxes, detected_boxes).max(axis=1) >= iou_threshold
+    return iou_matrix(original_boxes, detected_boxes).max(axis=1) >= iou_threshold
 
 
 def face_regions(boxes: np.ndarray, context: float = 2.0) -> np.ndarray:
