@@ -108,6 +108,8 @@ def protect(
     checkpoint: Annotated[Optional[Path], typer.Option(help="qmvae: model checkpoint (default: the shipped one).")] = None,
     targets: Annotated[Optional[Path], typer.Option(help="cloak: folder of photos of other people to add to the target bank.")] = None,
     sticker_image: Annotated[Optional[Path], typer.Option(help="sticker: the image put over each face (PNG transparency respected; default: a drawn smiley).")] = None,
+    keep_face: Annotated[Optional[list[Path]], typer.Option("--keep-face", help="Photo of a person to leave unprotected, one face in it (repeatable); everyone else is protected.")] = None,
+    keep_distance: Annotated[float, typer.Option(help="--keep-face: largest dlib distance that counts as the same person (stricter below 0.5).")] = ProtectOptions.keep_distance,
     seed: Annotated[int, typer.Option(help="Seed of random protections (same seed, same output).")] = 0,
     codec: Annotated[Optional[str], typer.Option(help="Video encoder (libx264, libx265, libvpx-vp9, libsvtav1, ...; default: libx264, or libvpx-vp9 for .webm).")] = None,
     crf: Annotated[int, typer.Option(help="Constant quality (lower is better; H.264: 18 visually lossless).")] = 18,
@@ -144,11 +146,13 @@ def protect(
             method=method, method_options=method_options, detector=detector, threshold=threshold,
             detect_size=detect_size or None, photo_detect_size=photo_detect_size or None,
             detect_every=detect_every, on_detection_error=on_error, seed=seed, dry_run=dry_run,
+            keep_faces=tuple(keep_face or ()), keep_distance=keep_distance,
             tracker=TrackerConfig(max_missing=max_missing),
             encode=EncodeOptions(codec=codec, crf=crf, preset=preset, keep_audio=not no_audio,
                                  keep_metadata=keep_metadata),
         )
         protector = options.build_protector()  # bad method options fail now, before any file is opened
+        options.build_known()  # and so does a --keep-face photo without exactly one face
         jobs_list, skipped = plan_jobs(inputs, output, dry_run=dry_run)
     except VeilError as exc:
         _fail(exc)
@@ -175,6 +179,8 @@ def protect(
     for summary in report.summaries:
         where = summary.output or "(dry run)"
         faces = f"{summary.faces} face{'' if summary.faces == 1 else 's'}"
+        if options.keep_faces:
+            faces += f" ({summary.faces_kept} left as is)"
         what = (f"{faces}, {summary.seconds:.2f} s" if summary.kind == "photo" else
                 f"{summary.frames} frames, {faces}, {summary.fps_processed:.1f} frames/s")
         err.print(f"[green]done[/green] {summary.input} -> {where}: {what}", highlight=False)

@@ -26,6 +26,7 @@ from veil.detect import DETECT_SIZE, Detector, Tracker, TrackerConfig, get_detec
 from veil.detect.track import is_scene_cut, scene_thumbnail
 from veil.errors import DetectionError, InputError
 from veil.faces import Faces
+from veil.keep import KEEP_DISTANCE, KeptTracks, KnownFaces, known_faces
 from veil.photo import check_photo_output, is_photo, read_photo, write_photo
 from veil.protect import ProtectState, Protector, get_protector, mask_everything
 from veil.video import EncodeOptions, Frame, VideoReader, VideoWriter, check_output_path
@@ -51,10 +52,16 @@ class ProtectOptions:
     on_detection_error: str = "mask"  # "mask": write the frame fully masked; "stop": fail the video
     seed: int = 0
     dry_run: bool = False
+    # Photos of the people whose faces stay visible (one face each; see veil.keep).
+    keep_faces: tuple[str, ...] = ()
+    keep_distance: float = KEEP_DISTANCE
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     encode: EncodeOptions = field(default_factory=EncodeOptions)
 
     def __post_init__(self) -> None:
+        self.keep_faces = tuple(str(Path(p).resolve()) for p in self.keep_faces)
+        if not 0 < self.keep_distance < 2:
+            raise InputError(f"keep_distance must be between 0 and 2 (dlib's distances), got {self.keep_distance}")
         if self.on_detection_error not in ("mask", "stop"):
             raise InputError(f"on_detection_error must be 'mask' or 'stop', got {self.on_detection_error!r}")
         if self.batch_size < 1:
@@ -71,6 +78,10 @@ class ProtectOptions:
 
     def build_protector(self) -> Protector:
         return get_protector(self.method, **self.method_options)
+
+    def build_known(self) -> KnownFaces | None:
+        """The people of `keep_faces` (None when there are none); raises `InputError` for a bad photo."""
+        return known_faces(self.keep_faces, self.keep_distance)
 
 
 @dataclass
@@ -92,6 +103,7 @@ class Summary:
     frames_filled: int = 0  # frames where the tracker drew at least one face not detected in that frame
     faces_filled: int = 0
     frames_masked_on_error: int = 0
+    kept_per_frame: list[int] = field(default_factory=list)  # faces left as they are (--keep-face only)
     scene_cuts: int = 0
     audio_streams_copied: int = 0
     seconds: float = 0.0
@@ -102,9 +114,14 @@ class Summary:
     def faces(self) -> int:
         return int(sum(self.faces_per_frame))
 
+    @property
+    def faces_kept(self) -> int:
+        return int(sum(self.kept_per_frame))
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["faces"] = self.faces
+        d["faces_kept"] = self.faces_kept
         return d
 
 
@@ -175,6 +192,8 @@ def protect_frames(reader: VideoReader, detector: Detector, protector: Protector
     protect and write every frame of `reader` to `writer` (None: dry run), filling `summary`."""
     tracker = Tracker(options.tracker)
     state = ProtectState(seed=options.seed)
+    known = options.build_known()
+    kept = known.tracks() if known is not None else None
     held: deque[list] = deque()  # [frame, detection failed, detector ran] for frames the tracker holds
 
     def finish(frame: Frame, faces: Faces, failed: bool) -> None:
@@ -198,10 +217,16 @@ def protect_frames(reader: VideoReader, detector: Detector, protector: Protector
             summary.frames_filled += int(faces.filled.any())
             summary.frames_masked_on_error += int(failed)
             summary.frames += 1
+            if kept is not None and len(faces):
+                keep = kept.left_as_is(frame.index, faces)
+                summary.kept_per_frame.append(int(keep.sum()))
+                faces = faces[~keep]
+            elif kept is not None:
+                summary.kept_per_frame.append(0)
             sink.put(frame, faces, failed)
 
     try:
-        _detect_all(reader, detector, tracker, options, summary, held, emit, progress)
+        _detect_all(reader, detector, tracker, options, summary, held, emit, progress, kept)
         emit(tracker.flush())
     except BaseException:
         sink.abandon()
@@ -214,8 +239,11 @@ def protect_frames(reader: VideoReader, detector: Detector, protector: Protector
 
 def _detect_all(reader: VideoReader, detector: Detector, tracker: Tracker, options: ProtectOptions,
                 summary: Summary, held: deque, emit: Callable[[list[Faces]], None],
-                progress: Callable[[int, int], None] | None) -> None:
+                progress: Callable[[int, int], None] | None, kept: KeptTracks | None = None) -> None:
     """Decode, detect in batches, track; hands every frame that is final to `emit`.
+
+    `kept` (--keep-face) sees every detection, with its track, before the frames it decides are
+    released: the tracker holds them back longer than the gap between two detections.
 
     With ``detect_every`` N > 1 the detector runs on every N-th frame and on every scene cut; the
     frames between are covered by the tracker, which holds frames back until the next detection
@@ -255,7 +283,11 @@ def _detect_all(reader: VideoReader, detector: Detector, tracker: Tracker, optio
                 last_failed = failed
             summary.scene_cuts += int(cut)
             held.append([frame, last_failed, detected])
-            emit(tracker.push(faces.clipped(reader.info.width, reader.info.height), scene_cut=cut))
+            faces = faces.clipped(reader.info.width, reader.info.height)
+            ready = tracker.push(faces, scene_cut=cut)
+            if kept is not None and detected and not failed:
+                kept.observe(frame.index, frame.image, faces, tracker.assigned)
+            emit(ready)
         if progress is not None:
             progress(batch[-1].index + 1, total)
 
@@ -297,6 +329,11 @@ def protect_photo(src: str | Path, dst: str | Path | None, options: ProtectOptio
     # Each face its own "track": the learned protections keep per-person state by track id.
     faces = Faces(faces.boxes, faces.landmarks, faces.scores, np.arange(len(faces)))
     state = ProtectState(seed=options.seed)
+    known = options.build_known()
+    if known is not None and not failed and len(faces):
+        keep = known.matches(photo.rgb, faces)
+        summary.kept_per_frame = [int(keep.sum())]
+        faces = faces[~keep]
     if failed:
         image = mask_everything(photo.rgb)
     elif options.dry_run or len(faces) == 0:
@@ -306,8 +343,8 @@ def protect_photo(src: str | Path, dst: str | Path | None, options: ProtectOptio
     if not options.dry_run:
         write_photo(dst, photo, image, keep_metadata=options.encode.keep_metadata)
     summary.frames = summary.frames_detected = 1
-    summary.faces_per_frame = [len(faces)]
-    summary.tracks = len(faces)
+    summary.faces_per_frame = [len(faces) + summary.faces_kept]
+    summary.tracks = len(faces) + summary.faces_kept
     summary.frames_masked_on_error = int(failed)
     summary.method_stats = {k: list(v) for k, v in state.stats.items()}
     summary.seconds = time.perf_counter() - start

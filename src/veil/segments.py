@@ -161,6 +161,7 @@ def protect_segment(src: str | os.PathLike, segment: Segment, options: ProtectOp
         raise
     keep = gate.kept
     summary.faces_per_frame = [n for n, k in zip(summary.faces_per_frame, keep) if k]
+    summary.kept_per_frame = [n for n, k in zip(summary.kept_per_frame, keep) if k]
     summary.frames = sum(keep)
     if summary.frames == 0:
         raise VideoOpenError(f"{str(src)!r}: segment {segment.index} decoded no frame")
@@ -250,6 +251,7 @@ def merge_summaries(parts: list[Summary], *, output: Path | None, seconds: float
     for s in parts:
         merged.frames += s.frames
         merged.faces_per_frame += s.faces_per_frame
+        merged.kept_per_frame += s.kept_per_frame
         merged.tracks += s.tracks
         merged.frames_filled += s.frames_filled
         merged.faces_filled += s.faces_filled

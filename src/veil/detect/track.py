@@ -131,6 +131,7 @@ class Tracker:
         self._next_id = first_id
         self.tracks_started = 0
         self.faces_filled = 0
+        self.assigned = np.zeros(0, np.int64)  # track id of each face of the latest `push`
 
     def push(self, faces: Faces, scene_cut: bool = False) -> list[Faces]:
         """Add the detections of the next frame; returns the frames that are final now."""
@@ -141,8 +142,10 @@ class Tracker:
         entries: dict[int, _Entry] = {}
         self._buffer.append(entries)
         matched = self._match(faces, t)
+        self.assigned = np.full(len(faces), -1, np.int64)
         for track, det in matched:
             self._continue(track, faces, det, t, entries)
+            self.assigned[det] = track.id
         taken = {d for _, d in matched}
         for track in [tr for tr in self._tracks if all(tr is not m for m, _ in matched)]:
             track.missing += 1
@@ -153,7 +156,7 @@ class Tracker:
             entries[track.id] = _Entry(box, _move_points(track.points, track.box, box), 0.0, True)
         for d in range(len(faces)):
             if d not in taken:
-                self._start(faces, d, t, entries)
+                self.assigned[d] = self._start(faces, d, t, entries)
         self._frame += 1
         return self._pop(keep=self.config.lookahead)
 
@@ -197,7 +200,7 @@ class Tracker:
             # The union with the earlier prediction keeps whatever was covered already.
             frame[track.id] = _Entry(ibox if old is None else _union(old.box, ibox), ipts, 0.0, True)
 
-    def _start(self, faces: Faces, d: int, t: int, entries: dict[int, _Entry]) -> None:
+    def _start(self, faces: Faces, d: int, t: int, entries: dict[int, _Entry]) -> int:
         box, points = faces.boxes[d], faces.landmarks[d]
         track = _Track(self._next_id, box, points, box.copy(), t)
         self._next_id += 1
@@ -209,6 +212,7 @@ class Tracker:
             if track.id not in frame:
                 grown = _grow(box, 1 + self.config.grow_per_missed * (t - f))
                 frame[track.id] = _Entry(grown, _move_points(points, box, grown), 0.0, True)
+        return track.id
 
     def _pop(self, keep: int) -> list[Faces]:
         out = []
