@@ -1,9 +1,9 @@
 """Faces left as they are on purpose: `veil protect --keep-face me.jpg` hides everyone but the
 people of the given photos (the person filming, a presenter).
 
-Each photo must show exactly one face; its dlib descriptor (the recognizer port of
-:mod:`veil.models.recognizer`, on the aligned crop) is the reference. A detected face matches
-when its descriptor is within `KEEP_DISTANCE` of a reference.
+Each photo must show exactly one face; its dlib descriptor (evaluate's recognizer,
+:func:`veil.evaluate.privacy.get_recognizer`, on the aligned crop) is the reference. A detected
+face matches when its descriptor is within `KEEP_DISTANCE` of a reference.
 
 In a video the decision is made per track, with the tracker's look-ahead: a face is left as it
 is on a frame only when the track's detection at or before that frame is the second (or later)
@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from veil.align import RECOGNIZER_CROP, crop_faces
 from veil.errors import InputError
 from veil.faces import Faces
 
@@ -37,7 +36,7 @@ __all__ = ["KEEP_DISTANCE", "KnownFaces", "KeptTracks", "known_faces"]
 KEEP_DISTANCE = 0.5
 STREAK = 2  # matching detections in a row before a track's face is left as it is
 
-Describe = Callable[[np.ndarray], np.ndarray]  # (N, 3, 150, 150) float32 aligned crops -> (N, 128)
+Describe = Callable[[np.ndarray, np.ndarray], np.ndarray]  # image (H, W, 3), landmarks (N, 5, 2) -> (N, 128)
 
 
 class KnownFaces:
@@ -45,7 +44,7 @@ class KnownFaces:
 
     Args:
         references: (K, 128) dlib descriptors of the people to keep.
-        describe: aligned (N, 3, 150, 150) float32 crops -> (N, 128) descriptors.
+        describe: (H, W, 3) uint8 RGB image and (N, 5, 2) landmarks -> (N, 128) descriptors.
         distance: largest descriptor distance that counts as a match.
     """
 
@@ -62,8 +61,7 @@ class KnownFaces:
         if len(faces) == 0:
             return np.zeros(0, bool)
         try:
-            crops = crop_faces(image, faces.landmarks, RECOGNIZER_CROP)
-            found = np.asarray(self.describe(crops.transpose(0, 3, 1, 2).astype(np.float32)), np.float32)
+            found = np.asarray(self.describe(image, faces.landmarks), np.float32)
         except Exception:  # noqa: BLE001 - an unrecognised face is protected, whatever the reason
             return np.zeros(len(faces), bool)
         gaps = np.linalg.norm(found[:, None, :] - self.references[None, :, :], axis=-1)
@@ -123,16 +121,20 @@ def _reference(path: Path, detector, describe: Describe) -> np.ndarray:
     faces = detector.detect(rgb)
     if len(faces) != 1:
         raise InputError(f"--keep-face: {str(path)!r} must show exactly one face; {len(faces)} found")
-    return describe(crop_faces(rgb, faces.landmarks, RECOGNIZER_CROP).transpose(0, 3, 1, 2).astype(np.float32))[0]
+    return describe(rgb, faces.landmarks)[0]
 
 
 @lru_cache(maxsize=4)
 def _known(paths: tuple[str, ...]) -> tuple[np.ndarray, Describe]:
     from veil.detect import get_detector
-    from veil.models.onnx_runtime import FrozenNet
-    from veil.models.recognizer import FaceRecognizer
+    from veil.evaluate.privacy import describe as describe_faces
+    from veil.evaluate.privacy import get_recognizer
 
-    describe = FrozenNet(FaceRecognizer.pretrained(), "dlib", RECOGNIZER_CROP.size)
+    dlib = get_recognizer("dlib")
+
+    def describe(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        return describe_faces(dlib, [image], [landmarks])
+
     detector = get_detector("centerface")
     return np.stack([_reference(Path(p), detector, describe) for p in paths]), describe
 

@@ -61,7 +61,8 @@ class ProtectOptions:
     def __post_init__(self) -> None:
         self.keep_faces = tuple(str(Path(p).resolve()) for p in self.keep_faces)
         if not 0 < self.keep_distance < 2:
-            raise InputError(f"keep_distance must be between 0 and 2 (dlib's distances), got {self.keep_distance}")
+            raise InputError(f"keep_distance must be between 0 and 2 (dlib's distances), "
+                             f"got {self.keep_distance}")
         if self.on_detection_error not in ("mask", "stop"):
             raise InputError(f"on_detection_error must be 'mask' or 'stop', got {self.on_detection_error!r}")
         if self.batch_size < 1:
@@ -217,12 +218,10 @@ def protect_frames(reader: VideoReader, detector: Detector, protector: Protector
             summary.frames_filled += int(faces.filled.any())
             summary.frames_masked_on_error += int(failed)
             summary.frames += 1
-            if kept is not None and len(faces):
+            if kept is not None:
                 keep = kept.left_as_is(frame.index, faces)
                 summary.kept_per_frame.append(int(keep.sum()))
                 faces = faces[~keep]
-            elif kept is not None:
-                summary.kept_per_frame.append(0)
             sink.put(frame, faces, failed)
 
     try:
@@ -330,21 +329,22 @@ def protect_photo(src: str | Path, dst: str | Path | None, options: ProtectOptio
     faces = Faces(faces.boxes, faces.landmarks, faces.scores, np.arange(len(faces)))
     state = ProtectState(seed=options.seed)
     known = options.build_known()
-    if known is not None and not failed and len(faces):
+    hidden = faces  # the faces to protect: all but those --keep-face leaves
+    if known is not None and not failed:
         keep = known.matches(photo.rgb, faces)
         summary.kept_per_frame = [int(keep.sum())]
-        faces = faces[~keep]
+        hidden = faces[~keep]
     if failed:
         image = mask_everything(photo.rgb)
-    elif options.dry_run or len(faces) == 0:
+    elif options.dry_run or len(hidden) == 0:
         image = photo.rgb
     else:
-        image = protector(photo.rgb, faces, state)
+        image = protector(photo.rgb, hidden, state)
     if not options.dry_run:
         write_photo(dst, photo, image, keep_metadata=options.encode.keep_metadata)
     summary.frames = summary.frames_detected = 1
-    summary.faces_per_frame = [len(faces) + summary.faces_kept]
-    summary.tracks = len(faces) + summary.faces_kept
+    summary.faces_per_frame = [len(faces)]
+    summary.tracks = len(faces)
     summary.frames_masked_on_error = int(failed)
     summary.method_stats = {k: list(v) for k, v in state.stats.items()}
     summary.seconds = time.perf_counter() - start

@@ -72,7 +72,7 @@ def test_tracker_says_which_track_each_pushed_face_got():
 
 
 def test_recognizer_failure_keeps_nobody(load_rgb):
-    def broken(crops):
+    def broken(image, landmarks):
         raise RuntimeError("no recognizer")
 
     image = load_rgb("obama.jpg")
