@@ -29,7 +29,8 @@ from veil.evaluate.run import EvaluateConfig, evaluate
 from veil.models.store import fetch
 from veil.pipeline import ProtectOptions, protect_video
 from veil.protect import ProtectState, get_protector
-from veil.video import EncodeOptions, probe, read_frames, write_frames
+from veil.video import probe, read_frames
+from veil.video_writer import EncodeOptions, write_frames
 
 RESULTS = Path(__file__).parent / "results" / "cloak_reuse.md"
 

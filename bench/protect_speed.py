@@ -33,7 +33,8 @@ from veil.detect.track import iou_matrix
 from veil.faces import Faces
 from veil.models.store import fetch
 from veil.photo import read_photo
-from veil.video import probe, read_frames, write_frames
+from veil.video import probe, read_frames
+from veil.video_writer import write_frames
 
 HERE = Path(__file__).resolve().parent
 DEFACE_ENV = HERE / ".venv-deface"

@@ -22,7 +22,7 @@ from veil.errors import InputError, VeilError
 from veil.models import store
 from veil.pipeline import ProtectOptions
 from veil.protect import protector_names, protector_options
-from veil.video import EncodeOptions
+from veil.video_writer import EncodeOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Protect the people in a video.")

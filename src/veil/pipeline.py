@@ -29,7 +29,8 @@ from veil.faces import Faces
 from veil.keep import KEEP_DISTANCE, KeptTracks, KnownFaces, known_faces
 from veil.photo import check_photo_output, is_photo, read_photo, write_photo
 from veil.protect import ProtectState, Protector, get_protector, mask_everything
-from veil.video import EncodeOptions, Frame, VideoReader, VideoWriter, check_output_path
+from veil.video import Frame, VideoReader
+from veil.video_writer import EncodeOptions, VideoWriter, check_output_path
 
 __all__ = ["ProtectOptions", "Summary", "protect_frames", "protect_video", "protect_photo", "protect_file",
            "protect"]

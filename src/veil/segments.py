@@ -33,7 +33,8 @@ from veil.detect.track import TrackerConfig
 from veil.errors import OutputError, VideoOpenError
 from veil.pipeline import ProtectOptions, Summary, protect_frames
 from veil.protect import Protector
-from veil.video import EncodeOptions, Frame, VideoInfo, VideoWriter, check_output_path, probe, upright_rgb
+from veil.video import Frame, VideoInfo, probe, upright_rgb
+from veil.video_writer import EncodeOptions, VideoWriter, check_output_path
 
 __all__ = ["Segment", "plan_segments", "protect_segment", "join_parts", "merge_summaries"]
 

@@ -178,7 +178,7 @@ def test_small_faces_of_a_1080p_wide_shot_are_hidden_at_the_defaults(load_rgb, t
         frame[y:y + small.shape[0], x:x + small.shape[1]] = small
         frames.append(frame)
     src = tmp_path / "wide.mp4"
-    veil.video.write_frames(src, frames, 24)
+    veil.video_writer.write_frames(src, frames, 24)
     judge = get_detector("mtcnn", detect_size=None, min_face=12)
     seen = [judge.detect(f) for f in read_frames(src)]
     assert all(len(f) == 5 for f in seen)

@@ -10,7 +10,8 @@ import pytest
 
 import veil
 from veil.errors import OutputError, VideoOpenError
-from veil.video import EncodeOptions, VideoReader, probe, read_frames, write_frames
+from veil.video import VideoReader, probe, read_frames
+from veil.video_writer import EncodeOptions, write_frames
 
 from clips import synthetic_frames
 

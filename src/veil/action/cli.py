@@ -66,7 +66,7 @@ def make_synthetic_cmd(
     """Write the synthetic benchmark as real videos: motion = action, appearance = private attributes."""
     from veil.action.labels import write_labels_json
     from veil.action.synthetic import ACTIONS, ATTRIBUTES, make_synthetic
-    from veil.video import EncodeOptions, write_frames
+    from veil.video_writer import EncodeOptions, write_frames
 
     if not 0 < test_fraction < 1:
         raise InputError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
@@ -212,7 +212,8 @@ def predict(
 ) -> None:
     """The action of VIDEO, and optionally the anonymized preview (kept tubelets decoded, rest black)."""
     from veil.action.data import read_clip
-    from veil.video import probe, write_frames
+    from veil.video import probe
+    from veil.video_writer import write_frames
 
     if not video.is_file():
         raise InputError(f"{str(video)!r} does not exist")
