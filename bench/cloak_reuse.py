@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from veil.evaluate.run import EvaluateConfig, evaluate
+from veil.media.read import probe, read_frames
+from veil.media.write import EncodeOptions, write_frames
 from veil.models.store import fetch
 from veil.pipeline import ProtectOptions, protect_video
 from veil.protect import ProtectState, get_protector
-from veil.video import probe, read_frames
-from veil.video_writer import EncodeOptions, write_frames
 
 RESULTS = Path(__file__).parent / "results" / "cloak_reuse.md"
 

@@ -28,9 +28,10 @@ import torch
 
 from veil.detect import get_detector
 from veil.evaluate import EvaluateConfig, evaluate
-from veil.evaluate.privacy import describe, get_expression_model, get_recognizer
+from veil.evaluate.privacy import get_expression_model
 from veil.evaluate.run import iter_frames
 from veil.evaluate.utility import face_mask, frame_quality
+from veil.models.identity import get_recognizer
 from veil.models.store import fetch
 
 
@@ -94,7 +95,7 @@ def main() -> None:
     lms = [f.landmarks for f in faces]
     for name, model in models.items():
         parts.append((f"{name} on original + protected crops",
-                      _timed(lambda m=model: describe(m, origs + prots, lms + lms))))
+                      _timed(lambda m=model: m.describe(origs + prots, lms + lms))))
     parts.append(("SSIM + PSNR, whole and outside faces (veil)", _timed(
         lambda: [frame_quality(a, b, face_mask(a.shape[:2], f.boxes)) for a, b, f in zip(origs, prots, faces)])))
 

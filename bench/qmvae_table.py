@@ -1,6 +1,6 @@
 """QM-VAE's Tables 2 and 3 on the faces available here, plus what the paper never measured: privacy.
 
-For the held-out 20% of the training media (the same split as ``python -m veil.qmvae_train
+For the held-out 20% of the training media (the same split as ``python -m veil.qmvae.train
 --default``: the last fifth of each video's frames, every fifth photo), every face is protected
 in its frame by each method; then, with the original face's landmarks (the attacker is granted a
 perfect alignment):
@@ -29,19 +29,20 @@ import cv2
 import numpy as np
 
 from veil.detect import get_detector
-from veil.evaluate.privacy import describe, get_expression_model, get_recognizer, reidentified
+from veil.evaluate.privacy import get_expression_model, reidentified
+from veil.media.read import read_frames
 from veil.models.emotion import HumanEmotion
 from veil.models.expression import EXPRESSIONS
-from veil.models.qmvae import QMVAEConfig
+from veil.models.identity import get_recognizer
 from veil.protect import ProtectState, get_protector
-from veil.qmvae_data import IMAGE_EXTS, default_sources, load_faces
-from veil.qmvae_train import default_checkpoint, load_checkpoint
-from veil.video import read_frames
+from veil.qmvae.checkpoint import default_checkpoint, load_checkpoint
+from veil.qmvae.data import IMAGE_EXTS, default_sources, load_faces
+from veil.qmvae.model import QMVAEConfig
 
 VARIANTS = {"blindfold": ("blindfold", {}), "mosaic": ("mosaic", {}), "noise": ("noise", {}), "cartoon": ("cartoon", {}),
             "qmvae, forward pass": ("qmvae", {"service_steps": 0}), "qmvae": ("qmvae", {})}
 """Table rows: protection and options. ``qmvae, forward pass`` is the paper's model alone; ``qmvae``
-is veil's default, which also searches the codes for the service (`veil.protect.qmvae`)."""
+is veil's default, which also searches the codes for the service (`veil.qmvae.protector`)."""
 METHODS = tuple(VARIANTS)
 RECOGNIZERS = ("dlib", "faceres")
 PAPER_TABLE2 = {"blindfold": 0.462, "mosaic": 0.207, "noise": 0.207, "cartoon": 0.465, "qmvae, forward pass": 0.14,
@@ -84,11 +85,11 @@ def measure(frames: dict, min_face: float, checkpoint: Path) -> dict:
         for m, p in protectors.items():
             protected[m].append(p(frame, faces, ProtectState(seed=0, frame_index=index)))
     expression = get_expression_model()
-    base = describe(expression, originals, marks).argmax(-1)
+    base = expression.describe(originals, marks).argmax(-1)
     result = {"n": len(base), "labels": base, "changed": {}, "changed_independent": {}, "reid": {},
               "sources": np.asarray(face_sources)}
     for m in METHODS:
-        result["changed"][m] = describe(expression, protected[m], marks).argmax(-1) != base
+        result["changed"][m] = expression.describe(protected[m], marks).argmax(-1) != base
     independent = HumanEmotion.pretrained()
 
     def emotions(frames_: list[np.ndarray]) -> np.ndarray:
@@ -99,9 +100,9 @@ def measure(frames: dict, min_face: float, checkpoint: Path) -> dict:
         result["changed_independent"][m] = emotions(protected[m]) != base_independent
     for r in RECOGNIZERS:
         model = get_recognizer(r)
-        ref = describe(model, originals, marks)
+        ref = model.describe(originals, marks)
         for m in METHODS:
-            _, matched = reidentified(ref, describe(model, protected[m], marks), model.threshold)
+            _, matched = reidentified(ref, model.describe(protected[m], marks), model.threshold)
             result["reid"][(m, r)] = matched
     return result
 

@@ -23,7 +23,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # --- real media and generated clips ------------------------------------------------------------
 
 import numpy as np  # noqa: E402
-
 from clips import synthetic_frames, write_clip  # noqa: E402
 
 

@@ -9,10 +9,10 @@ __version__ = "0.1.0"
 
 from veil.detect import Tracker, detect, get_detector  # noqa: E402
 from veil.faces import Faces  # noqa: E402
+from veil.media.read import probe, read_frames  # noqa: E402
+from veil.media.write import write_frames  # noqa: E402
 from veil.pipeline import ProtectOptions, Summary, protect, protect_photo, protect_video  # noqa: E402
 from veil.protect import get_protector, protector_names  # noqa: E402
-from veil.video import probe, read_frames  # noqa: E402
-from veil.video_writer import write_frames  # noqa: E402
 
 __all__ = ["Faces", "ProtectOptions", "Summary", "Tracker", "detect", "get_detector", "get_protector",
            "probe", "protect", "protect_photo", "protect_video", "protector_names", "read_frames", "write_frames"]

@@ -19,10 +19,10 @@ from veil import __version__
 from veil.batch import Job, output_folder, plan_jobs, run_jobs
 from veil.detect import TrackerConfig, detector_names
 from veil.errors import InputError, VeilError
+from veil.media.write import EncodeOptions
 from veil.models import store
 from veil.pipeline import ProtectOptions
 from veil.protect import protector_names, protector_options
-from veil.video_writer import EncodeOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Protect the people in a video.")
@@ -257,13 +257,13 @@ def _register_stream() -> None:
 
 
 def _register_status() -> None:
-    from veil.manifest import status_command
+    from veil.batch.manifest import status_command
 
     app.command("status")(status_command)
 
 
 def _register_train() -> None:
-    from veil.qmvae_cli import train_qmvae_command
+    from veil.qmvae.cli import train_qmvae_command
     from veil.stream.cli import train_codec_command
 
     train_app.command("codec")(train_codec_command)

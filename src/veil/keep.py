@@ -1,9 +1,9 @@
 """Faces left as they are on purpose: `veil protect --keep-face me.jpg` hides everyone but the
 people of the given photos (the person filming, a presenter).
 
-Each photo must show exactly one face; its dlib descriptor (evaluate's recognizer,
-:func:`veil.evaluate.privacy.get_recognizer`, on the aligned crop) is the reference. A detected
-face matches when its descriptor is within `KEEP_DISTANCE` of a reference.
+Each photo must show exactly one face; its dlib descriptor (the recognizer registry's ``dlib``,
+:func:`veil.models.identity.get_recognizer`, on the aligned crop) is the reference. A detected face
+matches when its descriptor is within `KEEP_DISTANCE` of a reference.
 
 In a video the decision is made per track, with the tracker's look-ahead: a face is left as it
 is on a frame only when the track's detection at or before that frame is the second (or later)
@@ -113,7 +113,7 @@ class KeptTracks:
 
 
 def _reference(path: Path, detector, describe: Describe) -> np.ndarray:
-    from veil.photo import read_photo
+    from veil.media.photo import read_photo
 
     if not path.is_file():
         raise InputError(f"--keep-face: {str(path)!r} is not a file")
@@ -127,13 +127,12 @@ def _reference(path: Path, detector, describe: Describe) -> np.ndarray:
 @lru_cache(maxsize=4)
 def _known(paths: tuple[str, ...]) -> tuple[np.ndarray, Describe]:
     from veil.detect import get_detector
-    from veil.evaluate.privacy import describe as describe_faces
-    from veil.evaluate.privacy import get_recognizer
+    from veil.models.identity import get_recognizer
 
     dlib = get_recognizer("dlib")
 
     def describe(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        return describe_faces(dlib, [image], [landmarks])
+        return dlib.describe([image], [landmarks])
 
     detector = get_detector("centerface")
     return np.stack([_reference(Path(p), detector, describe) for p in paths]), describe

@@ -21,16 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from veil.background import Sink, prefetch
 from veil.detect import DETECT_SIZE, Detector, Tracker, TrackerConfig, get_detector
 from veil.detect.track import is_scene_cut, scene_thumbnail
 from veil.errors import DetectionError, InputError
 from veil.faces import Faces
 from veil.keep import KEEP_DISTANCE, KeptTracks, KnownFaces, known_faces
-from veil.photo import check_photo_output, is_photo, read_photo, write_photo
-from veil.protect import ProtectState, Protector, get_protector, mask_everything
-from veil.video import Frame, VideoReader
-from veil.video_writer import EncodeOptions, VideoWriter, check_output_path
+from veil.media.background import Sink, prefetch
+from veil.media.photo import check_photo_output, is_photo, read_photo, write_photo
+from veil.media.read import Frame, VideoReader
+from veil.media.write import EncodeOptions, VideoWriter, check_output_path
+from veil.protect import Protector, ProtectState, get_protector, mask_everything
 
 __all__ = ["ProtectOptions", "Summary", "protect_frames", "protect_video", "protect_photo", "protect_file",
            "protect"]
@@ -190,7 +190,7 @@ def protect_video(src: str | Path, dst: str | Path | None, options: ProtectOptio
 
 def protect_frames(reader: VideoReader, detector: Detector, protector: Protector, writer: VideoWriter | None,
          options: ProtectOptions, summary: Summary, progress: Callable[[int, int], None] | None) -> None:
-    """The frame loop of `protect_video` (also used per segment by `veil.segments`): detect, track,
+    """The frame loop of `protect_video` (also used per segment by `veil.batch.segments`): detect, track,
     protect and write every frame of `reader` to `writer` (None: dry run), filling `summary`."""
     tracker = Tracker(options.tracker)
     state = ProtectState(seed=options.seed)

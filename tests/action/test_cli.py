@@ -24,7 +24,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_make_synthetic_writes_videos_that_decode_to_the_clips(videos: Path) -> None:
-    from veil.video import read_frames
+    from veil.media.read import read_frames
 
     doc = json.loads((videos / "labels.json").read_text())
     assert len(doc["videos"]) == 18 and doc["actions"] == list(ACTIONS)
@@ -55,7 +55,7 @@ def test_train_evaluate_predict(videos: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     lines = [ln for ln in result.stdout.splitlines() if "\t" in ln]
     assert len(lines) == 3 and all(ln.split("\t")[0] in ACTIONS for ln in lines)
-    from veil.video import probe
+    from veil.media.read import probe
 
     info = probe(preview)
     assert (info.width, info.height, info.frame_count) == (64, 64, 8)

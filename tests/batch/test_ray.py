@@ -7,12 +7,11 @@ import sys
 import time
 
 import pytest
+from clips import synthetic_frames, write_clip
 
 from veil.batch import plan_jobs, run_jobs
-from veil.manifest import Manifest, sha256_file
+from veil.batch.manifest import Manifest, sha256_file
 from veil.pipeline import ProtectOptions
-
-from clips import synthetic_frames, write_clip
 
 OPTIONS = ProtectOptions(method="blur", detect_size=320)
 
@@ -59,8 +58,8 @@ def test_local_ray_two_workers_matches_one_process(media, tmp_path):
 
 
 def _events_of_one_task(src, dst):
-    from veil.ray_backend import RayRunner
-    from veil.workers import Task
+    from veil.batch.ray_runner import RayRunner
+    from veil.batch.workers import Task
 
     runner = RayRunner(OPTIONS, 1, progress_every=0.02)
     events = []

@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
+from clips import synthetic_frames, write_clip
 from typer.testing import CliRunner
 
-from veil.batch import output_folder, plan_jobs, run_jobs, status_command
-from veil.manifest import MANIFEST_NAME, Manifest, options_fingerprint, sha256_file
+from veil.batch import output_folder, plan_jobs, run_jobs
+from veil.batch.manifest import MANIFEST_NAME, Manifest, options_fingerprint, sha256_file, status_command
+from veil.media.read import read_frames
 from veil.pipeline import ProtectOptions
-from veil.video import read_frames
-
-from clips import synthetic_frames, write_clip
 
 OPTIONS = ProtectOptions(method="blur")
 
@@ -191,7 +190,7 @@ def test_progress_shows_files_failures_and_rate(tmp_path):
 
 
 def test_largest_files_start_first_and_reports_keep_input_order(tmp_path, monkeypatch):
-    import veil.batch as batch
+    import veil.batch.run as batch
 
     archive = tmp_path / "archive"
     archive.mkdir()

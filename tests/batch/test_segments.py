@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from veil.batch import plan_jobs, run_jobs
+from veil.batch.segments import join_parts, plan_segments, protect_segment
 from veil.detect import get_detector
 from veil.faces import Faces
+from veil.media.read import read_frames
 from veil.pipeline import ProtectOptions
-from veil.segments import join_parts, plan_segments, protect_segment
-from veil.video import read_frames
 
 OPTIONS = ProtectOptions(method="blur", detect_size=320)  # the face is large: a quarter of the work
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from veil.align import RECOGNIZER_CROP, crop_faces
+from veil.cloak.ops import face_region
+from veil.cloak.optimise import CloakConfig
+from veil.cloak.protector import Cloak
 from veil.faces import Faces
 from veil.protect import ProtectState, get_protector
-from veil.protect.cloak import Cloak
-from veil.protect.cloak_ops import face_region
-from veil.protect.cloak_opt import CloakConfig
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +65,8 @@ def test_cloak_on_a_real_face_within_budget_and_past_threshold(load_rgb, cloak_m
 
 def _clip_faces(n: int) -> tuple[list[np.ndarray], list[Faces]]:
     from veil.detect import detect
+    from veil.media.read import read_frames
     from veil.models.store import fetch
-    from veil.video import read_frames
 
     frames = [f for _, f in zip(range(n), read_frames(fetch("media/single_face.mp4")))]
     faces = []
@@ -109,8 +109,8 @@ def test_faces_too_small_to_cloak_are_filled_black() -> None:
 
 def test_pipeline_on_a_real_video_keeps_sound_and_reports_stats(tmp_path) -> None:
     import veil
+    from veil.media.read import probe
     from veil.models.store import fetch
-    from veil.video import probe
 
     src = fetch("media/single_face.mp4")
     summary = veil.protect(src, tmp_path / "out.mp4", method="cloak", mode="low")

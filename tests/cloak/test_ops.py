@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from veil.align import CropSpec, align_crop
-from veil.protect.cloak_ops import Region, dssim, keypoint_affine, landmark_jump, region_warp, soft_mask, warp_cloak
-from veil.protect.targets import TargetBank, choose_target
+from veil.cloak.ops import Region, dssim, keypoint_affine, landmark_jump, region_warp, soft_mask, warp_cloak
+from veil.cloak.targets import TargetBank, choose_target
 
 
 def _smooth_image(seed: int, h: int = 48, w: int = 40) -> np.ndarray:

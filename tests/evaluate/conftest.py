@@ -28,7 +28,7 @@ def _write(folder: Path, frames: list[np.ndarray]) -> Path:
 
 @pytest.fixture(scope="session")
 def clip_frames() -> list[np.ndarray]:
-    from veil.video import read_frames
+    from veil.media.read import read_frames
 
     return list(itertools.islice(read_frames(fetch("media/single_face.mp4")), 0, N_FRAMES * STEP, STEP))
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from veil.models.onnx_runtime import FrozenNet
 
+
 def _net(seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),

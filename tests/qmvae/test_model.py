@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from veil.align import CropSpec
-from veil.models.qmvae import (
+from veil.qmvae.model import (
     QMVAE,
     QMVAEConfig,
     composite,
@@ -131,7 +131,7 @@ def test_service_sees_the_face_pasted_under_the_mask(model):
 
 @pytest.fixture(scope="module")
 def trained() -> QMVAE:
-    from veil.qmvae_train import default_checkpoint, load_checkpoint
+    from veil.qmvae.checkpoint import default_checkpoint, load_checkpoint
 
     return load_checkpoint(default_checkpoint()).model.eval()
 

@@ -9,17 +9,18 @@ import pytest
 from veil.align import crop_faces
 from veil.detect import detect
 from veil.errors import InputError
-from veil.evaluate.privacy import describe, get_expression_model, get_recognizer
+from veil.evaluate.privacy import get_expression_model
 from veil.faces import Faces
+from veil.models.identity import get_recognizer
 from veil.protect import ProtectState, get_protector
-from veil.protect.qmvae import soft_ellipse
-from veil.qmvae_train import default_checkpoint
+from veil.qmvae.checkpoint import default_checkpoint
+from veil.qmvae.paste import soft_ellipse
 
 
 @pytest.fixture(scope="module")
 def protector():
     if not default_checkpoint().is_file():
-        pytest.fail(f"the shipped model {default_checkpoint()} is missing: run `python -m veil.qmvae_train --default`")
+        pytest.fail(f"the shipped model {default_checkpoint()} is missing: run `python -m veil.qmvae.train --default`")
     return get_protector("qmvae")
 
 
@@ -31,7 +32,7 @@ def test_protected_face_is_not_recognized(protector, load_rgb, name):
     out = protector(frame, faces, ProtectState())
     for recognizer in ("dlib", "faceres"):
         model = get_recognizer(recognizer)
-        a, b = describe(model, [frame, out], [faces.landmarks, faces.landmarks])
+        a, b = model.describe([frame, out], [faces.landmarks, faces.landmarks])
         distance = float(np.linalg.norm(a - b))
         assert distance > model.threshold, (recognizer, distance, model.threshold)
 
@@ -70,8 +71,8 @@ def test_missing_checkpoint_is_refused_up_front(tmp_path):
 
 
 def test_pipeline_protects_a_real_clip(tmp_path, media, clip):
+    from veil.media.read import read_frames
     from veil.pipeline import protect
-    from veil.video import read_frames
 
     frames = [f for _, f in zip(range(6), read_frames(media("single_face.mp4")))]
     src = clip("face.mkv", frames)
@@ -81,7 +82,7 @@ def test_pipeline_protects_a_real_clip(tmp_path, media, clip):
     out = list(read_frames(tmp_path / "out.mkv"))
     faces = detect(frames[0])
     model = get_recognizer("dlib")
-    a, b = describe(model, [frames[0], out[0]], [faces.landmarks, faces.landmarks])
+    a, b = model.describe([frames[0], out[0]], [faces.landmarks, faces.landmarks])
     assert float(np.linalg.norm(a - b)) > model.threshold
 
 
@@ -93,13 +94,13 @@ def test_code_search_keeps_the_expression_the_forward_pass_loses(protector, load
     faces = detect(frame)
     plain = get_protector("qmvae", service_steps=0)
     expression = get_expression_model()
-    label = describe(expression, [frame], [faces.landmarks]).argmax(-1)
+    label = expression.describe([frame], [faces.landmarks]).argmax(-1)
     searched = protector(frame, faces, ProtectState())
-    assert describe(expression, [plain(frame, faces, ProtectState())], [faces.landmarks]).argmax(-1) != label
-    assert describe(expression, [searched], [faces.landmarks]).argmax(-1) == label
+    assert expression.describe([plain(frame, faces, ProtectState())], [faces.landmarks]).argmax(-1) != label
+    assert expression.describe([searched], [faces.landmarks]).argmax(-1) == label
     for recognizer in ("dlib", "faceres"):
         model = get_recognizer(recognizer)
-        a, b = describe(model, [frame, searched], [faces.landmarks, faces.landmarks])
+        a, b = model.describe([frame, searched], [faces.landmarks, faces.landmarks])
         assert float(np.linalg.norm(a - b)) > model.threshold, recognizer
 
 
@@ -108,7 +109,7 @@ def hard_frames(media):
     """Frames of the Wolfgang clip where the narrow search stalls or first lands within dlib's
     reach of the person (before the search widened and the guard aimed past its limit, these
     lost their smile, protected as bench/qmvae_table.py does: seed 0, the frame's own index)."""
-    from veil.video import read_frames
+    from veil.media.read import read_frames
 
     wanted = (394, 426)
     frames = zip(range(max(wanted) + 1), read_frames(media("WolfgangLanger_Pexels.mp4")))
@@ -122,10 +123,10 @@ def test_hard_faces_keep_their_expression_and_stay_far(protector, hard_frames):
         faces = faces[np.flatnonzero(faces.sizes >= 32)]
         state = ProtectState(seed=0, frame_index=index)
         out = protector(frame, faces, state)
-        before, after = (describe(expression, [f], [faces.landmarks]) for f in (frame, out))
+        before, after = (expression.describe([f], [faces.landmarks]) for f in (frame, out))
         assert len(faces) and np.array_equal(before.argmax(-1), after.argmax(-1))
         assert sum(state.stats.get("qmvae_search_undone", [])) == 0  # the guard's own search succeeded
-        a, b = (describe(recognizer, [f], [faces.landmarks]) for f in (frame, out))
+        a, b = (recognizer.describe([f], [faces.landmarks]) for f in (frame, out))
         assert (np.linalg.norm(a - b, axis=-1) > recognizer.threshold).all()
 
 

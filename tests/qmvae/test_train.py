@@ -11,20 +11,10 @@ import typer
 from typer.testing import CliRunner
 
 from veil.align import EXPRESSION_CROP
-from veil.models.qmvae import QMVAE, ExpressionService, QMVAEConfig
-from veil.qmvae_data import FaceSet, augment, balance, load_faces
-from veil.qmvae_train import (
-    CheckpointError,
-    QMVAECheckpoint,
-    TrainConfig,
-    evaluate_split,
-    load_checkpoint,
-    paste_mask,
-    prepare,
-    save_checkpoint,
-    service_targets,
-    train,
-)
+from veil.qmvae.checkpoint import CheckpointError, QMVAECheckpoint, TrainConfig, load_checkpoint, save_checkpoint
+from veil.qmvae.data import FaceSet, augment, balance, load_faces
+from veil.qmvae.model import QMVAE, ExpressionService, QMVAEConfig
+from veil.qmvae.train import evaluate_split, paste_mask, prepare, service_targets, train
 
 PHOTOS = ("obama.jpg", "obama2.jpg", "biden.jpg", "0-f15-hao-ph.jpg", "0-f1-su-ph.jpg")
 SMALL = dict(hidden=(16, 32, 64), codebook_size=32, codebook_dim=16)
@@ -146,7 +136,7 @@ def test_a_bad_checkpoint_says_how_to_get_one(tmp_path):
 
 
 def test_train_command_trains_and_resumes(tmp_path, media):
-    from veil.qmvae_cli import train_qmvae_command
+    from veil.qmvae.cli import train_qmvae_command
 
     app = typer.Typer()
     app.command()(train_qmvae_command)

@@ -8,8 +8,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from veil.stream.cli import decode_command, encode_command, train_codec_command
 from veil.stream.checkpoint import load_checkpoint
+from veil.stream.cli import decode_command, encode_command, train_codec_command
 
 app = typer.Typer()
 app.command("encode")(encode_command)

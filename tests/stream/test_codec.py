@@ -12,10 +12,10 @@ import av
 import numpy as np
 import pytest
 
+from veil.stream.audio import AudioPacket
 from veil.stream.checkpoint import load_checkpoint
 from veil.stream.codec import decode_stream, encode_stream
 from veil.stream.format import StreamReader, TruncatedStreamError
-from veil.stream.audio import AudioPacket
 
 
 def audio_packets(path: Path) -> list[bytes]:

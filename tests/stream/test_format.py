@@ -11,8 +11,19 @@ from fractions import Fraction
 import pytest
 
 from veil.stream.audio import AudioPacket, AudioParams
-from veil.stream.format import (AuthenticationError, ChunkRecord, CorruptStreamError, EndRecord, KeyError_,
-                                StreamHeader, StreamReader, StreamWriter, TruncatedStreamError, key_check, read_key)
+from veil.stream.format import (
+    AuthenticationError,
+    ChunkRecord,
+    CorruptStreamError,
+    EndRecord,
+    KeyError_,
+    StreamHeader,
+    StreamReader,
+    StreamWriter,
+    TruncatedStreamError,
+    key_check,
+    read_key,
+)
 
 KEY = bytes(range(32))
 PARAMS = AudioParams("aac", 48000, "stereo", Fraction(1, 48000), b"\x11\x90")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from veil.stream.checkpoint import Checkpoint
 from veil.stream.media import load_clip
 from veil.stream.model import CodecConfig, CodecModel, pad_to_multiple
 from veil.stream.train import Clip, TrainConfig, sample_batch, train
-from veil.stream.checkpoint import Checkpoint
 
 
 def test_pad_to_multiple_replicates_edges() -> None:

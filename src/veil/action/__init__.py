@@ -4,6 +4,9 @@ A video transformer over tubelet tokens drops action-irrelevant tubelets (`spars
 kept ones adversarially so that private attributes cannot be read from them (`anonymize`); `attack`
 measures what a fresh attacker still reads. Commands: `veil action train | evaluate | predict |
 make-synthetic` (`cli`).
+
+May import: `veil.media` (in its data loaders and commands only), `veil.errors`. Imported only by
+the command line and benchmarks.
 """
 
 from veil.action.config import PRESETS, ActionConfig, preset

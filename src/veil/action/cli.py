@@ -21,10 +21,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from veil.action.config import PRESETS, preset
-from veil.action.evaluate import ActionReport, evaluate as evaluate_model
+from veil.action.evaluate import ActionReport
+from veil.action.evaluate import evaluate as evaluate_model
 from veil.action.model import STPrivacy, to_input
 from veil.action.source import KINDS, open_source
-from veil.action.train import StepLog, TrainConfig, init_from, load_checkpoint, save_checkpoint, train as train_model
+from veil.action.train import StepLog, TrainConfig, init_from, load_checkpoint, save_checkpoint
+from veil.action.train import train as train_model
 from veil.errors import InputError, VeilError
 
 app = typer.Typer(help="Privacy-preserving action recognition (STPrivacy): train, evaluate, predict.",
@@ -66,7 +68,7 @@ def make_synthetic_cmd(
     """Write the synthetic benchmark as real videos: motion = action, appearance = private attributes."""
     from veil.action.labels import write_labels_json
     from veil.action.synthetic import ACTIONS, ATTRIBUTES, make_synthetic
-    from veil.video_writer import EncodeOptions, write_frames
+    from veil.media.write import EncodeOptions, write_frames
 
     if not 0 < test_fraction < 1:
         raise InputError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
@@ -212,8 +214,8 @@ def predict(
 ) -> None:
     """The action of VIDEO, and optionally the anonymized preview (kept tubelets decoded, rest black)."""
     from veil.action.data import read_clip
-    from veil.video import probe
-    from veil.video_writer import write_frames
+    from veil.media.read import probe
+    from veil.media.write import write_frames
 
     if not video.is_file():
         raise InputError(f"{str(video)!r} does not exist")

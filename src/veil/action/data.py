@@ -1,7 +1,7 @@
 """Data sets for `veil action`: HMDB51, UCF101, any ``<action>/<video>`` folder, and the synthetic set.
 
 Every data set is a list of `VideoItem` (a file, its action, its privacy attributes) read by
-`ClipDataset`, which decodes a clip with `veil.video.read_frames` (streaming: only the sampled frames
+`ClipDataset`, which decodes a clip with `veil.media.read.read_frames` (streaming: only the sampled frames
 are kept), takes ``frames`` frames spread evenly over the video (the evaluation protocol of VideoMAE,
 one clip per video), centre-crops a square and resizes it.
 
@@ -79,7 +79,7 @@ def resize_clip(clip: np.ndarray, size: int) -> np.ndarray:
 
 def read_clip(path: Path, frames: int, size: int) -> np.ndarray:
     """Decode the sampled frames of one video. Returns (frames, size, size, 3) uint8."""
-    from veil.video import probe, read_frames  # I/O lives in veil.video
+    from veil.media.read import probe, read_frames  # I/O lives in veil.media.read
 
     total = probe(path).frame_count
     if total < 1:  # the container does not say: count by decoding

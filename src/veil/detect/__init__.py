@@ -1,4 +1,9 @@
-"""Face detectors (one registry) and the tracker."""
+"""Face detectors (one registry: CenterFace, MTCNN) and the tracker that gives faces ids across
+frames, fills the frames between detections and ends tracks at scene cuts.
+
+May import: `veil.models` (the networks' weights), `veil.faces`, `veil.align`, `veil.errors`. Part
+of the core: works on arrays, imports no media code.
+"""
 
 from __future__ import annotations
 

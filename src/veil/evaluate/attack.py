@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from veil.evaluate.privacy import IdentityModel, describe
+from veil.models.identity import IdentityModel
 
 __all__ = ["OTHER_PEOPLE", "AttackResult", "other_people_descriptors", "knn_predict", "linear_predict",
            "attack_track"]
@@ -92,7 +92,7 @@ def other_people_descriptors(model: IdentityModel, detector: str = "centerface",
             identity += 1
     if not images:
         raise RuntimeError("no face found in the attacker's photos of other people")
-    return describe(model, images, landmarks), np.array(labels)
+    return model.describe(images, landmarks), np.array(labels)
 
 
 def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: int = 3) -> np.ndarray:

@@ -5,10 +5,8 @@
   :func:`detect_around` runs the detector only on a square region around each original face
   (twice the face, resized to 256 px): it asks about that face alone, at a quarter of the cost
   of a 640x360 frame.
-- :class:`IdentityModel` wraps a recognizer with its aligned crop and its own same-person
-  threshold; :func:`describe` turns frames + landmarks into descriptors in batches, run by ONNX
-  Runtime (:class:`veil.models.onnx_runtime.FrozenNet`, several times faster than the torch
-  modules, which the cloak keeps for their gradients).
+- The recognizers and their descriptors come from :mod:`veil.models.identity`;
+  :func:`get_expression_model` wraps the expression classifier the same way.
 - :func:`reidentified` compares a protected face's descriptor to the original face's: the
   protection failed for that face when the distance is under the recognizer's threshold.
 
@@ -18,71 +16,15 @@ alignment, the strongest case, and a face that no detector finds any more is sti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
-from torch import nn
 
-from veil.align import EXPRESSION_CROP, FACERES_CROP, RECOGNIZER_CROP, CropSpec, crop_faces
+from veil.align import EXPRESSION_CROP
 from veil.detect.track import iou_matrix
-from veil.errors import InputError
-from veil.models.onnx_runtime import FrozenNet
+from veil.models.identity import IdentityModel
 
-__all__ = [
-    "IdentityModel",
-    "RECOGNIZERS",
-    "get_recognizer",
-    "get_expression_model",
-    "matches_after",
-    "face_regions",
-    "detect_around",
-    "describe",
-    "reidentified",
-]
-
-
-@dataclass
-class IdentityModel:
-    """A recognizer as evaluate uses it."""
-
-    name: str
-    net: nn.Module
-    crop: CropSpec
-    threshold: float
-    run: FrozenNet | None = None  # the forward pass describe() uses; built from ``net`` when None
-
-    def __post_init__(self) -> None:
-        if self.run is None:
-            self.run = FrozenNet(self.net, self.name, self.crop.size)
-
-
-def _dlib() -> IdentityModel:
-    from veil.models.recognizer import FaceRecognizer
-
-    net = FaceRecognizer.pretrained()
-    return IdentityModel("dlib", net, RECOGNIZER_CROP, net.threshold)
-
-
-def _faceres() -> IdentityModel:
-    from veil.models.faceres import FaceRes
-
-    net = FaceRes.pretrained()
-    return IdentityModel("faceres", net, FACERES_CROP, net.threshold)
-
-
-RECOGNIZERS: dict[str, Callable[[], IdentityModel]] = {"dlib": _dlib, "faceres": _faceres}
-"""Recognizers ``veil evaluate --recognizer`` can use: dlib's ResNet (the cloak's target) and
-Human's faceres (a different network, for transfer)."""
-
-
-@lru_cache(maxsize=None)
-def get_recognizer(name: str) -> IdentityModel:
-    """A recognizer by name, loaded once per process."""
-    if name not in RECOGNIZERS:
-        raise InputError(f"unknown recognizer {name!r}; choose from: {', '.join(RECOGNIZERS)}")
-    return RECOGNIZERS[name]()
+__all__ = ["get_expression_model", "matches_after", "face_regions", "detect_around", "reidentified"]
 
 
 @lru_cache(maxsize=None)
@@ -139,23 +81,6 @@ def detect_around(detector: object, frames: list[np.ndarray], boxes: list[np.nda
     for (i, j, x0, y0, s), faces in zip(where, found):
         out[i][j] = (faces.boxes / s + np.array([x0, y0, x0, y0])).astype(np.float32)
     return out
-
-
-def describe(model: IdentityModel, frames: list[np.ndarray], landmarks: list[np.ndarray],
-             batch_size: int = 32) -> np.ndarray:
-    """Run a model on the aligned crops of the given faces.
-
-    Shape:
-        frames: list of (H, W, 3) uint8, landmarks: list of (N_i, 5, 2), one per frame
-        -> (sum N_i, D) float32, faces in frame order
-    """
-    crops = [crop_faces(f, lm, model.crop) for f, lm in zip(frames, landmarks) if len(lm)]
-    if not crops:
-        return np.zeros((0, 0), np.float32)
-    stacked = np.concatenate(crops)
-    out = [model.run(stacked[i:i + batch_size].transpose(0, 3, 1, 2).astype(np.float32))
-           for i in range(0, len(stacked), batch_size)]
-    return np.concatenate(out).astype(np.float32)
 
 
 def reidentified(original: np.ndarray, protected: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:

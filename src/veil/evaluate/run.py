@@ -29,18 +29,12 @@ import numpy as np
 from veil.detect import Tracker, get_detector
 from veil.detect.track import is_scene_cut, scene_thumbnail
 from veil.errors import InputError
-from veil.evaluate.privacy import (
-    describe,
-    detect_around,
-    get_expression_model,
-    get_recognizer,
-    matches_after,
-    reidentified,
-)
+from veil.evaluate.privacy import detect_around, get_expression_model, matches_after, reidentified
 from veil.evaluate.results import SCHEMA_VERSION, summarize
 from veil.evaluate.utility import face_mask, flicker_ratio, frame_quality, temporal_change
 from veil.faces import Faces
-from veil.photo import PHOTO_SUFFIXES, is_photo, read_photo
+from veil.media.photo import PHOTO_SUFFIXES, is_photo, read_photo
+from veil.models.identity import get_recognizer
 
 __all__ = ["EvaluateConfig", "IMAGE_SUFFIXES", "WorstFrames", "iter_frames", "count_frames", "evaluate"]
 
@@ -81,7 +75,7 @@ def iter_frames(path: str | Path) -> Iterator[np.ndarray]:
     if is_photo(path):
         yield read_photo(path).rgb
         return
-    from veil.video import read_frames
+    from veil.media.read import read_frames
 
     yield from read_frames(path)
 
@@ -93,7 +87,7 @@ def count_frames(path: str | Path) -> int | None:
         return len(_image_files(path))
     if is_photo(path):
         return 1
-    from veil.video import probe
+    from veil.media.read import probe
 
     n = probe(path).frame_count
     return n or None
@@ -176,7 +170,7 @@ class _Judge:
         identity = {}
         for model in self.recognizers:
             # originals and protected crops in one pass: fewer, larger batches
-            both = describe(model, origs + prots, lms + lms, cfg.batch_size)
+            both = model.describe(origs + prots, lms + lms, cfg.batch_size)
             identity[model.name] = reidentified(both[:n], both[n:], model.threshold)
             if cfg.attack:
                 where = [(self.index + j, int(t)) for j, f in enumerate(faces) for t in f.track_ids]
@@ -185,7 +179,7 @@ class _Judge:
         if self.expression is not None and n:
             from veil.models.expression import EXPRESSIONS
 
-            top = describe(self.expression, origs + prots, lms + lms, cfg.batch_size).argmax(axis=1)
+            top = self.expression.describe(origs + prots, lms + lms, cfg.batch_size).argmax(axis=1)
             labels = [(EXPRESSIONS[a], EXPRESSIONS[b]) for a, b in zip(top[:n], top[n:])]
         records = []
         k = 0  # running index of the face over the batch

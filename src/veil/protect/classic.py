@@ -8,6 +8,7 @@ with an edge-preserving OpenCV stylisation: smoothed, colour-quantised regions w
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -172,6 +173,22 @@ def smiley(size: int = 256) -> np.ndarray:
     return art
 
 
+def sticker_art(path: str) -> np.ndarray:
+    """The image file at `path` as a sticker: upright (its EXIF orientation applied), RGBA.
+
+    Raises `ValueError` when the file cannot be read as an image. Shape: -> (H, W, 4) uint8.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise ValueError(f"sticker image {str(path)!r} does not exist")
+    try:
+        with Image.open(path) as image:
+            return np.array(ImageOps.exif_transpose(image).convert("RGBA"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ValueError(f"sticker image {str(path)!r} cannot be read: {exc}") from None
+
+
 @register("sticker")
 @dataclass
 class Sticker(_Masked):
@@ -182,18 +199,11 @@ class Sticker(_Masked):
     the blur's strength, never the face itself.
     """
 
-    image: str | None = None  # a photo file; PNG/WebP transparency is respected
+    image: str | None = None  # an image file; PNG/WebP transparency is respected
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.image is None:
-            self._art = smiley()
-        else:
-            from veil.photo import read_photo
-
-            photo = read_photo(str(self.image))
-            alpha = photo.alpha if photo.alpha is not None else np.full(photo.rgb.shape[:2], 255, np.uint8)
-            self._art = np.dstack([photo.rgb, alpha])
+        self._art = smiley() if self.image is None else sticker_art(self.image)
         self._under = Blur(strength=2.0)
 
     def transform(self, crop: np.ndarray, face_size: float, rng: np.random.Generator) -> np.ndarray:

@@ -11,7 +11,6 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from veil.models import checkpoint as checkpoint_io
 from veil.stream.model import CodecConfig, CodecModel
 

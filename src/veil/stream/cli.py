@@ -116,10 +116,10 @@ def decode_command(
 
 
 def _train(videos: Path, out: Path, model: str, steps: int, resume: bool, batch: int, crop: int, lr: float) -> None:
+    import secrets
+
     from veil.stream.model import CodecConfig
     from veil.stream.train import TrainConfig, load_clips, start_or_resume, train, video_files
-
-    import secrets
 
     config = CodecConfig(kind=model, scramble_seed=secrets.randbits(63))
     tc = TrainConfig(steps=steps, batch=batch, crop=crop, lr=lr)

@@ -29,8 +29,7 @@ import torch
 from veil.stream.audio import AudioDecoder, AudioPacket, AudioParams, add_audio_stream, frame_features, packet_to_av
 from veil.stream.checkpoint import Checkpoint, CheckpointError, default_checkpoint, load_checkpoint
 from veil.stream.entropy import EntropyError, decode_indices, encode_indices
-from veil.stream.format import (ChunkRecord, CorruptStreamError, StreamHeader, StreamReader,
-                                StreamWriter, key_check)
+from veil.stream.format import ChunkRecord, CorruptStreamError, StreamHeader, StreamReader, StreamWriter, key_check
 from veil.stream.keying import chunk_key, chunk_scramble, scramble, unscramble
 from veil.stream.media import demux, open_source, source_info
 from veil.stream.model import SPATIAL_STRIDE, CodecModel, pad_to_multiple

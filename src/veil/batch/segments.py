@@ -31,10 +31,10 @@ import numpy as np
 from veil.detect import Detector
 from veil.detect.track import TrackerConfig
 from veil.errors import OutputError, VideoOpenError
+from veil.media.read import Frame, VideoInfo, probe, upright_rgb
+from veil.media.write import EncodeOptions, VideoWriter, check_output_path
 from veil.pipeline import ProtectOptions, Summary, protect_frames
 from veil.protect import Protector
-from veil.video import Frame, VideoInfo, probe, upright_rgb
-from veil.video_writer import EncodeOptions, VideoWriter, check_output_path
 
 __all__ = ["Segment", "plan_segments", "protect_segment", "join_parts", "merge_summaries"]
 

@@ -16,11 +16,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-from torch import nn
 
-from veil.align import RECOGNIZER_CROP, crop_faces
 from veil.errors import InputError
+from veil.models.identity import IdentityModel
 
 __all__ = ["BANK_PHOTOS", "TargetBank", "build_bank", "choose_target", "load_bank"]
 
@@ -58,7 +56,8 @@ def _read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def build_bank(net: nn.Module, images: Sequence[tuple[str, np.ndarray]], detector: str = "centerface") -> TargetBank:
+def build_bank(recognizer: IdentityModel, images: Sequence[tuple[str, np.ndarray]],
+               detector: str = "centerface") -> TargetBank:
     """One descriptor per face (at least 40 px wide) found in the images.
 
     Shape:
@@ -73,10 +72,7 @@ def build_bank(net: nn.Module, images: Sequence[tuple[str, np.ndarray]], detecto
         big = faces[(faces.boxes[:, 2] - faces.boxes[:, 0]) >= _MIN_FACE_PIXELS]
         if len(big) == 0:
             continue
-        crops = crop_faces(image, big.landmarks, RECOGNIZER_CROP)
-        with torch.no_grad():
-            desc = net(torch.from_numpy(crops).permute(0, 3, 1, 2).float()).numpy()
-        descriptors += list(desc.astype(np.float32))
+        descriptors += list(recognizer.describe_exact(image, big.landmarks))
         sources += [f"{name}#{i}" for i in range(len(big))]
     if not descriptors:
         raise InputError("no face of at least 40 pixels found in the target photos; add photos of other people")
@@ -92,21 +88,21 @@ def _folder_images(folder: Path) -> list[Path]:
     return files
 
 
-def load_bank(net: nn.Module, photos: Sequence[str] = BANK_PHOTOS, folder: str | Path | None = None,
+def load_bank(recognizer: IdentityModel, photos: Sequence[str] = BANK_PHOTOS, folder: str | Path | None = None,
               cache: bool = True) -> TargetBank:
     """The bank of the pinned ``photos`` plus every photo in ``folder``, cached under ``veil_home()``."""
     from veil.models.store import fetch_many, veil_home
 
     files = _folder_images(Path(folder)) if folder is not None else []
     key = hashlib.sha256(repr((tuple(photos), [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files],
-                               getattr(net, "name", type(net).__name__))).encode()).hexdigest()[:16]
+                               recognizer.name)).encode()).hexdigest()[:16]
     path = veil_home() / "cloak_targets" / f"{key}.npz"
     if cache and path.exists():
         data = np.load(path)
         return TargetBank(data["descriptors"], tuple(str(s) for s in data["sources"]))
     paths = fetch_many(list(photos)) if photos else {}
     images = [(name, _read_rgb(paths[name])) for name in photos] + [(str(f), _read_rgb(f)) for f in files]
-    bank = build_bank(net, images)
+    bank = build_bank(recognizer, images)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")

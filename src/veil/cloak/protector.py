@@ -6,11 +6,11 @@ For every tracked face of a frame:
 1. its region (the recognizer's crop footprint) is taken at *working resolution*: faces larger
    than the recognizer's 150x150 crop are downscaled so the crop sees them at scale 1, which makes
    a step cost the same for every face size;
-2. the track's target identity is chosen once, from the bank (:mod:`veil.protect.targets`);
+2. the track's target identity is chosen once, from the bank (:mod:`veil.cloak.targets`);
 3. the cloak starts from the previous frame's cloak of the same track, warped by the least-squares
    affine between the two frames' five key points (Eq. 6), or from random noise on the track's
    first frame, after a scene cut (a new track), after a big landmark jump, or with ``reuse=False``;
-4. it is optimised by :func:`~veil.protect.cloak_opt.optimise_cloak` (Eq. 5), upsampled to the
+4. it is optimised by :func:`~veil.cloak.optimise.optimise_cloak` (Eq. 5), upsampled to the
    frame, added, rounded, and scaled down if needed so that DSSIM <= budget on the face box.
 
 Per-frame numbers land in the run's summary (``method_stats``): ``cloak_iterations`` (steps per
@@ -24,18 +24,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
-from veil.align import RECOGNIZER_CROP, alignment_matrices, crop_faces
+from veil.align import RECOGNIZER_CROP, alignment_matrices
+from veil.cloak.ops import Region, face_region, keypoint_affine, landmark_jump, region_warp, soft_mask, warp_cloak
+from veil.cloak.optimise import CloakConfig, PreviousCloak, fit_budget, optimise_cloak
+from veil.cloak.targets import BANK_PHOTOS, TargetBank, choose_target, load_bank
 from veil.faces import Faces
+from veil.models.identity import IdentityModel, get_recognizer
 from veil.protect.base import ProtectState, ellipse_boxes, register
-from veil.protect.cloak_ops import Region, face_region, keypoint_affine, landmark_jump, region_warp, soft_mask, warp_cloak
-from veil.protect.cloak_opt import CloakConfig, PreviousCloak, fit_budget, optimise_cloak
-from veil.protect.targets import BANK_PHOTOS, TargetBank, choose_target, load_bank
 
 __all__ = ["Cloak", "MODES", "TrackMemory", "work_scale", "to_work"]
 
@@ -111,7 +111,6 @@ class Cloak:
     max_jump: float = 0.3  # landmark_jump above which the previous cloak is not reused
     mask_scale: float = 1.2
     temporal: bool = True  # the adjacent-frame terms of Eq. (5)
-    _net: Any = field(default=None, init=False, repr=False)
     _bank: TargetBank | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -130,24 +129,23 @@ class Cloak:
             raise ValueError(f"mask_scale must be positive, got {self.mask_scale}")
 
     @property
-    def net(self) -> torch.nn.Module:
-        if self._net is None:
-            from veil.models.recognizer import FaceRecognizer
+    def recognizer(self) -> IdentityModel:
+        """dlib's ResNet, from the recognizer registry: the network the cloak optimises through."""
+        return get_recognizer("dlib")
 
-            self._net = FaceRecognizer.pretrained()
-        return self._net
+    @property
+    def net(self) -> torch.nn.Module:
+        return self.recognizer.net
 
     @property
     def bank(self) -> TargetBank:
         if self._bank is None:
-            self._bank = load_bank(self.net, BANK_PHOTOS, self.targets_dir)
+            self._bank = load_bank(self.recognizer, BANK_PHOTOS, self.targets_dir)
         return self._bank
 
     def describe(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """Descriptors as an attacker computes them (OpenCV crop of the frame). Shape: (N, 5, 2) -> (N, D)."""
-        crops = crop_faces(frame, landmarks, RECOGNIZER_CROP)
-        with torch.no_grad():
-            return self.net(torch.from_numpy(crops).permute(0, 3, 1, 2).float()).numpy().astype(np.float32)
+        return self.recognizer.describe_exact(frame, landmarks)
 
     def __call__(self, frame: np.ndarray, faces: Faces, state: ProtectState) -> np.ndarray:
         out = frame.copy()

@@ -5,16 +5,15 @@ import json
 import cv2
 import numpy as np
 import pytest
+from clips import write_clip
 from typer.testing import CliRunner
 
 from veil.cli import app
 from veil.detect import Tracker, get_detector
 from veil.faces import Faces
 from veil.keep import KeptTracks, KnownFaces, known_faces
+from veil.media.read import read_frames
 from veil.pipeline import ProtectOptions, protect_photo, protect_video
-from veil.video import read_frames
-
-from clips import write_clip
 
 
 class Scripted(KnownFaces):

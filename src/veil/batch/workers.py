@@ -8,7 +8,7 @@ the back ends only differ in where `execute` runs:
 - `ProcessRunner`: N spawned worker processes, each building its detector and protector once and
   taking tasks from a queue; a worker that dies (killed, out of memory) fails only its own task and
   is replaced;
-- `veil.ray_backend.RayRunner`: one Ray actor per worker, on one machine or a cluster.
+- `veil.batch.ray_runner.RayRunner`: one Ray actor per worker, on one machine or a cluster.
 
 Outputs are always written to a temporary file and moved into place, then synced, before a task
 reports success, so the manifest never calls a file done that a power loss could still take away.
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from veil.batch.manifest import sha256_file
 from veil.errors import VeilError, VideoOpenError
-from veil.manifest import sha256_file
 from veil.pipeline import ProtectOptions, Summary, protect_file
 
 __all__ = ["Task", "TaskResult", "Models", "build_models", "execute", "InlineRunner", "ProcessRunner"]
@@ -44,7 +44,7 @@ class Task:
     kind: str
     src: Path
     dst: Path | None  # None on a dry run
-    segment: Any = None  # veil.segments.Segment for kind "segment"
+    segment: Any = None  # veil.batch.segments.Segment for kind "segment"
     parts: tuple[Path, ...] = ()
 
 
@@ -135,12 +135,12 @@ def execute(task: Task, options: ProtectOptions, models: Models,
             if not options.dry_run:
                 _finished(result, task.src, task.dst, before)
         elif task.kind == "segment":
-            from veil.segments import protect_segment
+            from veil.batch.segments import protect_segment
 
             result.summary = protect_segment(task.src, task.segment, options, models.detector,
                                              models.protector, progress=progress)
         elif task.kind == "join":
-            from veil.segments import join_parts
+            from veil.batch.segments import join_parts
 
             result.extra["audio_streams"] = join_parts(task.src, task.parts, task.dst, options.encode)
             _finished(result, task.src, task.dst, before)

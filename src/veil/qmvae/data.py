@@ -9,9 +9,7 @@ of a video's frames are held out as one contiguous block, every fifth photo is h
 and CelebA's images are split in the order of ``list_eval_partition.txt`` (its train images
 first).
 
-The de-identifications are the classic protections of :mod:`veil.protect.classic`, applied to the
-aligned crop with their default strengths; the eye band of the blindfold sits on the crop's
-template eye points, where alignment puts every face's eyes.
+The de-identifications the model takes as input are in :mod:`veil.qmvae.deidentify`.
 """
 
 from __future__ import annotations
@@ -23,12 +21,11 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from veil.align import CropSpec, crop_faces, template_points
+from veil.align import CropSpec, crop_faces
 from veil.errors import InputError
-from veil.protect.classic import Blur, Cartoon, Mosaic, Noise, eye_band
 
-__all__ = ["FaceSet", "IMAGE_EXTS", "VIDEO_EXTS", "deidentify", "deidentify_batch", "find_sources",
-           "load_faces", "augment", "balance", "default_sources"]
+__all__ = ["FaceSet", "IMAGE_EXTS", "VIDEO_EXTS", "find_sources", "load_faces", "augment", "balance",
+           "default_sources"]
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
@@ -68,42 +65,6 @@ class FaceSet:
         return FaceSet(self.crops[idx], self.landmarks[idx], self.frame_index[idx], self.test[idx],
                        [self.sources[i] for i in idx],
                        None if self.service_crops is None else self.service_crops[idx])
-
-
-def deidentify(crop: np.ndarray, name: str, spec: CropSpec, rng: np.random.Generator) -> np.ndarray:
-    """One classic de-identification of an aligned crop (QM-VAE Eq. 1-3 and the cartoon).
-
-    Shape:
-        crop: (S, S, 3) uint8 -> (S, S, 3) uint8
-    """
-    face_px = spec.size / (1 + 2 * spec.padding)  # the mean face's width in the crop
-    if name == "blindfold":  # Eq. 1: the eye band set to 0
-        out = crop.copy()
-        corners = eye_band(template_points(spec)[:2])
-        cv2.fillConvexPoly(out, np.round(corners).astype(np.int32), (0, 0, 0), lineType=cv2.LINE_8)
-        return out
-    if name == "mosaic":  # Eq. 2
-        return Mosaic().transform(crop, face_px, rng)
-    if name == "noise":  # Eq. 3
-        return Noise().transform(crop, face_px, rng)
-    if name == "cartoon":
-        return Cartoon().transform(crop, face_px, rng)
-    if name == "blur":
-        return Blur().transform(crop, face_px, rng)
-    raise ValueError(f"unknown de-identification {name!r}")
-
-
-def deidentify_batch(crops: np.ndarray, inputs: tuple[str, ...], spec: CropSpec,
-                     rng: np.random.Generator) -> np.ndarray:
-    """The model's input: each crop de-identified by every method of ``inputs``, on channels.
-
-    Shape:
-        crops: (N, S, S, 3) uint8 -> (N, S, S, 3k) uint8, k = len(inputs)
-    """
-    out = np.zeros((*crops.shape[:3], 3 * len(inputs)), np.uint8)
-    for i, crop in enumerate(crops):
-        out[i] = np.concatenate([deidentify(crop, name, spec, rng) for name in inputs], axis=-1)
-    return out
 
 
 def augment(crops: np.ndarray, rng: np.random.Generator, jitter: float = 0.04, copies: int = 1,
@@ -201,7 +162,7 @@ def _frames(path: Path, stride: int, max_frames: int | None) -> Iterator[tuple[i
             raise InputError(f"{str(path)!r} is not a readable image")
         yield 0, cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         return
-    from veil.video import read_frames
+    from veil.media.read import read_frames
 
     for i, frame in enumerate(read_frames(path)):
         if max_frames is not None and i >= max_frames:

@@ -1,6 +1,6 @@
 """One face's cloak, optimised by gradient steps (the paper's Eq. 5 and Algorithm 1, lines 10-12).
 
-The cloak ``delta`` lives on the face's :class:`~veil.protect.cloak_ops.Region` of the frame, in
+The cloak ``delta`` lives on the face's :class:`~veil.cloak.ops.Region` of the frame, in
 grey levels, scaled by a feathered mask. Each step crops the protected region with the
 differentiable alignment (``veil.align.align_crop``) at the recognizer's 150x150 resolution, runs
 the recognizer, and descends
@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from veil.align import RECOGNIZER_CROP, align_crop
-from veil.protect.cloak_ops import Region, dssim
+from veil.cloak.ops import Region, dssim
 
-__all__ = ["CloakConfig", "CloakResult", "PreviousCloak", "optimise_cloak", "fit_budget", "describe_region"]
+__all__ = ["CloakConfig", "CloakResult", "PreviousCloak", "optimise_cloak", "fit_budget"]
 
 
 @dataclass(frozen=True)
@@ -88,18 +88,6 @@ class CloakResult:
 
 def _chw(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image, np.float32)).permute(2, 0, 1).unsqueeze(0)
-
-
-def describe_region(net: nn.Module, region: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """The recognizer's descriptor of the face in a region (landmarks in region coordinates).
-
-    Shape:
-        region: (h, w, 3) uint8 or float, landmarks: (5, 2) -> (D,) float32
-    """
-    with torch.no_grad():
-        crop = align_crop(_chw(region)[0], torch.from_numpy(np.asarray(landmarks, np.float32))[None],
-                          RECOGNIZER_CROP)
-        return net(crop)[0].numpy().astype(np.float32)
 
 
 def _face(t: torch.Tensor, region: Region) -> torch.Tensor:

@@ -39,8 +39,8 @@ def train_qmvae_command(
     seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and noise.")] = 0,
 ) -> None:
     """Train QM-VAE (Eq. 7, Adam) on an 80/20 split; prints progress and saves after every epoch."""
-    from veil.models.qmvae import QMVAEConfig
-    from veil.qmvae_train import TrainConfig, run
+    from veil.qmvae.model import QMVAEConfig
+    from veil.qmvae.train import TrainConfig, run
 
     try:
         config = QMVAEConfig(inputs=tuple(s.strip() for s in inputs.split(",") if s.strip()), size=size,

@@ -5,7 +5,7 @@ rotation is applied to the pixels, so the protected video displays exactly as th
 as (H, W, 3) uint8 RGB arrays, each with its original timestamp.
 
 Each frame is read with its own YUV matrix and range, and the video's colour description
-(`Colour`) is kept for the writer, :mod:`veil.video_writer`.
+(`Colour`) is kept for the writer, :mod:`veil.media.write`.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ import av
 import numpy as np
 
 from veil.errors import OutputError
-from veil.outputs import check_output, publish, temporary_beside
-from veil.video import VIDEO_SUFFIXES, Colour, av_reason
+from veil.media.outputs import check_output, publish, temporary_beside
+from veil.media.read import VIDEO_SUFFIXES, Colour, av_reason
 
 __all__ = ["EncodeOptions", "VideoWriter", "write_frames", "check_output_path"]
 

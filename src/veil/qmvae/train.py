@@ -2,9 +2,9 @@
 
 The shipped model is trained on the store's real photos and videos by::
 
-    python -m veil.qmvae_train --default        # about 5 min on 2 CPU cores
+    python -m veil.qmvae.train --default        # about 5 min on 2 CPU cores
 
-which writes ``src/veil/weights/qmvae.pt``; ``veil train qmvae --faces DIR --out model.pt`` trains
+which writes ``src/veil/qmvae/weights/qmvae.pt``; ``veil train qmvae --faces DIR --out model.pt`` trains
 on your own media (photos, videos or the CelebA layout). Training is resumable: rerun the same
 command with ``--resume`` and it continues from the checkpoint's epoch.
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -30,81 +30,16 @@ import numpy as np
 import torch
 
 from veil.errors import InputError
-from veil.models import checkpoint as checkpoint_io
-from veil.models.qmvae import QMVAE, ExpressionService, QMVAEConfig, Service, composite, qmvae_loss, service_loss_rate
-from veil.qmvae_data import FaceSet, augment, balance, default_sources, deidentify_batch, load_faces
+from veil.qmvae.checkpoint import QMVAECheckpoint, TrainConfig, default_checkpoint, load_checkpoint, save_checkpoint
+from veil.qmvae.data import FaceSet, augment, balance, default_sources, load_faces
+from veil.qmvae.deidentify import deidentify_batch
+from veil.qmvae.model import QMVAE, ExpressionService, QMVAEConfig, Service, composite, qmvae_loss, service_loss_rate
+from veil.qmvae.paste import soft_ellipse
 
-__all__ = ["TrainConfig", "QMVAECheckpoint", "CheckpointError", "save_checkpoint", "load_checkpoint",
-           "default_checkpoint", "prepare", "evaluate_split", "train", "main"]
+__all__ = ["prepare", "evaluate_split", "train", "run", "main"]
 
-FORMAT = "veil-qmvae-checkpoint/1"
-WEIGHTS = Path(__file__).parent / "weights" / "qmvae.pt"
 DEFAULT_CAP = 24
-"""Training faces per source for the default model (:func:`~veil.qmvae_data.balance`)."""
-
-
-CheckpointError = checkpoint_io.CheckpointError
-
-
-@dataclass
-class TrainConfig:
-    """Eq. 7's weights and the optimiser (the paper: Adam, 1e-3, beta 0.25, alpha 0.4)."""
-
-    alpha: float = 0.4
-    beta: float = 0.25
-    epochs: int = 34
-    batch_size: int = 32
-    service_batch: int = 32
-    lr: float = 2e-3
-    seed: int = 0
-    warmup_epochs: int = 14
-    """Epochs of reconstruction alone (alpha 0) before the service term joins: from scratch the
-    KL term's gradient swamps the MSE's and the decoder never learns to draw a face."""
-    service_lr_scale: float = 0.25
-    """Learning rate after the warm-up, as a fraction of ``lr``: at the full rate the service term
-    undid the reconstruction within an epoch."""
-    service_decay: bool = True
-    """Decay that rate linearly to zero over the service epochs: the test expression rate swung
-    by 0.2-0.3 from one epoch to the next at a constant rate."""
-    clip_grad: float = 1.0
-    freeze_decoder: bool = True
-    """Train only the encoder and codebook once the service term joins: the decoder keeps drawing
-    the faces it learnt from the capped training set, the service term only chooses among them."""
-    paste_mask: bool = True
-    """Judge the service on the generated face pasted into the original crop under the
-    protection's feathered ellipse (what the protected frame shows), not on the bare face."""
-
-
-@dataclass
-class QMVAECheckpoint:
-    model: QMVAE
-    train_config: TrainConfig = field(default_factory=TrainConfig)
-    epoch: int = 0
-    optimizer: dict | None = None
-    history: list[dict] = field(default_factory=list)
-
-
-def default_checkpoint() -> Path:
-    return WEIGHTS
-
-
-def save_checkpoint(ckpt: QMVAECheckpoint, path: str | Path, keep_optimizer: bool = True) -> Path:
-    """Write atomically (temp file + rename): an interrupted run never leaves a broken file."""
-    blob = {"format": FORMAT, "config": ckpt.model.config.to_dict(), "inputs": list(ckpt.model.config.inputs),
-            "state_dict": ckpt.model.state_dict(), "train_config": asdict(ckpt.train_config),
-            "epoch": ckpt.epoch, "optimizer": ckpt.optimizer if keep_optimizer else None,
-            "history": ckpt.history}
-    return checkpoint_io.save_blob(blob, path)
-
-
-def load_checkpoint(path: str | Path) -> QMVAECheckpoint:
-    blob = checkpoint_io.load_blob(path, FORMAT, "QM-VAE", "train one with `veil train qmvae --faces DIR --out FILE` "
-                                   "(or `python -m veil.qmvae_train --default`)")
-    model = QMVAE(QMVAEConfig(**blob["config"]))
-    model.load_state_dict(blob["state_dict"])
-    model.eval()
-    return QMVAECheckpoint(model, TrainConfig(**blob["train_config"]), blob["epoch"], blob.get("optimizer"),
-                           blob.get("history", []))
+"""Training faces per source for the default model (:func:`~veil.qmvae.data.balance`)."""
 
 
 @dataclass
@@ -122,8 +57,6 @@ def paste_mask(config: QMVAEConfig) -> torch.Tensor:
     Shape:
         -> (S, S) float32 in 0..1
     """
-    from veil.protect.qmvae import soft_ellipse
-
     return torch.from_numpy(soft_ellipse(config.size))
 
 
@@ -318,7 +251,7 @@ def run(faces: Path | list[Path], out: Path, config: QMVAEConfig, tc: TrainConfi
         log: Callable[[str], None] = print) -> QMVAECheckpoint:
     """Load faces, split, augment the training split, train and save (what `veil train qmvae` runs).
 
-    ``cap``: at most this many training faces per source (:func:`~veil.qmvae_data.balance`);
+    ``cap``: at most this many training faces per source (:func:`~veil.qmvae.data.balance`);
     ``copies``/``colour``: jittered copies per training face and their colour jitter (:func:`augment`).
     """
     ckpt = start_or_resume(out, config, tc, resume)
@@ -342,7 +275,7 @@ def run(faces: Path | list[Path], out: Path, config: QMVAEConfig, tc: TrainConfi
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m veil.qmvae_train", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m veil.qmvae.train", description=__doc__.split("\n")[0])
     ap.add_argument("--default", action="store_true", help="train the shipped model on the store's media")
     ap.add_argument("--faces", type=Path, help="folder of face photos/videos, or a CelebA root")
     ap.add_argument("--out", type=Path)

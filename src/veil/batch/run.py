@@ -1,15 +1,15 @@
-"""Many videos and photos: run jobs (see `veil.plan`) with progress, resumably, and collect a report.
+"""Many videos and photos: run jobs (see `veil.batch.plan`) with progress, resumably, and collect a report.
 
 A folder is searched recursively and its layout mirrored under the output folder; files that are
 neither videos nor photos are skipped with a note. One bad file does not stop the others: its
 error is recorded and the run's exit code says that something failed (2 for bad input, 1 for
 other failures).
 
-With an output folder, a manifest (`veil.manifest`) records every file, so a run that was
+With an output folder, a manifest (`veil.batch.manifest`) records every file, so a run that was
 interrupted (Ctrl-C, kill -9, power loss) resumes where it stopped: finished files are skipped,
 changed inputs redone, half-written outputs (temporary files) removed. The work runs in this
 process, in N worker processes (``workers=N``) or on Ray (``use_ray=True``); long videos can be cut
-into segments at keyframes, protected in parallel and joined (`veil.segments`).
+into segments at keyframes, protected in parallel and joined (`veil.batch.segments`).
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from veil import __version__
+from veil.batch.manifest import Manifest, options_fingerprint
+from veil.batch.plan import Job
+from veil.batch.segments import merge_summaries, plan_segments
+from veil.batch.workers import InlineRunner, ProcessRunner, Task, TaskResult
 from veil.errors import InputError
-from veil.manifest import Manifest, options_fingerprint, status_command
-from veil.photo import is_photo
+from veil.media.photo import is_photo
 from veil.pipeline import ProtectOptions, Summary
-from veil.plan import Job, output_folder, plan_jobs
-from veil.segments import merge_summaries, plan_segments
-from veil.workers import InlineRunner, ProcessRunner, Task, TaskResult
 
-__all__ = ["Job", "Report", "plan_jobs", "output_folder", "run_jobs", "remove_temporaries", "status_command"]
+__all__ = ["Report", "run_jobs", "remove_temporaries"]
 
 PARTS_FOLDER = ".veil-parts"
 
@@ -62,7 +62,7 @@ class Report:
 
 
 def _temp_pattern(dst: Path) -> re.Pattern:
-    # veil.outputs.temporary_beside: tempfile.mkstemp(prefix=".<stem>.", suffix=<suffix>), 8 random chars.
+    # veil.media.outputs.temporary_beside: tempfile.mkstemp(prefix=".<stem>.", suffix=<suffix>), 8 random chars.
     return re.compile(rf"^\.{re.escape(dst.stem)}\.[a-z0-9_]{{8}}{re.escape(dst.suffix)}$")
 
 
@@ -98,7 +98,7 @@ def _remove_stale_temporaries(outputs: list[Path]) -> None:
 def _runner(options: ProtectOptions, workers: int, use_ray: bool, ray_address: str | None, threads: int | None,
             protector: Any = None):
     if use_ray:
-        from veil.ray_backend import RayRunner
+        from veil.batch.ray_runner import RayRunner
 
         return RayRunner(options, workers, address=ray_address, threads=threads)
     if workers > 1:

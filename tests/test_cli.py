@@ -4,13 +4,12 @@ import json
 import shutil
 
 import pytest
+from clips import synthetic_frames
 from typer.testing import CliRunner
 
 from veil.cli import app
-from veil.detect.base import register_detector, _REGISTRY
-from veil.video import probe, read_frames
-
-from clips import synthetic_frames
+from veil.detect.base import _REGISTRY, register_detector
+from veil.media.read import probe, read_frames
 
 runner = CliRunner()
 

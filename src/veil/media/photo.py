@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from veil.errors import InputError
-from veil.outputs import check_output, publish, temporary_beside
+from veil.media.outputs import check_output, publish, temporary_beside
 
 if TYPE_CHECKING:
     from PIL import Image

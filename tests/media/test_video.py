@@ -7,13 +7,12 @@ import av
 import cv2
 import numpy as np
 import pytest
+from clips import synthetic_frames
 
 import veil
 from veil.errors import OutputError, VideoOpenError
-from veil.video import VideoReader, probe, read_frames
-from veil.video_writer import EncodeOptions, write_frames
-
-from clips import synthetic_frames
+from veil.media.read import VideoReader, probe, read_frames
+from veil.media.write import EncodeOptions, write_frames
 
 LOSSLESS = EncodeOptions(codec="ffv1", crf=None, preset=None, pix_fmt="bgr0")
 

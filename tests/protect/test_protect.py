@@ -10,9 +10,9 @@ from veil.detect import get_detector
 from veil.detect.track import iou_matrix
 from veil.errors import InputError
 from veil.faces import Faces
+from veil.media.read import read_frames
 from veil.protect import ProtectState, face_mask, get_protector, protector_names
 from veil.protect.classic import Blur, eye_band, mosaic
-from veil.video import read_frames
 
 CLASSIC = ["blur", "mosaic", "solid", "noise", "cartoon", "sticker"]
 PHOTOS = ["obama.jpg", "biden.jpg", "0-f15-hao-ph.jpg", "multi_face.jpg"]
@@ -178,7 +178,7 @@ def test_small_faces_of_a_1080p_wide_shot_are_hidden_at_the_defaults(load_rgb, t
         frame[y:y + small.shape[0], x:x + small.shape[1]] = small
         frames.append(frame)
     src = tmp_path / "wide.mp4"
-    veil.video_writer.write_frames(src, frames, 24)
+    veil.media.write.write_frames(src, frames, 24)
     judge = get_detector("mtcnn", detect_size=None, min_face=12)
     seen = [judge.detect(f) for f in read_frames(src)]
     assert all(len(f) == 5 for f in seen)

@@ -14,7 +14,7 @@ from veil.detect import get_detector
 from veil.detect.track import iou_matrix
 from veil.errors import DetectionError
 from veil.faces import Faces
-from veil.photo import read_photo
+from veil.media.photo import read_photo
 from veil.pipeline import ProtectOptions, protect_photo
 
 runner = CliRunner()
@@ -282,7 +282,7 @@ def test_learned_protection_keeps_one_state_per_face(media, tmp_path):
 
 def test_worker_processes_write_the_same_photos(media, tmp_path):
     from veil.batch import plan_jobs, run_jobs
-    from veil.manifest import sha256_file
+    from veil.batch.manifest import sha256_file
 
     archive = tmp_path / "archive"
     archive.mkdir()

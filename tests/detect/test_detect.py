@@ -10,7 +10,7 @@ from veil.detect.base import fit_size, nms
 from veil.detect.centerface import merge_looks
 from veil.detect.track import iou_matrix
 from veil.faces import Faces
-from veil.video import read_frames
+from veil.media.read import read_frames
 
 # Pinned at detect_size=None (full resolution; these faces are over 320 pixels, so CenterFace's
 # come from its coarse look). Boxes xyxy, landmarks: eyes, nose, mouth corners.

@@ -1,6 +1,6 @@
 """The batch on Ray: one actor per worker, each holding its detector and protector, on one machine or many.
 
-Tasks are the same as with local worker processes (`veil.workers.Task`): whole files, segments of
+Tasks are the same as with local worker processes (`veil.batch.workers.Task`): whole files, segments of
 long files, joins. The coordinating process keeps the manifest, hands each idle actor its next
 task and asks each busy actor for its progress (frames done) about twice a second: the actors run
 two threads, one protecting and one answering. Inputs and outputs are paths, so on a cluster every
@@ -18,9 +18,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from veil.batch.workers import Event, Task, TaskResult, build_models, execute
 from veil.errors import InputError
 from veil.pipeline import ProtectOptions
-from veil.workers import Event, Task, TaskResult, build_models, execute
 
 __all__ = ["RayRunner", "import_ray"]
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from veil.errors import InputError, OutputError
-from veil.photo import PHOTO_SUFFIXES
-from veil.video import VIDEO_SUFFIXES
+from veil.media.photo import PHOTO_SUFFIXES
+from veil.media.read import VIDEO_SUFFIXES
 
 __all__ = ["Job", "plan_jobs", "output_folder"]
 

@@ -1,0 +1,12 @@
+"""Cloak: Fawkes-style adversarial cloaks against face recognition, reused from frame to frame
+(Guo et al., "Efficient Video Privacy Protection Against Malicious Face Recognition Models").
+
+- `protector`: ``--method cloak``, per tracked face: target, warm start, optimisation, budget;
+- `optimise`: one face's cloak by gradient steps through the recognizer (Eq. 5, Algorithm 1);
+- `ops`: the face region, the soft mask, DSSIM and the key-point affine warp (Eq. 6);
+- `targets`: the bank of other people's descriptors and the choice of a target per person.
+
+May import: `veil.protect` (its registry and masks), `veil.models` (the recognizer registry, the
+model store), `veil.detect`, `veil.align`, `veil.faces`, `veil.errors`; never media, pipeline or
+evaluation code. Imported by the protection registry, lazily, when ``--method cloak`` is used.
+"""

@@ -1,0 +1,190 @@
+"""QM-VAE's code search at protection time: the service it keeps (:class:`ServiceSearch`) and the
+identity guard that keeps the search from drawing the person (:class:`IdentityGuard`); see
+:mod:`veil.qmvae.protector` for how they are used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from veil.align import CropSpec, crop_faces
+from veil.qmvae.deidentify import deidentify_batch
+from veil.qmvae.paste import draw, inside_frame, renderer
+
+if TYPE_CHECKING:  # the model (torch, vector-quantize-pytorch) loads only when the method is used
+    from veil.models.identity import IdentityModel
+    from veil.models.onnx_runtime import FrozenNet
+    from veil.qmvae.model import QMVAE, ExpressionService
+
+__all__ = ["generate", "ServiceSearch", "IdentityGuard"]
+
+
+def generate(model: QMVAE, crops: np.ndarray, rng: np.random.Generator, keep: ServiceSearch | None = None,
+             own_crops: np.ndarray | None = None, inside: np.ndarray | None = None,
+             carried: list[tuple | None] | None = None) -> tuple[np.ndarray, list[tuple]]:
+    """The model's faces for aligned crops: de-identify each the model's ways, decode; with
+    ``keep``, search the codes for the service's answer on the original (``own_crops``: the same
+    faces in the service's own crop, cut from the frame; ``inside``: 1 where that crop lies in the
+    frame, which is where a pasted face shows).
+
+    ``carried``: per face, the (encoder's, chosen) code maps of the same person in the previous
+    frame, or None. Where the search had swapped a code there, the swap is tried again here as a
+    second start: the face keeps the choice it had unless this frame's own codes serve better,
+    which steadies the face from frame to frame and saves search steps.
+
+    Shape:
+        crops: (N, S, S, 3) uint8; own_crops: (N, S', S', 3) uint8; inside: (N, S', S') float
+        -> faces (N, S, S, 3) uint8, and per face the (encoder's, chosen) code maps (s, s)
+    """
+    import torch
+
+    cfg = model.config
+    x = deidentify_batch(crops, cfg.inputs, cfg.crop, rng)
+    with torch.no_grad():
+        _, indices = model.quantize(model.encode(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255.0))
+    encoded = indices
+    if keep is not None and keep.steps > 0:
+        if own_crops is None or inside is None:
+            raise ValueError("a service search needs the faces in the service's own crop and where it is in the frame")
+        alternative = None
+        if carried and any(c is not None for c in carried):
+            alternative = indices.clone()
+            for i, c in enumerate(carried):
+                if c is not None:
+                    swapped = c[1] != c[0]
+                    alternative[i][swapped] = c[1][swapped]
+        indices = keep.search(model, indices, keep.loss(own_crops, inside), alternative)
+    return draw(model, indices), list(zip(encoded, indices))
+
+
+@dataclass
+class ServiceSearch:
+    """The service that the code search keeps, and how hard it searches.
+
+    ``mask``: the paste mask in the model's crop (the service judges the shown face: generated
+    under the mask, the original crop around it, as in training).
+    """
+
+    service: ExpressionService
+    mask: np.ndarray
+    frozen: FrozenNet | None = None
+    """The service's forward pass by ONNX Runtime (probabilities), for the candidates the search
+    only scores; the gradient step runs the torch module."""
+    steps: int = 8
+    candidates: int = 64
+    widest: int = 256
+    """Swaps a face whose ``candidates`` best-ranked swaps all fail tries in all, before it stops."""
+    wide_above: float = 0.1
+    """Only faces whose KL is above this widen: below it the original's top answer keeps about 90%
+    of its probability (where the original is sure of it), and the narrow search's result stands."""
+    done: float = 0.003
+    """Faces whose divergence (KL, nats) from the original's service output is at most this are
+    left as they are."""
+    views: int = 3
+    """Renderings the loss is the worst of: the plain one and ``views - 1`` slightly moved,
+    scaled and turned (by at most 1 pixel, 3% and 2 degrees, fixed per call). A code map that
+    keeps the service's answer only at the exact pixels is an accident of resampling; one that
+    keeps it under all of them survives the paste, the encoder and a re-detection."""
+
+    def search(self, model: QMVAE, indices, loss_fn, alternative=None):  # noqa: ANN001, ANN201 - torch tensors
+        """:func:`veil.qmvae.model.search_codes` with these settings: the chosen code maps.
+
+        Shape: indices, alternative (B, s, s) long -> (B, s, s) long
+        """
+        from veil.qmvae.model import search_codes
+
+        found, _ = search_codes(model, indices, loss_fn, self.steps, self.candidates, self.done, alternative,
+                                self.widest, self.wide_above)
+        return found
+
+    def loss(self, own_crops: np.ndarray, inside: np.ndarray):  # noqa: ANN201 - a torch closure
+        """Per-face KL(service(original) || service(shown)) for :func:`search_codes`.
+
+        The shown face is rendered as the protection pastes it, straight into the service's crop:
+        the generated face resampled there, under the paste mask where the crop lies in the frame,
+        the original frame around it.
+
+        Shape: own_crops (N, S', S', 3) uint8, inside (N, S', S') float 0..1 (service crop)
+        """
+        import torch
+        import torch.nn.functional as F
+
+        svc = self.service
+        own, render = renderer(own_crops, inside, self.mask, svc.crop, svc.own_crop)
+        with torch.no_grad():
+            target = F.log_softmax(svc.on_own_crop(own), -1)
+
+        jitter = np.random.default_rng(0).uniform(-1, 1, (max(self.views - 1, 0), 4))  # the same views every call
+        thetas = [torch.eye(2, 3)]
+        for shift_x, shift_y, scale, turn in jitter:
+            c, s = np.cos(np.radians(2 * turn)) * (1 + 0.03 * scale), np.sin(np.radians(2 * turn)) * (1 + 0.03 * scale)
+            step = 2.0 / own.shape[-1]  # one pixel in grid units
+            thetas.append(torch.tensor([[c, -s, shift_x * step], [s, c, shift_y * step]], dtype=torch.float32))
+
+        def per_face(faces: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+            shown = render(faces, face)
+            views = [shown]
+            for theta in thetas[1:]:
+                grid = F.affine_grid(theta.expand(len(shown), 2, 3), list(shown.shape), align_corners=False)
+                views.append(F.grid_sample(shown, grid, padding_mode="border", align_corners=False))
+            batch = torch.cat(views)
+            if self.frozen is not None and not torch.is_grad_enabled():
+                probs = torch.from_numpy(self.frozen(batch.numpy() * 255.0))
+                logp = torch.log(probs.clamp_min(1e-12))
+            else:
+                logp = F.log_softmax(svc.on_own_crop(batch), -1)
+            t = target[face].repeat(len(views), 1)
+            return (t.exp() * (t - logp)).sum(-1).view(len(views), -1).amax(0)
+
+        return per_face
+
+
+@dataclass
+class IdentityGuard:
+    """A recognizer (dlib's ResNet) as the judge of how close a searched face comes to its original.
+
+    ``limit``: the descriptor distance a shown face must keep from its original (the recognizer's
+    match threshold plus ``GUARD_MARGIN``). ``aim``: how much further the search's loss asks for: its
+    rendering of the pasted face differs slightly from the real paste (rounding to 8 bits, the crop
+    cut again from the frame), by up to about 0.01 in distance, and a face searched to exactly the
+    limit would land just inside it.
+    """
+
+    recognizer: IdentityModel
+    limit: float
+    aim: float = 0.03
+
+    def descriptors(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """Shape: frame (H, W, 3) uint8, landmarks (N, 5, 2) -> (N, 128)"""
+        return self.recognizer.describe([frame], [landmarks])
+
+    def distances(self, reference: np.ndarray, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """Descriptor distance of each face in ``frame`` from its ``reference``. Shape: -> (N,)"""
+        return np.linalg.norm(self.descriptors(frame, landmarks) - reference, axis=-1)
+
+    def loss(self, frame: np.ndarray, landmarks: np.ndarray, reference: np.ndarray,  # noqa: ANN201 - a torch closure
+             spec: CropSpec, mask: np.ndarray):
+        """Per-face shortfall of the distance below the limit, for :func:`search_codes`: 0 when the
+        face rendered as pasted (``spec``: the model's crop, ``mask``: the paste mask) is far enough.
+
+        Shape: landmarks (N, 5, 2), reference (N, 128)
+        """
+        import torch
+        import torch.nn.functional as F
+
+        crop = self.recognizer.crop
+        _, render = renderer(crop_faces(frame, landmarks, crop), inside_frame(frame, landmarks, crop), mask, spec, crop)
+        ref = torch.from_numpy(np.ascontiguousarray(reference, np.float32))
+
+        def per_face(faces: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+            shown = render(faces, face) * 255.0  # the recognizer takes 0..255
+            if not torch.is_grad_enabled():
+                desc = torch.from_numpy(self.recognizer.run(shown.numpy()))
+            else:
+                desc = self.recognizer.net(shown)
+            return F.relu(self.limit + self.aim - (desc - ref[face]).norm(dim=-1))
+
+        return per_face
