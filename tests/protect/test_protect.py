@@ -153,6 +153,23 @@ def test_bad_options_are_input_errors(options):
         get_protector("blur", **options)
 
 
+def test_an_option_the_method_lacks_is_an_error_naming_its_options():
+    with pytest.raises(InputError, match=r"mosaic has no option 'strength'.*blocks"):
+        get_protector("mosaic", strength=9.0)
+    get_protector("mosaic", strength=None)  # None is "not given"
+
+
+def test_an_option_the_method_lacks_is_exit_2_from_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from veil.cli import app
+
+    result = CliRunner().invoke(app, ["protect", str(tmp_path / "x.mp4"), "-m", "mosaic", "--strength", "9"])
+    assert result.exit_code == 2 and "has no option 'strength'" in result.output
+    result = CliRunner().invoke(app, ["protect", str(tmp_path / "x.mp4"), "-m", "blur", "-O", "blokcs=3"])
+    assert result.exit_code == 2 and "no option 'blokcs'" in result.output
+
+
 def test_unknown_method_lists_the_choices():
     with pytest.raises(InputError, match="blur"):
         get_protector("nope")

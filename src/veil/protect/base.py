@@ -99,10 +99,18 @@ def _lookup(name: str) -> type:
 
 
 def get_protector(name: str, **options: Any) -> Protector:
-    """Build a protection from its name; options it does not have are ignored (``None`` = default)."""
+    """Build a protection from its name and options (``None`` = the option's default).
+
+    Raises `InputError` for an unknown method, an option the method does not have (naming the
+    ones it has: a misspelt option must not silently change nothing) or a bad value.
+    """
     cls = _lookup(name)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
-    kwargs = {k: v for k, v in options.items() if k in names and v is not None}
+    kwargs = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(kwargs) - names)
+    if unknown:
+        raise InputError(f"--method {name} has no option {', '.join(map(repr, unknown))}; "
+                         f"its options: {', '.join(sorted(names)) or 'none'}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
