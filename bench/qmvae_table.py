@@ -25,18 +25,18 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from veil.detect import get_detector
 from veil.evaluate.privacy import get_expression_model, reidentified
+from veil.media.photo import is_photo, read_photo
 from veil.media.read import read_frames
 from veil.models.emotion import HumanEmotion
 from veil.models.expression import EXPRESSIONS
 from veil.models.identity import get_recognizer
 from veil.protect import ProtectState, get_protector
 from veil.qmvae.checkpoint import default_checkpoint, load_checkpoint
-from veil.qmvae.data import IMAGE_EXTS, default_sources, load_faces
+from veil.qmvae.data import default_sources, load_faces
 from veil.qmvae.model import QMVAEConfig
 
 VARIANTS = {"blindfold": ("blindfold", {}), "mosaic": ("mosaic", {}), "noise": ("noise", {}), "cartoon": ("cartoon", {}),
@@ -56,8 +56,8 @@ def test_frames(sources: list[str], frame_index: np.ndarray) -> dict[tuple[str, 
         wanted[s].add(int(i))
     frames = {}
     for source, indices in wanted.items():
-        if Path(source).suffix.lower() in IMAGE_EXTS:
-            frames[(source, 0)] = cv2.cvtColor(cv2.imread(source), cv2.COLOR_BGR2RGB)
+        if is_photo(source):
+            frames[(source, 0)] = read_photo(source).rgb
             continue
         for i, frame in enumerate(read_frames(source)):
             if i in indices:

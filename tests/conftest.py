@@ -10,6 +10,12 @@ import os
 
 import pytest
 
+from veil.cli import register_commands
+
+# Every command on `veil.cli.app`, as `veil --help` shows them (the entry point registers only the
+# one it runs), so tests invoke the real command line.
+register_commands()
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("VEIL_SLOW") == "1":

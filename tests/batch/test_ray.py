@@ -10,7 +10,8 @@ import pytest
 from clips import synthetic_frames, write_clip
 
 from veil.batch import plan_jobs, run_jobs
-from veil.batch.manifest import Manifest, sha256_file
+from veil.batch.manifest import Manifest
+from veil.models.store import sha256_file
 from veil.pipeline import ProtectOptions
 
 OPTIONS = ProtectOptions(method="blur", detect_size=320)

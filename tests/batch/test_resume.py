@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from clips import synthetic_frames, write_clip
 from typer.testing import CliRunner
 
 from veil.batch import output_folder, plan_jobs, run_jobs
-from veil.batch.manifest import MANIFEST_NAME, Manifest, options_fingerprint, sha256_file, status_command
+from veil.batch.manifest import MANIFEST_NAME, Manifest, options_fingerprint
+from veil.cli import app
 from veil.media.read import read_frames
+from veil.models.store import sha256_file
 from veil.pipeline import ProtectOptions
 
 OPTIONS = ProtectOptions(method="blur")
@@ -159,13 +160,11 @@ def test_status_prints_totals_and_failures(tmp_path):
     jobs, _ = plan_jobs([archive], safe)
     report = run_jobs(jobs, OPTIONS, workers=1, manifest=safe, show_progress=False)
     assert report.exit_code == 2 and len(report.errors) == 1 and len(report.summaries) == 2
-    app = typer.Typer()
-    app.command()(status_command)
-    result = CliRunner().invoke(app, [str(safe)])
+    result = CliRunner().invoke(app, ["status", str(safe)])
     assert result.exit_code == 1
     assert "3 files: 2 done, 1 failed, 0 to do; 12 frames protected" in result.output
     assert "broken.mp4" in result.output and "not a readable video" in result.output
-    missing = CliRunner().invoke(app, [str(tmp_path / "nothing")])
+    missing = CliRunner().invoke(app, ["status", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "no batch manifest" in missing.output
 
 

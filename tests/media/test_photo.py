@@ -282,7 +282,7 @@ def test_learned_protection_keeps_one_state_per_face(media, tmp_path):
 
 def test_worker_processes_write_the_same_photos(media, tmp_path):
     from veil.batch import plan_jobs, run_jobs
-    from veil.batch.manifest import sha256_file
+    from veil.models.store import sha256_file
 
     archive = tmp_path / "archive"
     archive.mkdir()

@@ -51,7 +51,7 @@ def test_store_entries_fetch_and_check() -> None:
         artifact = store.ARTIFACTS[name]
         assert artifact.package is store.HUMAN and artifact.member == f"package/models/{name.split('/')[1]}"
         assert paths[name].stat().st_size == artifact.size
-        assert store._sha256(paths[name]) == artifact.sha256
+        assert store.sha256_file(paths[name]) == artifact.sha256
         assert name in store.MODELS
 
 

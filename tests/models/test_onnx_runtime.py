@@ -15,9 +15,11 @@ def _net(seed: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
 
+
 def _torch(net: nn.Module, x: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         return net(torch.from_numpy(x)).numpy()
+
 
 def test_onnx_matches_torch_for_any_batch(tmp_path, monkeypatch):
     monkeypatch.setenv("VEIL_HOME", str(tmp_path))
@@ -27,6 +29,7 @@ def test_onnx_matches_torch_for_any_batch(tmp_path, monkeypatch):
     for batch in (1, 5):
         x = np.random.default_rng(batch).uniform(0, 255, (batch, 3, 32, 32)).astype(np.float32)
         np.testing.assert_allclose(frozen(x), _torch(net, x), rtol=1e-4, atol=1e-4)
+
 
 def test_cache_is_keyed_by_the_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("VEIL_HOME", str(tmp_path))
@@ -38,6 +41,7 @@ def test_cache_is_keyed_by_the_weights(tmp_path, monkeypatch):
     np.testing.assert_allclose(FrozenNet(other, "tiny", 32)(x), _torch(other, x), rtol=1e-4, atol=1e-4)
     assert len(list((tmp_path / "derived").glob("tiny-32-*.onnx"))) == 2  # new weights: a new graph
     assert not list((tmp_path / "derived").glob("*.tmp"))
+
 
 def test_export_failure_falls_back_to_torch_with_a_warning(tmp_path, monkeypatch):
     monkeypatch.setenv("VEIL_HOME", str(tmp_path))

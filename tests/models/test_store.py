@@ -11,14 +11,14 @@ def test_cached_files_match_their_pinned_checksums():
     paths = store.fetch_many(list(store.MODELS))
     for name, path in paths.items():
         assert path.stat().st_size == store.ARTIFACTS[name].size
-        assert store._sha256(path) == store.ARTIFACTS[name].sha256
+        assert store.sha256_file(path) == store.ARTIFACTS[name].sha256
 
 
 def test_a_corrupted_cache_file_is_fetched_again(tmp_path, monkeypatch):
     monkeypatch.setenv("VEIL_HOME", str(tmp_path))
     path = store.fetch("mtcnn/pnet.pt")
     path.write_bytes(b"tampered")
-    assert store._sha256(store.fetch("mtcnn/pnet.pt")) == store.ARTIFACTS["mtcnn/pnet.pt"].sha256
+    assert store.sha256_file(store.fetch("mtcnn/pnet.pt")) == store.ARTIFACTS["mtcnn/pnet.pt"].sha256
 
 
 def test_checksum_mismatch_names_the_file(tmp_path, monkeypatch):

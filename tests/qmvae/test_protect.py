@@ -20,7 +20,7 @@ from veil.qmvae.paste import soft_ellipse
 @pytest.fixture(scope="module")
 def protector():
     if not default_checkpoint().is_file():
-        pytest.fail(f"the shipped model {default_checkpoint()} is missing: run `python -m veil.qmvae.train --default`")
+        pytest.fail(f"the shipped model {default_checkpoint()} is missing: run `veil train qmvae --default`")
     return get_protector("qmvae")
 
 

@@ -7,7 +7,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
 from veil.align import EXPRESSION_CROP
@@ -136,16 +135,14 @@ def test_a_bad_checkpoint_says_how_to_get_one(tmp_path):
 
 
 def test_train_command_trains_and_resumes(tmp_path, media):
-    from veil.qmvae.cli import train_qmvae_command
+    from veil.cli import app
 
-    app = typer.Typer()
-    app.command()(train_qmvae_command)
     folder = tmp_path / "faces"
     folder.mkdir()
     for name in PHOTOS:
         shutil.copy(media(name), folder / name)
     out = tmp_path / "qm.pt"
-    args = ["--faces", str(folder), "--out", str(out), "--epochs", "1", "--batch-size", "16",
+    args = ["train", "qmvae", "--faces", str(folder), "-o", str(out), "--epochs", "1", "--batch-size", "16",
             "--codebook-size", "16", "--codebook-dim", "8", "--inputs", "mosaic,noise,cartoon"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -153,11 +150,13 @@ def test_train_command_trains_and_resumes(tmp_path, media):
     assert ckpt.epoch == 1 and ckpt.model.config.inputs == ("mosaic", "noise", "cartoon")
     assert ckpt.model.config.codebook_size == 16
     assert (tmp_path / "qm.curves.csv").read_text().splitlines()[0].startswith("epoch,")
-    result = CliRunner().invoke(app, [*args[:5], "2", "--resume", *args[6:]])
+    result = CliRunner().invoke(app, [*args[:7], "2", "--resume", *args[8:]])
     assert result.exit_code == 0, result.output
     assert load_checkpoint(out).epoch == 2 and len(load_checkpoint(out).history) == 2
-    bad = CliRunner().invoke(app, ["--faces", str(tmp_path / "nowhere"), "--out", str(out)])
+    bad = CliRunner().invoke(app, ["train", "qmvae", "--faces", str(tmp_path / "nowhere"), "-o", str(out)])
     assert bad.exit_code == 2 and "does not exist" in bad.output
+    both = CliRunner().invoke(app, ["train", "qmvae", "--default", "--faces", str(folder)])
+    assert both.exit_code == 2 and "or --default" in both.output
 
 
 def test_a_frozen_decoder_stays_put_once_the_service_joins(faces):

@@ -5,18 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
+from veil.cli import app
 from veil.stream.checkpoint import load_checkpoint
-from veil.stream.cli import decode_command, encode_command, train_codec_command
 
-app = typer.Typer()
-app.command("encode")(encode_command)
-app.command("decode")(decode_command)
-train_app = typer.Typer()
-train_app.command("codec")(train_codec_command)
-app.add_typer(train_app, name="train")
 runner = CliRunner()
 
 
@@ -96,7 +89,7 @@ def test_train_codec_writes_a_resumable_checkpoint(tmp_path, clip_path) -> None:
     videos.mkdir()
     (videos / "clip.mkv").write_bytes(clip_path.read_bytes())
     out = tmp_path / "m.pt"
-    args = ["train", "codec", "--videos", str(videos), "-o", str(out), "--batch", "2", "--crop", "32"]
+    args = ["train", "codec", "--videos", str(videos), "-o", str(out), "--batch-size", "2", "--crop", "32"]
     r = runner.invoke(app, [*args, "--steps", "5"])
     assert r.exit_code == 0, r.output
     assert "step 5/5" in r.output and load_checkpoint(out).step == 5

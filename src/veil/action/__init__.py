@@ -5,7 +5,8 @@ kept ones adversarially so that private attributes cannot be read from them (`an
 measures what a fresh attacker still reads. Commands: `veil action train | evaluate | predict |
 make-synthetic` (`cli`).
 
-May import: `veil.media` (in its data loaders and commands only), `veil.errors`. Imported only by
+May import: `veil.media` (in its data loaders and commands only), `veil.models` (the checkpoint
+format), `veil.errors`. Imported only by
 the command line and benchmarks.
 """
 

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from veil.action.blocks import Block
 
-__all__ = ["Anonymizer", "blend", "confusion_loss", "attribute_prior"]
+__all__ = ["Anonymizer", "blend", "confusion_loss"]
 
 
 def blend(x: Tensor, anonymized: Tensor, strength: float | Tensor) -> Tensor:
@@ -81,8 +81,4 @@ def confusion_loss(logits: Tensor, prior: Tensor) -> Tensor:
     entropy = -(p * p.log() + (1 - p) * (1 - p).log())
     return (ce - entropy).mean()
 
-
-def attribute_prior(attrs: Tensor) -> Tensor:
-    """Positive rate of each attribute. Shape: attrs (M, A) in {0, 1} -> (A,)."""
-    return attrs.float().mean(dim=0)
 

@@ -1,17 +1,17 @@
-"""`veil action`: train, evaluate and run STPrivacy, and make the synthetic benchmark.
+"""STPrivacy's commands: ``veil train action`` (`train_action_command`), and ``veil action
+evaluate | predict | make-synthetic`` (`app`), mounted by the main CLI.
 
-Mounted as ``veil action`` by the main CLI; runnable alone as ``python -m veil.action.cli``.
-Errors are `veil.errors.VeilError`s, printed as one line: exit code 2 for bad input, 1 for failures.
+Errors go through veil's one error boundary (`veil.console`): one line, exit code 2 for bad
+input, 1 for failures.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -27,29 +27,16 @@ from veil.action.model import STPrivacy, to_input
 from veil.action.source import KINDS, open_source
 from veil.action.train import StepLog, TrainConfig, init_from, load_checkpoint, save_checkpoint
 from veil.action.train import train as train_model
-from veil.errors import InputError, VeilError
+from veil.console import command
+from veil.console import err as console
+from veil.errors import InputError
 
 app = typer.Typer(help="Privacy-preserving action recognition (STPrivacy): train, evaluate, predict.",
                   no_args_is_help=True)
-console = Console(stderr=True, soft_wrap=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _errors(fn: F) -> F:
-    """Print a `VeilError` as one line and exit with its code (2 bad input, 1 failure)."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except VeilError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(exc.exit_code) from None
-    return wrapper  # type: ignore[return-value]
-
-
 DataArg = Annotated[Path | None, typer.Argument(help="Data root (omit for --dataset synthetic).")]
 Kind = Annotated[str, typer.Option("--dataset", help=f"One of {', '.join(KINDS)}.")]
-Labels = Annotated[Path | None, typer.Option(help="VP privacy-label pickle; default: ../shared/data/stprivacy.")]
+Labels = Annotated[Path | None, typer.Option(help="VP privacy labels (CSV or the published pickle); default: "
+                                                "the published labels, shipped with veil.")]
 Names = Annotated[str, typer.Option(help="Comma-separated attribute names (the VP files do not name them).")]
 
 
@@ -58,7 +45,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 @app.command("make-synthetic")
-@_errors
+@command
 def make_synthetic_cmd(
     out: Annotated[Path, typer.Argument(help="Folder to write <action>/<video>.mp4 and labels.json into.")],
     count: Annotated[int, typer.Option(help="Number of videos.")] = 600,
@@ -95,12 +82,11 @@ def _progress() -> Progress:
                     TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console)
 
 
-@app.command()
-@_errors
-def train(
+@command
+def train_action_command(
     data: DataArg = None,
     dataset: Kind = "synthetic",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write.")] = Path("stprivacy.pt"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Checkpoint to write.")] = Path("stprivacy.pt"),
     model_preset: Annotated[str, typer.Option("--preset", help=f"One of {', '.join(PRESETS)}.")] = "small",
     keep_ratio: Annotated[float, typer.Option(help="Fraction of tubelets kept after sparsification.")] = 0.5,
     privacy_weight: Annotated[float, typer.Option(help="Trade-off weight of the adversarial loss.")] = 3.0,
@@ -108,7 +94,8 @@ def train(
         help="Std of the noise added to the normalised anonymized tokens (0 = none).")] = 2.0,
     encoder_privacy: Annotated[float, typer.Option(
         help="Fraction of the adversarial gradient that reaches the encoder, in [0, 1].")] = 0.0,
-    no_sparsify: bool = False, no_anonymize: bool = False,
+    sparsify: Annotated[bool, typer.Option(help="Drop action-irrelevant tubelets (--no-sparsify: keep all).")] = True,
+    anonymize: Annotated[bool, typer.Option(help="Anonymize the kept tubelets (--no-anonymize: as they are).")] = True,
     epochs: int = 10, batch_size: int = 32, lr: float = 2e-3, seed: int = 0,
     init: Annotated[Path | None, typer.Option(help="Start from this checkpoint's matching weights.")] = None,
     privacy_labels: Labels = None, attribute_names: Names = "", fold: int = 1,
@@ -123,8 +110,8 @@ def train(
     if src.unlabelled:
         console.print(f"[yellow]skipped {src.unlabelled} videos without privacy labels[/yellow]")
     cfg = base.with_(num_actions=len(src.actions), num_attributes=len(src.attributes), actions=src.actions,
-                     attributes=src.attributes, keep_ratio=keep_ratio, sparsify=not no_sparsify,
-                     anonymize=not no_anonymize, anonymizer_noise=anonymizer_noise)
+                     attributes=src.attributes, keep_ratio=keep_ratio, sparsify=sparsify,
+                     anonymize=anonymize, anonymizer_noise=anonymizer_noise)
     model = STPrivacy(cfg)
     if init is not None:
         copied = init_from(model, load_checkpoint(init)[0])
@@ -140,9 +127,9 @@ def train(
             progress.update(task, advance=1, info=f"epoch {log.epoch + 1}/{epochs} {info}")
 
         train_model(model, src.train, tcfg, steps, on_step)
-    save_checkpoint(out, model, tcfg, {"dataset": dataset})
+    save_checkpoint(output, model, tcfg, {"dataset": dataset})
     acc = _test_top1(model, src.test)
-    console.print(f"saved {out}; test action top-1 {acc:.1%} at keep ratio {keep_ratio}")
+    console.print(f"saved {output}; test action top-1 {acc:.1%} at keep ratio {keep_ratio}")
 
 
 def _test_top1(model: STPrivacy, batches: Callable) -> float:
@@ -169,9 +156,9 @@ def _report_table(report: ActionReport) -> Table:
 
 
 @app.command()
-@_errors
+@command
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint from `veil action train`.")],
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint from `veil train action`.")],
     data: DataArg = None,
     dataset: Kind = "synthetic",
     keep_ratio: Annotated[float | None, typer.Option(help="Deployment keep ratio (default: trained).")] = None,
@@ -203,7 +190,7 @@ def evaluate(
 
 
 @app.command()
-@_errors
+@command
 def predict(
     video: Annotated[Path, typer.Argument(help="Video to classify.")],
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Trained checkpoint.")] = Path("stprivacy.pt"),
@@ -236,11 +223,3 @@ def predict(
         fps = Fraction(c.frames / duration).limit_denominator(1000) if duration > 0 else Fraction(8)
         write_frames(preview, list(frames), fps)
         console.print(f"preview written to {preview} ({enc.index.shape[1]}/{c.num_tokens} tubelets kept)")
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -28,11 +28,11 @@ from torch.utils.data import Dataset
 from veil.action.labels import load_labels_json, load_vp_labels, video_key
 from veil.action.synthetic import SyntheticSet
 from veil.errors import InputError
+from veil.media.files import is_media
 
 __all__ = ["VideoItem", "Split", "ClipDataset", "sample_indices", "resize_clip", "hmdb51_split",
-           "ucf101_split", "folder_split", "synthetic_batches", "read_clip", "load_vp", "VIDEO_SUFFIXES"]
+           "ucf101_split", "folder_split", "synthetic_batches", "read_clip", "load_vp"]
 
-VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm")
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ def folder_split(root: Path, labels_file: Path | None = None,
     unlabelled = 0
     for a, name in enumerate(actions):
         for f in sorted((root / name).iterdir()):
-            if f.suffix.lower() not in VIDEO_SUFFIXES:
+            if not is_media(f, photos=False):
                 continue
             attrs = _attributes(vp_labels, video_key(f"{name}/{f.name}"))
             if attrs is None:

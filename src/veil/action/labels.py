@@ -11,6 +11,8 @@ names are configurable (`VP_ATTRIBUTES` is the order of the paper's description)
 
 from __future__ import annotations
 
+import csv
+import gzip
 import io
 import json
 import pickle
@@ -21,7 +23,7 @@ import numpy as np
 
 from veil.errors import InputError
 
-__all__ = ["UnsafeLabelsError", "VP_ATTRIBUTES", "default_labels_dir", "load_vp_labels", "video_key",
+__all__ = ["UnsafeLabelsError", "VP_ATTRIBUTES", "SHIPPED_LABELS", "shipped_labels", "load_vp_labels", "video_key",
            "load_labels_json", "write_labels_json"]
 
 VP_ATTRIBUTES = ("face", "skin_color", "gender", "nudity", "relationship")
@@ -50,11 +52,14 @@ class _ArraysOnly(pickle.Unpickler):
         return getattr(__import__(target[0], fromlist=[target[1]]), target[1])
 
 
-def default_labels_dir(repo_root: Path | None = None) -> Path | None:
-    """``../shared/data/stprivacy`` next to the repository, if it exists."""
-    root = repo_root or Path(__file__).resolve().parents[3]
-    candidate = root.parent / "shared" / "data" / "stprivacy"
-    return candidate if candidate.is_dir() else None
+SHIPPED_LABELS = Path(__file__).parent / "vp_labels"
+"""The published VP labels of HMDB51 and UCF101, shipped with veil as CSV (see its README)."""
+
+
+def shipped_labels(kind: str) -> Path | None:
+    """The shipped VP labels of a data set (``hmdb51``, ``ucf101``), None for another."""
+    path = SHIPPED_LABELS / f"{kind}.csv.gz"
+    return path if path.is_file() else None
 
 
 def video_key(path: str | PurePosixPath) -> str:
@@ -63,20 +68,33 @@ def video_key(path: str | PurePosixPath) -> str:
     return f"{p.parent.name}/{p.stem}"
 
 
+def _read_csv(path: Path) -> dict[str, np.ndarray]:
+    """A labels CSV (``video,a1,...``; gzipped when it ends in .gz) as video -> integer array."""
+    try:
+        with (gzip.open(path, "rt") if path.suffix == ".gz" else open(path)) as f:
+            rows = list(csv.reader(f))
+        return {row[0]: np.array([int(v) for v in row[1:]]) for row in rows[1:] if row}
+    except (OSError, ValueError, EOFError, IndexError) as exc:
+        raise InputError(f"{str(path)!r} is not a readable labels CSV ({exc})") from exc
+
+
 def load_vp_labels(path: str | Path) -> dict[str, np.ndarray]:
-    """Load a VP privacy-label pickle safely.
+    """Load VP privacy labels: the published pickle (safely: numpy arrays only) or veil's CSV.
 
     Returns ``{"<action>/<stem>": (A,) int64 array in {0, 1}}``.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"privacy labels {str(path)!r} not found; pass --privacy-labels PATH")
-    try:
-        data = _ArraysOnly(io.BytesIO(path.read_bytes())).load()
-    except UnsafeLabelsError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - truncated or foreign files
-        raise InputError(f"{str(path)!r} is not a readable labels pickle ({exc})") from exc
+    if path.name.endswith((".csv", ".csv.gz")):
+        data: Any = _read_csv(path)
+    else:
+        try:
+            data = _ArraysOnly(io.BytesIO(path.read_bytes())).load()
+        except UnsafeLabelsError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - truncated or foreign files
+            raise InputError(f"{str(path)!r} is not a readable labels pickle ({exc})") from exc
     if not isinstance(data, dict) or not data:
         raise InputError(f"{str(path)!r} should hold a non-empty dict of video -> attribute array")
     labels: dict[str, np.ndarray] = {}

@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from veil.action.data import ClipDataset, Split, folder_split, hmdb51_split, load_vp, synthetic_batches, ucf101_split
-from veil.action.labels import VP_ATTRIBUTES, default_labels_dir
+from veil.action.labels import VP_ATTRIBUTES, shipped_labels
 from veil.action.synthetic import ACTIONS, ATTRIBUTES, make_synthetic
 from veil.errors import InputError
 
@@ -43,12 +43,7 @@ def _loader(items: ClipDataset, batch_size: int, shuffle: bool, workers: int) ->
 
 
 def _vp_file(kind: str, labels: Path | None) -> Path | None:
-    if labels is not None:
-        return labels
-    shared = default_labels_dir()
-    if shared is None or kind not in ("hmdb51", "ucf101"):
-        return None
-    return shared / f"{kind}_privacy_attribute_label.pickle"
+    return labels if labels is not None else shipped_labels(kind)
 
 
 def open_source(kind: str, path: Path | None, *, frames: int, size: int, batch_size: int,

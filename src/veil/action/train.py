@@ -40,9 +40,11 @@ from veil.action.config import ActionConfig
 from veil.action.model import STPrivacy, to_input, tubelets
 from veil.action.sparsify import ratio_loss
 from veil.errors import InputError
+from veil.models import checkpoint as checkpoint_io
 
 __all__ = ["TrainConfig", "StepLog", "train", "schedule", "init_from", "save_checkpoint", "load_checkpoint"]
 
+FORMAT = "veil-stprivacy/1"
 Batch = tuple[Tensor, Tensor, Tensor]  # (B, T, H, W, 3) uint8, (B,) actions, (B, A) attributes
 
 
@@ -197,32 +199,19 @@ def init_from(model: STPrivacy, source: STPrivacy) -> list[str]:
 def save_checkpoint(path: str | Path, model: STPrivacy, train_config: TrainConfig | None = None,
                     extra: dict[str, Any] | None = None) -> Path:
     """Weights plus the config needed to rebuild the model; written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "format": "veil-stprivacy/1",
+        "format": FORMAT,
         "config": model.config.to_dict(),
         "train_config": asdict(train_config) if train_config else None,
         "state_dict": model.state_dict(),
         "extra": extra or {},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return checkpoint_io.save_blob(payload, path)
 
 
 def load_checkpoint(path: str | Path) -> tuple[STPrivacy, dict[str, Any]]:
     """Rebuild the model from a checkpoint; returns it in eval mode with the checkpoint's ``extra``."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"checkpoint {str(path)!r} does not exist; train one with `veil action train`")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our checkpoint"
-        raise InputError(f"{str(path)!r} is not a veil action checkpoint ({exc})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != "veil-stprivacy/1":
-        raise InputError(f"{str(path)!r} is not a veil action checkpoint (format tag missing)")
+    payload = checkpoint_io.load_blob(path, FORMAT, "action", "train one with `veil train action`")
     model = STPrivacy(ActionConfig.from_dict(payload["config"]))
     model.load_state_dict(payload["state_dict"])
     model.eval()

@@ -22,14 +22,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
-from rich.console import Console
 
 from veil.errors import OutputError
+from veil.models.store import sha256_file
 
-__all__ = ["MANIFEST_NAME", "Manifest", "Entry", "sha256_file", "options_fingerprint", "status_command"]
+__all__ = ["MANIFEST_NAME", "Manifest", "Entry", "options_fingerprint"]
 
 MANIFEST_NAME = ".veil-manifest.sqlite"
 _LOCK_NAME = ".veil-manifest.lock"
@@ -51,14 +50,6 @@ CREATE TABLE IF NOT EXISTS files (
     updated REAL NOT NULL
 )
 """
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def options_fingerprint(options: Any) -> str:
@@ -211,25 +202,3 @@ def _entry(row: tuple) -> Entry:
      attempts, updated) = row
     return Entry(input_, output, size, mtime_ns, sha, options, status, output_size, output_sha,
                  json.loads(summary) if summary else None, error, attempts, updated)
-
-
-def status_command(folder: Annotated[Path, typer.Argument(help="The output folder of a batch run.")]) -> None:
-    """Totals and failures of a batch, from the manifest in its output folder."""
-    console = Console(soft_wrap=True)  # paths stay whole, for copying and grep
-    try:
-        book = Manifest(folder, lock=False, create=False)
-    except OutputError as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(exc.exit_code) from None
-    with book:
-        totals = book.totals()
-        entries = list(book.entries())
-    frames = sum((e.summary or {}).get("frames", 0) for e in entries if e.status == "done")
-    seconds = sum((e.summary or {}).get("seconds", 0.0) for e in entries if e.status == "done")
-    console.print(f"{totals['files']} files: {totals['done']} done, {totals['failed']} failed, "
-                  f"{totals['pending'] + totals['running']} to do; {frames} frames protected"
-                  + (f" at {frames / seconds:.1f} frames/s" if seconds else ""), highlight=False)
-    for entry in entries:
-        if entry.status == "failed":
-            console.print(f"[red]failed[/red] {entry.input}: {entry.error}", highlight=False)
-    raise typer.Exit(1 if totals["failed"] else 0)

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from veil.errors import InputError, OutputError
-from veil.media.photo import PHOTO_SUFFIXES
-from veil.media.read import VIDEO_SUFFIXES
+from veil.media.files import is_media
 
 __all__ = ["Job", "plan_jobs", "output_folder"]
 
@@ -17,12 +16,6 @@ __all__ = ["Job", "plan_jobs", "output_folder"]
 class Job:
     src: Path
     dst: Path | None  # None on a dry run
-
-
-
-def _is_media(path: Path) -> bool:
-    """A video or a photo veil protects (hidden files are not: they are other tools' temporaries)."""
-    return path.suffix.lower() in VIDEO_SUFFIXES | PHOTO_SUFFIXES and not path.name.startswith(".")
 
 
 def _under(path: Path, folder: Path | None) -> bool:
@@ -68,7 +61,7 @@ def plan_jobs(inputs: Sequence[Path], output: Path | None, *, dry_run: bool = Fa
         for path in sorted(p for p in item.rglob("*") if p.is_file()):
             if _under(path, output):
                 continue  # never re-process what this run writes
-            if not _is_media(path):
+            if not is_media(path):
                 skipped.append(path)
                 continue
             jobs.append(Job(path, None if dry_run else base / path.relative_to(item)))

@@ -19,11 +19,10 @@ audio once, from the source.
 from __future__ import annotations
 
 import os
-import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -31,12 +30,13 @@ import numpy as np
 from veil.detect import Detector
 from veil.detect.track import TrackerConfig
 from veil.errors import OutputError, VideoOpenError
+from veil.media.outputs import publish, temporary_beside
 from veil.media.read import Frame, VideoInfo, probe, upright_rgb
 from veil.media.write import EncodeOptions, VideoWriter, check_output_path
 from veil.pipeline import ProtectOptions, Summary, protect_frames
 from veil.protect import Protector
 
-__all__ = ["Segment", "plan_segments", "protect_segment", "join_parts", "merge_summaries"]
+__all__ = ["Segment", "SegmentFrames", "plan_segments", "protect_segment", "join_parts", "merge_summaries"]
 
 
 @dataclass(frozen=True)
@@ -110,22 +110,31 @@ def plan_segments(src: str | os.PathLike, seconds: float, tracker: TrackerConfig
     return segments
 
 
-def _frames(src: Path, segment: Segment, info: VideoInfo):
-    """The decoded frames of the segment's context, upright, with global indices."""
-    with av.open(str(src)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        if segment.seek_pts is not None:
-            container.seek(segment.seek_pts, stream=stream, backward=True, any_frame=False)
-        index = segment.context_index
-        for frame in container.decode(stream):
-            if frame.pts is None or frame.pts < segment.context_pts:
-                continue
-            if segment.context_end_pts is not None and frame.pts >= segment.context_end_pts:
-                return
-            yield Frame(image=upright_rgb(frame, info), pts=frame.pts, time_base=Fraction(frame.time_base),
-                        index=index)
-            index += 1
+class SegmentFrames:
+    """The frames of a segment's context, upright, with their global indices (a `FrameSource`).
+
+    The frame count is left unknown (0): progress counts frames as they come.
+    """
+
+    def __init__(self, src: Path, segment: Segment, info: VideoInfo) -> None:
+        self.src, self.segment, self.info = src, segment, replace(info, frame_count=0)
+
+    def __iter__(self) -> Iterator[Frame]:
+        segment = self.segment
+        with av.open(str(self.src)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            if segment.seek_pts is not None:
+                container.seek(segment.seek_pts, stream=stream, backward=True, any_frame=False)
+            index = segment.context_index
+            for frame in container.decode(stream):
+                if frame.pts is None or frame.pts < segment.context_pts:
+                    continue
+                if segment.context_end_pts is not None and frame.pts >= segment.context_end_pts:
+                    return
+                yield Frame(image=upright_rgb(frame, self.info), pts=frame.pts, time_base=Fraction(frame.time_base),
+                            index=index)
+                index += 1
 
 
 class _SegmentWriter:
@@ -152,10 +161,8 @@ def protect_segment(src: str | os.PathLike, segment: Segment, options: ProtectOp
     writer = VideoWriter(segment.part, width=info.width, height=info.height, fps=info.fps,
                          time_base=info.time_base, options=encode, colour=info.colour)
     gate = _SegmentWriter(writer, segment)
-    frames = _frames(src, segment, info)
-    reader = _Frames(frames, SimpleNamespace(width=info.width, height=info.height, frame_count=0))
     try:
-        protect_frames(reader, detector, protector, gate, options, summary, progress)
+        protect_frames(SegmentFrames(src, segment, info), detector, protector, gate, options, summary, progress)
         writer.close()
     except BaseException:
         writer.abort()
@@ -169,16 +176,6 @@ def protect_segment(src: str | os.PathLike, segment: Segment, options: ProtectOp
     return summary
 
 
-class _Frames:
-    """What the pipeline's frame loop reads: `info` and the frames."""
-
-    def __init__(self, frames, info) -> None:
-        self._frames, self.info = frames, info
-
-    def __iter__(self):
-        return iter(self._frames)
-
-
 def join_parts(src: str | os.PathLike, parts: tuple[Path, ...] | list[Path], dst: str | os.PathLike,
                encode: EncodeOptions = EncodeOptions()) -> int:
     """Copy the parts' video packets, in order, and the source's audio into `dst` (atomically).
@@ -187,12 +184,11 @@ def join_parts(src: str | os.PathLike, parts: tuple[Path, ...] | list[Path], dst
     """
     src, dst = Path(src), Path(dst)
     check_output_path(src, dst)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.stem}.", suffix=dst.suffix)
-    os.close(fd)
+    tmp = temporary_beside(dst)
     source = av.open(str(src))
     opened = [av.open(str(p)) for p in parts]
     try:
-        out = av.open(tmp, "w", options={"fflags": "+bitexact"})
+        out = av.open(str(tmp), "w", options={"fflags": "+bitexact"})
         with out:
             video = out.add_stream_from_template(opened[0].streams.video[0])
             audio_map = {}
@@ -231,16 +227,13 @@ def join_parts(src: str | os.PathLike, parts: tuple[Path, ...] | list[Path], dst
                 out.mux(waiting)
                 waiting = next(audio, None)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     finally:
         source.close()
         for c in opened:
             c.close()
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, dst)
+    publish(tmp, dst)
     return len(audio_map)
 
 

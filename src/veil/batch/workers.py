@@ -16,7 +16,6 @@ reports success, so the manifest never calls a file done that a power loss could
 
 from __future__ import annotations
 
-import inspect
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
@@ -28,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from veil.batch.manifest import sha256_file
 from veil.errors import VeilError, VideoOpenError
+from veil.models.store import sha256_file
 from veil.pipeline import ProtectOptions, Summary, protect_file
 
 __all__ = ["Task", "TaskResult", "Models", "build_models", "execute", "InlineRunner", "ProcessRunner"]
@@ -78,23 +77,13 @@ def build_models(options: ProtectOptions, threads: int = 0, protector: Any = Non
 
     `protector`: one already built from `options` in this process (not loaded twice).
     """
-    if threads <= 0:
-        return Models(options.build_detector(), protector or options.build_protector())
-    import cv2
-    import torch
+    if threads > 0:
+        import cv2
+        import torch
 
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
-    from veil.detect.base import _REGISTRY
-
-    factory = _REGISTRY.get(options.detector)
-    detector = None
-    if factory is not None and "threads" in inspect.signature(factory).parameters:
-        opts: dict[str, Any] = {"detect_size": options.detect_size, "threads": threads}
-        if options.threshold is not None:
-            opts["threshold"] = options.threshold
-        detector = factory(**opts)
-    return Models(detector or options.build_detector(), protector or options.build_protector())
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
+    return Models(options.build_detector(threads), protector or options.build_protector())
 
 
 def _sync(path: Path) -> None:

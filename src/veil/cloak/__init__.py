@@ -7,6 +7,6 @@
 - `targets`: the bank of other people's descriptors and the choice of a target per person.
 
 May import: `veil.protect` (its registry and masks), `veil.models` (the recognizer registry, the
-model store), `veil.detect`, `veil.align`, `veil.faces`, `veil.errors`; never media, pipeline or
-evaluation code. Imported by the protection registry, lazily, when ``--method cloak`` is used.
+model store), `veil.detect`, `veil.align`, `veil.faces`, `veil.errors`; `targets` also reads the
+bank's photos with `veil.media`, when it builds the bank. Never pipeline or evaluation code. Imported by the protection registry, lazily, when ``--method cloak`` is used.
 """

@@ -4,7 +4,9 @@ far from the user in feature space, fixed for all of the user's images).
 
 The bank is built from real faces: the photos that ship as veil's pinned media (several people
 per photo) and, optionally, a folder of the user's own photos of other people. Every face at
-least 40 pixels wide becomes one entry. The descriptors are cached under ``veil_home()``.
+least 40 pixels wide becomes one entry. The descriptors are cached under ``veil_home()``. The
+photos are read by :mod:`veil.media.photo` when the bank is built (`load_bank`), the one place the
+cloak reads files.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from veil.errors import InputError
@@ -30,7 +31,6 @@ BANK_PHOTOS: tuple[str, ...] = (
 )
 """Pinned real photos whose faces form the default target bank (one entry per face)."""
 
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _MIN_FACE_PIXELS = 40
 
 
@@ -47,13 +47,6 @@ class TargetBank:
 
     def __len__(self) -> int:
         return len(self.descriptors)
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path))
-    if image is None:
-        raise InputError(f"cannot read target photo {str(path)!r}; use .jpg or .png images")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def build_bank(recognizer: IdentityModel, images: Sequence[tuple[str, np.ndarray]],
@@ -80,17 +73,20 @@ def build_bank(recognizer: IdentityModel, images: Sequence[tuple[str, np.ndarray
 
 
 def _folder_images(folder: Path) -> list[Path]:
+    from veil.media.files import describe_kinds, media_files
+
     if not folder.is_dir():
         raise InputError(f"target folder {str(folder)!r} does not exist or is not a folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    files = media_files(folder, videos=False)
     if not files:
-        raise InputError(f"target folder {str(folder)!r} holds no .jpg/.png photos")
+        raise InputError(f"target folder {str(folder)!r} holds no photos ({describe_kinds(videos=False)})")
     return files
 
 
 def load_bank(recognizer: IdentityModel, photos: Sequence[str] = BANK_PHOTOS, folder: str | Path | None = None,
               cache: bool = True) -> TargetBank:
     """The bank of the pinned ``photos`` plus every photo in ``folder``, cached under ``veil_home()``."""
+    from veil.media.photo import read_photo
     from veil.models.store import fetch_many, veil_home
 
     files = _folder_images(Path(folder)) if folder is not None else []
@@ -101,7 +97,7 @@ def load_bank(recognizer: IdentityModel, photos: Sequence[str] = BANK_PHOTOS, fo
         data = np.load(path)
         return TargetBank(data["descriptors"], tuple(str(s) for s in data["sources"]))
     paths = fetch_many(list(photos)) if photos else {}
-    images = [(name, _read_rgb(paths[name])) for name in photos] + [(str(f), _read_rgb(f)) for f in files]
+    images = [(name, read_photo(paths[name]).rgb) for name in photos] + [(str(f), read_photo(f).rgb) for f in files]
     bank = build_bank(recognizer, images)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)

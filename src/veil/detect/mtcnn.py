@@ -78,12 +78,16 @@ class MTCNN:
         factor: pyramid scale step.
         detect_size: longest side of the detection image (None: full size).
         threshold: if given, replaces the last (O-Net) threshold, for a uniform ``--threshold``.
+        threads: torch's CPU threads (0: leave torch's setting); torch has one setting per process.
     """
 
     name = "mtcnn"
 
     def __init__(self, min_face: int = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
-                 factor: float = 0.709, detect_size: int | None = DETECT_SIZE, threshold: float | None = None) -> None:
+                 factor: float = 0.709, detect_size: int | None = DETECT_SIZE, threshold: float | None = None,
+                 threads: int = 0) -> None:
+        if threads:
+            torch.set_num_threads(threads)
         self.min_face = min_face
         self.thresholds = (thresholds[0], thresholds[1], threshold if threshold is not None else thresholds[2])
         self.factor = factor

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from veil.errors import InputError, VeilError
+from veil.console import command, err
+from veil.errors import InputError
 
 __all__ = ["evaluate_command"]
 
@@ -17,6 +18,7 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
+@command
 def evaluate_command(
     original: Annotated[Path, typer.Argument(help="The original video, or a folder of images.")],
     protected: Annotated[Path, typer.Argument(help="The protected video (or folder) with the same frames.")],
@@ -34,33 +36,27 @@ def evaluate_command(
     attack_classifier: Annotated[str, typer.Option(help="The attacker's classifier: knn or linear.")] = "knn",
 ) -> None:
     """Measure how well PROTECTED hides the people of ORIGINAL, and what it keeps."""
-    from rich.console import Console
     from rich.progress import Progress
 
     from veil.evaluate.report import write_html
     from veil.evaluate.run import EvaluateConfig, WorstFrames, count_frames, evaluate
 
-    console = Console(stderr=True, soft_wrap=True)
-    try:
-        if attack_classifier not in ("knn", "linear"):
-            raise InputError(f"--attack-classifier must be knn or linear, not {attack_classifier!r}")
-        for out in (json_out, html_out):
-            if out is not None and not out.parent.exists():
-                raise InputError(f"cannot write '{out}': folder '{out.parent}' does not exist")
-        config = EvaluateConfig(detector=detector, detectors=_names(detectors), recognizers=_names(recognizers),
-                                expressions=expressions, mask_scale=mask_scale, max_frames=max_frames,
-                                attack=attack_classifier if attack else None)
-        worst = WorstFrames() if html_out is not None else None
-        total = count_frames(original)
-        if max_frames is not None and total is not None:
-            total = min(total, max_frames)
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task("evaluating", total=total)
-            report = evaluate(original, protected, config, progress=lambda n: bar.update(task, completed=n),
-                              worst=worst)
-    except VeilError as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
+    if attack_classifier not in ("knn", "linear"):
+        raise InputError(f"--attack-classifier must be knn or linear, not {attack_classifier!r}")
+    for out in (json_out, html_out):
+        if out is not None and not out.parent.exists():
+            raise InputError(f"cannot write '{out}': folder '{out.parent}' does not exist")
+    config = EvaluateConfig(detector=detector, detectors=_names(detectors), recognizers=_names(recognizers),
+                            expressions=expressions, mask_scale=mask_scale, max_frames=max_frames,
+                            attack=attack_classifier if attack else None)
+    worst = WorstFrames() if html_out is not None else None
+    total = count_frames(original)
+    if max_frames is not None and total is not None:
+        total = min(total, max_frames)
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("evaluating", total=total)
+        report = evaluate(original, protected, config, progress=lambda n: bar.update(task, completed=n),
+                          worst=worst)
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=1))
     if html_out is not None:

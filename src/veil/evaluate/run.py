@@ -33,12 +33,11 @@ from veil.evaluate.privacy import detect_around, get_expression_model, matches_a
 from veil.evaluate.results import SCHEMA_VERSION, summarize
 from veil.evaluate.utility import face_mask, flicker_ratio, frame_quality, temporal_change
 from veil.faces import Faces
-from veil.media.photo import PHOTO_SUFFIXES, is_photo, read_photo
+from veil.media.files import describe_kinds, media_files
+from veil.media.photo import is_photo, read_photo
 from veil.models.identity import get_recognizer
 
-__all__ = ["EvaluateConfig", "IMAGE_SUFFIXES", "WorstFrames", "iter_frames", "count_frames", "evaluate"]
-
-IMAGE_SUFFIXES = PHOTO_SUFFIXES
+__all__ = ["EvaluateConfig", "WorstFrames", "iter_frames", "count_frames", "evaluate"]
 
 
 @dataclass(frozen=True)
@@ -57,9 +56,9 @@ class EvaluateConfig:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = media_files(folder, videos=False)
     if not files:
-        raise InputError(f"'{folder}' has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise InputError(f"'{folder}' has no images ({describe_kinds(videos=False)})")
     return files
 
 

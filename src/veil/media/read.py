@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import av
 import numpy as np
 
 from veil.errors import VideoOpenError
 
-__all__ = ["VIDEO_SUFFIXES", "Colour", "VideoInfo", "Frame", "VideoReader", "probe", "read_frames", "upright_rgb",
+__all__ = ["VIDEO_SUFFIXES", "Colour", "VideoInfo", "Frame", "FrameSource", "VideoReader", "probe", "read_frames", "upright_rgb",
            "av_reason"]
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg",
@@ -75,6 +76,17 @@ class Frame:
     @property
     def time_s(self) -> float:
         return float(self.pts * self.time_base) if self.pts is not None else float("nan")
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """What the frame loop (:func:`veil.pipeline.protect_frames`) reads: the video's `info` and its
+    frames, upright, in display order, each `Frame` with its index and timestamp. A `VideoReader`
+    is one; a segment of a long video (:mod:`veil.batch.segments`) another."""
+
+    info: VideoInfo
+
+    def __iter__(self) -> Iterator[Frame]: ...
 
 
 def _open_input(path: str | os.PathLike) -> av.container.InputContainer:

@@ -39,11 +39,11 @@ def load_blob(path: str | Path, fmt: str, what: str, hint: str) -> dict[str, Any
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{what} checkpoint {str(path)!r} not found; {hint}")
+        raise CheckpointError(f"{what} checkpoint {str(path)!r} does not exist; {hint}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad or unsafe file
-        raise CheckpointError(f"{str(path)!r} is not a readable {what} checkpoint ({exc})") from None
+        raise CheckpointError(f"{str(path)!r} is not a veil {what} checkpoint ({exc})") from None
     if not isinstance(blob, dict) or blob.get("format") != fmt:
         raise CheckpointError(f"{str(path)!r} is not a veil {what} checkpoint")
     return blob

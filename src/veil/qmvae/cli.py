@@ -1,4 +1,5 @@
-"""``veil train qmvae``: train QM-VAE on a folder of face photos or videos, or on CelebA."""
+"""``veil train qmvae``: train QM-VAE on a folder of face photos or videos, on CelebA, or
+(``--default``) the shipped model on the store's real media."""
 
 from __future__ import annotations
 
@@ -7,16 +8,23 @@ from typing import Annotated, Optional
 
 import typer
 
-from veil.errors import VeilError
+from veil.console import command, fail
 
 __all__ = ["train_qmvae_command"]
 
 
+@command
 def train_qmvae_command(
-    faces: Annotated[Path, typer.Option("--faces", help="Folder (or file) of face photos/videos, or a CelebA root "
-                                        "(img_align_celeba/ + list_eval_partition.txt).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint to write (config, inputs list, weights, "
-                                      "history); loss curves go beside it as <out>.curves.csv and .png.")],
+    faces: Annotated[Optional[Path], typer.Option("--faces", help="Folder (or file) of face photos/videos, or a "
+                                                  "CelebA root (img_align_celeba/ + list_eval_partition.txt).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Checkpoint to write (config, inputs "
+                                                   "list, weights, history); loss curves go beside it as "
+                                                   "<output>.curves.csv and .png. With --default: the shipped "
+                                                   "model's file.")] = None,
+    default: Annotated[bool, typer.Option("--default", help="Train the shipped model (src/veil/qmvae/weights/"
+                                          "qmvae.pt) on the store's real photos and videos, with the "
+                                          "defaults: about 5 min on 2 CPU cores, the same weights on the "
+                                          "same machine.")] = False,
     alpha: Annotated[float, typer.Option(help="Eq. 7: weight of the service loss against the MSE (0..1).")] = 0.4,
     beta: Annotated[float, typer.Option(help="Eq. 7: commitment weight.")] = 0.25,
     epochs: Annotated[int, typer.Option(help="Epochs (a resumed run continues up to this many).")] = 34,
@@ -24,6 +32,10 @@ def train_qmvae_command(
                                         "(after them only the encoder and codebook train, on Eq. 7).")] = 14,
     batch_size: Annotated[int, typer.Option(help="Faces per step.")] = 32,
     lr: Annotated[float, typer.Option(help="Adam learning rate (the service epochs use 0.25 x it, decaying).")] = 2e-3,
+    service_lr_scale: Annotated[float, typer.Option(help="Learning rate of the service epochs, as a fraction "
+                                                    "of --lr.")] = 0.25,
+    freeze_decoder: Annotated[bool, typer.Option(help="Train only the encoder and codebook once the service "
+                                                 "term joins.")] = True,
     inputs: Annotated[str, typer.Option(help="De-identifications fed to the model, comma-separated "
                                         "(blindfold, mosaic, noise, cartoon, blur).")] = "blindfold,mosaic,noise,cartoon",
     size: Annotated[int, typer.Option(help="Crop size in pixels (a multiple of 8).")] = 64,
@@ -35,30 +47,39 @@ def train_qmvae_command(
     copies: Annotated[int, typer.Option(help="Jittered (shifted, mirrored, recoloured) copies of each training face.")] = 2,
     max_frames: Annotated[Optional[int], typer.Option(help="Read at most this many frames of each video.")] = None,
     max_images: Annotated[Optional[int], typer.Option(help="CelebA: use at most this many images.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from --out if it exists.")] = False,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from --output if it exists.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and noise.")] = 0,
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
 ) -> None:
     """Train QM-VAE (Eq. 7, Adam) on an 80/20 split; prints progress and saves after every epoch."""
-    from veil.qmvae.model import QMVAEConfig
-    from veil.qmvae.train import TrainConfig, run
+    import torch
 
+    from veil.qmvae.checkpoint import TrainConfig, default_checkpoint, save_checkpoint
+    from veil.qmvae.data import default_sources
+    from veil.qmvae.model import QMVAEConfig
+    from veil.qmvae.train import run
+
+    if default == (faces is not None):
+        fail("give --faces DIR (with --output FILE), or --default")
+    if faces is not None and output is None:
+        fail("--faces needs --output FILE: the checkpoint to write")
+    if epochs < 1 or batch_size < 1 or lr <= 0 or not 0 <= alpha <= 1 or cap < 0 or copies < 0:
+        fail("need epochs >= 1, batch size >= 1, lr > 0, 0 <= alpha <= 1, cap >= 0 and copies >= 0")
     try:
         config = QMVAEConfig(inputs=tuple(s.strip() for s in inputs.split(",") if s.strip()), size=size,
                              codebook_size=codebook_size, codebook_dim=codebook_dim)
-        tc = TrainConfig(alpha=alpha, beta=beta, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                         warmup_epochs=warmup)
-        if epochs < 1 or batch_size < 1 or lr <= 0 or not 0 <= alpha <= 1 or cap < 0 or copies < 0:
-            raise ValueError("need epochs >= 1, batch size >= 1, lr > 0, 0 <= alpha <= 1, cap >= 0 and copies >= 0")
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    try:
-        ckpt = run(faces, out, config, tc, resume=resume, stride=stride, max_frames=max_frames,
-                   max_images=max_images, cap=cap or None, copies=copies, colour=0.15,
-                   log=lambda line: typer.echo(line, err=True))
-    except VeilError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
+        fail(str(exc))
+    tc = TrainConfig(alpha=alpha, beta=beta, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                     warmup_epochs=warmup, service_lr_scale=service_lr_scale, freeze_decoder=freeze_decoder)
+    if threads:
+        torch.set_num_threads(threads)
+    out = output or default_checkpoint()
+    ckpt = run(default_sources() if default else faces, out, config, tc, resume=resume, stride=stride,
+               max_frames=max_frames, max_images=max_images, cap=cap or None, copies=copies, colour=0.15,
+               log=lambda line: typer.echo(line, err=True))
+    if default:
+        save_checkpoint(ckpt, out, keep_optimizer=False)  # the shipped file: weights, config, history
     last = ckpt.history[-1] if ckpt.history else {}
     typer.echo(f"{out}: epoch {ckpt.epoch}, test mse {last.get('test_mse', float('nan')):.4f}, "
                f"expression loss rate {last.get('test_service_loss_rate', float('nan')):.3f}")

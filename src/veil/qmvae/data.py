@@ -23,12 +23,13 @@ import numpy as np
 
 from veil.align import CropSpec, crop_faces
 from veil.errors import InputError
+from veil.media.files import describe_kinds, is_photo, media_files
+from veil.media.photo import read_photo
+from veil.media.read import read_frames
 
-__all__ = ["FaceSet", "IMAGE_EXTS", "VIDEO_EXTS", "find_sources", "load_faces", "augment", "balance",
+__all__ = ["FaceSet", "find_sources", "load_faces", "augment", "balance",
            "default_sources"]
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 TEST_FRACTION = 0.2
 DEFAULT_MEDIA = ("single_face.mp4", "WolfgangLanger_Pexels.mp4", "obama.jpg", "obama2.jpg", "obama3.jpg",
                  "biden.jpg", "0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg",
@@ -136,9 +137,9 @@ def find_sources(path: Path) -> list[Path]:
     if not path.is_dir():
         raise InputError(f"--faces {str(path)!r} does not exist; give a folder of face images or videos, "
                          "or a CelebA root (img_align_celeba/ + list_eval_partition.txt)")
-    found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS + VIDEO_EXTS)
+    found = media_files(path, recursive=True)
     if not found:
-        raise InputError(f"no images ({' '.join(IMAGE_EXTS)}) or videos ({' '.join(VIDEO_EXTS)}) under {str(path)!r}")
+        raise InputError(f"no photos or videos ({describe_kinds()}) under {str(path)!r}")
     return found
 
 
@@ -156,13 +157,9 @@ def _celeba_files(root: Path, max_images: int | None) -> list[Path] | None:
 
 
 def _frames(path: Path, stride: int, max_frames: int | None) -> Iterator[tuple[int, np.ndarray]]:
-    if path.suffix.lower() in IMAGE_EXTS:
-        image = cv2.imread(str(path))
-        if image is None:
-            raise InputError(f"{str(path)!r} is not a readable image")
-        yield 0, cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if is_photo(path):
+        yield 0, read_photo(path).rgb
         return
-    from veil.media.read import read_frames
 
     for i, frame in enumerate(read_frames(path)):
         if max_frames is not None and i >= max_frames:
@@ -187,7 +184,7 @@ def load_faces(sources: list[Path] | Path, spec: CropSpec, *, stride: int = 1, m
     crops, marks, index, test, names, service = [], [], [], [], [], []
     photo_count = 0
     for k, path in enumerate(files):
-        is_video = path.suffix.lower() in VIDEO_EXTS
+        is_video = not is_photo(path)
         found = [(i, frame, det.detect(frame)) for i, frame in _frames(path, stride, max_frames)]
         if is_video:
             cut = int(round(len(found) * (1 - TEST_FRACTION)))

@@ -21,7 +21,7 @@ costs about 10x the forward pass's time.
 
 The model is loaded when the protection is built, so a missing or broken checkpoint stops the run
 before any frame is written. With no ``checkpoint`` option the shipped model
-(``src/veil/qmvae/weights/qmvae.pt``, made by ``python -m veil.qmvae.train --default``) is used.
+(``src/veil/qmvae/weights/qmvae.pt``, made by ``veil train qmvae --default``) is used.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 The shipped model is trained on the store's real photos and videos by::
 
-    python -m veil.qmvae.train --default        # about 5 min on 2 CPU cores
+    veil train qmvae --default        # about 5 min on 2 CPU cores
 
-which writes ``src/veil/qmvae/weights/qmvae.pt``; ``veil train qmvae --faces DIR --out model.pt`` trains
+which writes ``src/veil/qmvae/weights/qmvae.pt``; ``veil train qmvae --faces DIR -o model.pt`` trains
 on your own media (photos, videos or the CelebA layout). Training is resumable: rerun the same
 command with ``--resume`` and it continues from the checkpoint's epoch.
 
@@ -19,28 +19,23 @@ codebook at a decaying rate, so that the decoder's faces stay the unidentifiable
 
 from __future__ import annotations
 
-import argparse
 import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
 
 from veil.errors import InputError
-from veil.qmvae.checkpoint import QMVAECheckpoint, TrainConfig, default_checkpoint, load_checkpoint, save_checkpoint
-from veil.qmvae.data import FaceSet, augment, balance, default_sources, load_faces
+from veil.qmvae.checkpoint import QMVAECheckpoint, TrainConfig, load_checkpoint, save_checkpoint
+from veil.qmvae.data import FaceSet, augment, balance, load_faces
 from veil.qmvae.deidentify import deidentify_batch
 from veil.qmvae.model import QMVAE, ExpressionService, QMVAEConfig, Service, composite, qmvae_loss, service_loss_rate
 from veil.qmvae.paste import soft_ellipse
 
-__all__ = ["prepare", "evaluate_split", "train", "run", "main"]
-
-DEFAULT_CAP = 24
-"""Training faces per source for the default model (:func:`~veil.qmvae.data.balance`)."""
-
+__all__ = ["prepare", "evaluate_split", "train", "run"]
 
 @dataclass
 class Prepared:
@@ -272,45 +267,3 @@ def run(faces: Path | list[Path], out: Path, config: QMVAEConfig, tc: TrainConfi
     train_data = prepare(train_crops, config, service, tc.seed, logits=targets)
     test_data = prepare(test_set.crops, config, service, tc.seed + 1, logits=service_targets(test_set, service))
     return train(ckpt, train_data, test_data, service, out, log)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m veil.qmvae.train", description=__doc__.split("\n")[0])
-    ap.add_argument("--default", action="store_true", help="train the shipped model on the store's media")
-    ap.add_argument("--faces", type=Path, help="folder of face photos/videos, or a CelebA root")
-    ap.add_argument("--out", type=Path)
-    ap.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    ap.add_argument("--alpha", type=float, default=TrainConfig.alpha)
-    ap.add_argument("--beta", type=float, default=TrainConfig.beta)
-    ap.add_argument("--warmup", type=int, default=TrainConfig.warmup_epochs, help="epochs of MSE alone first")
-    ap.add_argument("--lr", type=float, default=TrainConfig.lr)
-    ap.add_argument("--service-lr-scale", type=float, default=TrainConfig.service_lr_scale)
-    ap.add_argument("--freeze-decoder", action=argparse.BooleanOptionalAction, default=TrainConfig.freeze_decoder,
-                    help="train only the encoder and codebook once the service term joins")
-    ap.add_argument("--codebook-size", type=int, default=QMVAEConfig.codebook_size)
-    ap.add_argument("--stride", type=int, default=1, help="use every n-th video frame")
-    ap.add_argument("--cap", type=int, default=DEFAULT_CAP, help="at most this many training faces per source "
-                    "(0: all); keeps one video's person from becoming the face the model draws")
-    ap.add_argument("--copies", type=int, default=2, help="jittered copies of each training face")
-    ap.add_argument("--colour", type=float, default=0.15, help="colour jitter of those copies (fraction)")
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    tc = TrainConfig(alpha=args.alpha, beta=args.beta, epochs=args.epochs, warmup_epochs=args.warmup, lr=args.lr,
-                     service_lr_scale=args.service_lr_scale, freeze_decoder=args.freeze_decoder)
-    config = QMVAEConfig(codebook_size=args.codebook_size)
-    data = dict(resume=args.resume, stride=args.stride, cap=args.cap or None, copies=args.copies, colour=args.colour)
-    if args.default:
-        out = args.out or default_checkpoint()
-        ckpt = run(default_sources(), out, config, tc, **data)
-        save_checkpoint(ckpt, out, keep_optimizer=False)  # the shipped file: weights, config, history
-    elif args.faces and args.out:
-        run(args.faces, args.out, config, tc, **data)
-    else:
-        ap.error("give --default, or --faces DIR and --out FILE")
-
-
-if __name__ == "__main__":
-    main()

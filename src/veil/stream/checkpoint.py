@@ -7,14 +7,14 @@ scrambling secret) would decode the codes into the wrong picture without an erro
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from veil.models import checkpoint as checkpoint_io
+from veil.models.store import sha256_file
 from veil.stream.model import CodecConfig, CodecModel
 
-__all__ = ["Checkpoint", "CheckpointError", "save_checkpoint", "load_checkpoint", "file_sha256",
+__all__ = ["Checkpoint", "CheckpointError", "save_checkpoint", "load_checkpoint",
            "default_checkpoint", "WEIGHTS_DIR"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -39,21 +39,13 @@ class Checkpoint:
         return self.path.stem if self.path else f"{self.model.config.kind}-unsaved"
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     """Write atomically (temp file + rename) so an interrupted save never leaves a broken file."""
     blob = {"format": FORMAT, "config": ckpt.model.config.to_dict(), "state_dict": ckpt.model.state_dict(),
             "step": ckpt.step, "optimizer": ckpt.optimizer, "train_config": ckpt.train_config,
             "history": ckpt.history}
     path = checkpoint_io.save_blob(blob, path)
-    ckpt.path, ckpt.sha256 = path, file_sha256(path)
+    ckpt.path, ckpt.sha256 = path, sha256_file(path)
     return path
 
 
@@ -64,7 +56,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     model.load_state_dict(blob["state_dict"])
     model.eval()
     return Checkpoint(model, blob["step"], blob.get("optimizer"), blob.get("train_config", {}),
-                      blob.get("history", []), file_sha256(path), path)
+                      blob.get("history", []), sha256_file(path), path)
 
 
 def default_checkpoint(kind: str) -> Path:

@@ -1,6 +1,6 @@
 """Typer commands of the codec: ``veil encode``, ``veil decode``, ``veil train codec``.
 
-Errors are caught here once and printed without a traceback: exit status 2 for bad input (a
+Errors go through veil's one error boundary (`veil.console`): exit status 2 for bad input (a
 damaged, truncated or tampered stream, a wrong or missing key, an unreadable video or checkpoint),
 1 for other failures.
 """
@@ -13,27 +13,12 @@ from typing import Annotated
 
 import typer
 
-from veil.stream.checkpoint import CheckpointError, default_checkpoint, load_checkpoint
+from veil.console import command, fail
+from veil.stream.checkpoint import default_checkpoint, load_checkpoint
 from veil.stream.codec import KEEP_TOLERANCE
-from veil.stream.format import StreamError, read_key
-from veil.stream.media import MediaError
+from veil.stream.format import read_key
 
 __all__ = ["encode_command", "decode_command", "train_codec_command"]
-
-
-def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _run(action, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003 - thin error boundary
-    try:
-        return action(*args, **kwargs)
-    except (StreamError, MediaError, CheckpointError, FileNotFoundError) as exc:
-        _fail(str(exc), 2)
-    except (OSError, RuntimeError, ValueError) as exc:
-        _fail(str(exc), 1)
-    return None
 
 
 def _encode(source: str, out: Path, model: str, checkpoint: Path | None, key: Path | None,
@@ -59,6 +44,12 @@ def _encode(source: str, out: Path, model: str, checkpoint: Path | None, key: Pa
                f"{', encrypted' if secret else ''}")
 
 
+def _check_kind(model: str) -> None:
+    if model not in ("f2f", "v2v"):
+        fail(f"--model must be f2f or v2v, not {model!r}")
+
+
+@command
 def encode_command(
     source: Annotated[str, typer.Argument(help="input video; '-' reads a streamable container from stdin")],
     output: Annotated[Path, typer.Option("--output", "-o", help="the .veil stream to write")],
@@ -72,11 +63,10 @@ def encode_command(
              "of its own (0: only where at least as good)")] = KEEP_TOLERANCE,
 ) -> None:
     """Encode a video into a privacy-preserving .veil stream (codes + the video's own audio)."""
-    if model not in ("f2f", "v2v"):
-        _fail(f"--model must be f2f or v2v, not {model!r}", 2)
+    _check_kind(model)
     if keep_tolerance < 0:
-        _fail(f"--keep-tolerance must be >= 0, got {keep_tolerance}", 2)
-    _run(_encode, source, output, model, checkpoint, key, chunk_frames, follow, keep_tolerance)
+        fail(f"--keep-tolerance must be >= 0, got {keep_tolerance}")
+    _encode(source, output, model, checkpoint, key, chunk_frames, follow, keep_tolerance)
 
 
 def _decode(stream: str, out: Path, checkpoint: Path | None, key: Path | None, crf: int, follow: bool) -> None:
@@ -103,6 +93,7 @@ def _decode(stream: str, out: Path, checkpoint: Path | None, key: Path | None, c
                f"{', with sound' if header.audio else ''}")
 
 
+@command
 def decode_command(
     stream: Annotated[str, typer.Argument(help=".veil stream; '-' reads stdin")],
     output: Annotated[Path, typer.Option("--output", "-o", help="the video to write (.mp4, .mkv)")],
@@ -112,34 +103,55 @@ def decode_command(
     follow: Annotated[bool, typer.Option(help="the stream is still arriving: decode as it grows")] = False,
 ) -> None:
     """Decode a .veil stream back to a video with its sound (the receiver's side)."""
-    _run(_decode, stream, output, checkpoint, key, crf, follow)
+    _decode(stream, output, checkpoint, key, crf, follow)
 
 
-def _train(videos: Path, out: Path, model: str, steps: int, resume: bool, batch: int, crop: int, lr: float) -> None:
-    import secrets
-
-    from veil.stream.model import CodecConfig
-    from veil.stream.train import TrainConfig, load_clips, start_or_resume, train, video_files
-
-    config = CodecConfig(kind=model, scramble_seed=secrets.randbits(63))
-    tc = TrainConfig(steps=steps, batch=batch, crop=crop, lr=lr)
-    ckpt = start_or_resume(out, config, resume)
-    clips = load_clips(video_files(videos), ckpt.model.config.n_mels, tc.max_frames, log=typer.echo)
-    train(ckpt, clips, tc, out, log=typer.echo)
-    typer.echo(f"saved {out} (step {ckpt.step}, sha256 {ckpt.sha256[:16]}...)")
-
-
+@command
 def train_codec_command(
-    videos: Annotated[Path, typer.Option(help="folder of training videos")],
-    output: Annotated[Path, typer.Option("--out", "-o", help="checkpoint to write (config inside)")],
-    model: Annotated[str, typer.Option(help="f2f or v2v")] = "f2f",
-    steps: Annotated[int, typer.Option(help="total optimisation steps")] = 3000,
-    resume: Annotated[bool, typer.Option(help="continue from --out if it exists")] = False,
-    batch: Annotated[int, typer.Option(help="frames per step")] = 8,
-    crop: Annotated[int, typer.Option(help="crop size in pixels (a multiple of 4)")] = 128,
-    lr: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-3,
+    videos: Annotated[Path | None, typer.Option(help="Folder of training videos.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Checkpoint to write (config inside). "
+                                                "With --default: the shipped model's file.")] = None,
+    model: Annotated[str, typer.Option(help="f2f (frame by frame) or v2v (clips).")] = "f2f",
+    default: Annotated[bool, typer.Option("--default", help="Train the shipped model of --model on the store's "
+                                          "real clips (single_face.mp4 held out), with its steps and secret.")] = False,
+    steps: Annotated[int | None, typer.Option(help="Total optimisation steps (default: 3000; with --default, "
+                                              "the shipped model's: f2f 1000, v2v 800).")] = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from --output if it exists.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Frames per step.")] = 8,
+    crop: Annotated[int, typer.Option(help="Crop size in pixels (a multiple of 4).")] = 128,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
 ) -> None:
     """Train a codec model on a folder of videos, saving a resumable checkpoint as it goes."""
-    if model not in ("f2f", "v2v"):
-        _fail(f"--model must be f2f or v2v, not {model!r}", 2)
-    _run(_train, videos, output, model, steps, resume, batch, crop, lr)
+    import secrets
+
+    import torch
+
+    from veil.models.store import fetch_many
+    from veil.stream.model import CodecConfig
+    from veil.stream.train import (DEFAULT_SEEDS, DEFAULT_STEPS, DEFAULT_VIDEOS, TrainConfig, load_clips, release,
+                                   start_or_resume, train, video_files)
+
+    _check_kind(model)
+    if default == (videos is not None):
+        fail("give --videos DIR (with --output FILE), or --default")
+    if videos is not None and output is None:
+        fail("--videos needs --output FILE: the checkpoint to write")
+    if threads:
+        torch.set_num_threads(threads)
+    if default:
+        paths = [Path(p) for p in fetch_many(list(DEFAULT_VIDEOS)).values()]
+        out = output or default_checkpoint(model)
+        torch.manual_seed(0)
+        config = CodecConfig(kind=model, scramble_seed=DEFAULT_SEEDS[model])
+        tc = TrainConfig(steps=steps or DEFAULT_STEPS[model], batch=batch_size, crop=crop, lr=lr)
+    else:
+        paths, out = video_files(videos), output
+        config = CodecConfig(kind=model, scramble_seed=secrets.randbits(63))
+        tc = TrainConfig(steps=steps or TrainConfig.steps, batch=batch_size, crop=crop, lr=lr)
+    ckpt = start_or_resume(out, config, resume)
+    clips = load_clips(paths, ckpt.model.config.n_mels, tc.max_frames, log=typer.echo)
+    train(ckpt, clips, tc, out, log=typer.echo)
+    if default:
+        ckpt = release(out)
+    typer.echo(f"saved {out} (step {ckpt.step}, sha256 {ckpt.sha256[:16]}...)")

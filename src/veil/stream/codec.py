@@ -26,6 +26,7 @@ import av
 import numpy as np
 import torch
 
+from veil.errors import InputError
 from veil.stream.audio import AudioDecoder, AudioPacket, AudioParams, add_audio_stream, frame_features, packet_to_av
 from veil.stream.checkpoint import Checkpoint, CheckpointError, default_checkpoint, load_checkpoint
 from veil.stream.entropy import EntropyError, decode_indices, encode_indices
@@ -115,10 +116,10 @@ def encode_stream(source: str | Path | BinaryIO, out: BinaryIO, ckpt: Checkpoint
     (`CodecModel.keep_previous`); the decoder needs nothing to know of it.
     """
     if keep_tolerance < 0:
-        raise ValueError(f"--keep-tolerance must be >= 0, got {keep_tolerance}")
+        raise InputError(f"--keep-tolerance must be >= 0, got {keep_tolerance}")
     model, cfg = ckpt.model, ckpt.model.config
     if chunk_frames % cfg.frames_per_step:
-        raise ValueError(f"chunk_frames must be a multiple of {cfg.frames_per_step} for a {cfg.kind} model")
+        raise InputError(f"--chunk-frames must be a multiple of {cfg.frames_per_step} for a {cfg.kind} model")
     container = open_source(source, follow)
     info = source_info(container)
     header = StreamHeader(ckpt.model_id, ckpt.sha256, cfg.kind, info.width, info.height, info.fps, chunk_frames,

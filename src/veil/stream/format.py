@@ -43,6 +43,7 @@ from typing import BinaryIO
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from veil.errors import InputError
 from veil.stream.audio import AudioPacket, AudioParams
 
 __all__ = ["MAGIC", "VERSION", "StreamHeader", "ChunkRecord", "EndRecord", "StreamError",
@@ -62,7 +63,7 @@ NONCE = 12
 MAX_RECORD = 1 << 28  # a length beyond this is damage, not data
 
 
-class StreamError(ValueError):
+class StreamError(InputError, ValueError):
     """A .veil stream cannot be trusted: the CLI reports it and exits with status 2."""
 
 

@@ -23,12 +23,14 @@ from typing import BinaryIO
 import av
 import numpy as np
 
+from veil.errors import InputError
+
 from veil.stream.audio import AudioDecoder, AudioPacket, AudioParams, frame_features
 
 __all__ = ["SourceInfo", "MediaError", "GrowingFile", "open_source", "demux", "load_clip"]
 
 
-class MediaError(ValueError):
+class MediaError(InputError, ValueError):
     """The input cannot be read as a video."""
 
 

