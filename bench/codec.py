@@ -43,13 +43,14 @@ import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 
+from veil.media.audio import AudioPacket
+from veil.media.read import VideoReader
 from veil.models.store import fetch
-from veil.stream.audio import AudioPacket
 from veil.stream.checkpoint import default_checkpoint, load_checkpoint
 from veil.stream.codec import KEEP_TOLERANCE, AudioOverride, decode_stream, encode_frames, encode_stream
 from veil.stream.entropy import decode_indices, empirical_bits
 from veil.stream.format import ChunkRecord, StreamReader
-from veil.stream.media import demux, load_clip, open_source, source_info
+from veil.stream.train import load_clip
 
 RESULTS = Path(__file__).parent / "results"
 CLIPS = (("single_face.mp4 (held out)", "media/single_face.mp4", "media/WolfgangLanger_Pexels.mp4"),
@@ -97,10 +98,9 @@ def x264(frames: np.ndarray, fps: Fraction, crf: int) -> dict:
 
 
 def audio_of(path: Path) -> AudioOverride:
-    c = open_source(path)
-    params = source_info(c).audio
-    packets = [p for p in demux(c) if isinstance(p, AudioPacket)]
-    c.close()
+    with VideoReader(path, audio=True) as reader:
+        params = reader.info.audio
+        packets = [p for p in reader.demux() if isinstance(p, AudioPacket)]
     return AudioOverride(params, packets)
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from veil.stream.checkpoint import Checkpoint, save_checkpoint
-from veil.stream.media import load_clip
 from veil.stream.model import CodecConfig, CodecModel
+from veil.stream.train import load_clip
 
 TINY = dict(hidden=8, channels=16, code_dim=8, codebook_size=32, num_quantizers=2, n_mels=16, audio_dim=8)
 

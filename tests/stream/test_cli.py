@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -80,7 +82,7 @@ def test_not_a_video_exits_2(tmp_path, tiny_checkpoint) -> None:
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not a video at all" * 10)
     r = runner.invoke(app, ["encode", str(junk), "-o", str(tmp_path / "j.veil"), "--checkpoint", str(tiny_checkpoint)])
-    assert r.exit_code == 2 and "cannot open" in r.output
+    assert r.exit_code == 2 and "not a readable video" in r.output
     assert not (tmp_path / "j.veil").exists()
 
 
@@ -112,3 +114,31 @@ def test_keep_tolerance_option(tmp_path, clip_path, tiny_checkpoint) -> None:
     r = runner.invoke(app, ["encode", str(clip_path), "-o", str(tmp_path / "neg.veil"), "--checkpoint",
                             str(tiny_checkpoint), "--keep-tolerance", "-1"])
     assert r.exit_code == 2 and ">= 0" in r.output and not (tmp_path / "neg.veil").exists()
+
+
+def test_a_rotated_phone_clip_is_encoded_upright_as_veil_protect_reads_it(tmp_path, tiny_checkpoint) -> None:
+    """The codec reads through veil's media layer: a clip tagged 90 degrees is encoded and decoded
+    upright (the frames veil protect sees), with its sound."""
+    from clips import synthetic_frames
+    from clips import write_clip as write_tagged
+
+    from veil.media.read import VideoReader
+
+    src = write_tagged(tmp_path / "phone.mkv", synthetic_frames(12, width=64, height=48), fps=Fraction(12),
+                       tone_hz=440.0, rotation=90)
+    with VideoReader(src) as reader:
+        upright = np.stack([f.image for f in reader])
+    assert upright.shape == (12, 64, 48, 3)  # stored 64 wide, 48 high; shown turned
+    stream, video = tmp_path / "phone.veil", tmp_path / "phone.mp4"
+    r = runner.invoke(app, ["encode", str(src), "-o", str(stream), "--checkpoint", str(tiny_checkpoint)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["decode", str(stream), "-o", str(video), "--checkpoint", str(tiny_checkpoint)])
+    assert r.exit_code == 0, r.output
+    with VideoReader(video) as reader:
+        decoded = np.stack([f.image for f in reader])
+        assert (reader.info.width, reader.info.height, reader.info.audio_streams) == (48, 64, 1)
+    assert decoded.shape == upright.shape
+    # the picture is the upright one: closer to it than to the same frames turned the other way
+    turned = np.ascontiguousarray(np.rot90(upright, k=2, axes=(1, 2)))
+    err = lambda a, b: float(np.mean((a.astype(float) - b.astype(float)) ** 2))  # noqa: E731
+    assert err(decoded, upright) < err(decoded, turned)

@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from veil.stream.audio import AudioPacket
+from veil.media.audio import AudioPacket
 from veil.stream.checkpoint import load_checkpoint
 from veil.stream.codec import decode_stream, encode_stream
 from veil.stream.format import StreamReader, TruncatedStreamError
@@ -104,3 +104,18 @@ def test_a_chunk_of_the_wrong_code_shape_is_refused(clip_path, tiny_checkpoint) 
     writer.close(20)
     with pytest.raises(CorruptStreamError, match="chunk 0: codes of shape"):
         decode_stream(io.BytesIO(buf.getvalue()), None, checkpoint=tiny_checkpoint)
+
+
+def test_the_receiver_tags_its_video_with_the_sources_colours(media, tiny_checkpoint, tmp_path) -> None:
+    """A BT.601 full-range phone clip (the store's WolfgangLanger clip) comes back tagged the same."""
+    from veil.media.read import VideoReader, probe
+
+    src = media("WolfgangLanger_Pexels.mp4")
+    colour = probe(src).colour
+    assert (colour.matrix, colour.range) == (6, 1)
+    data = encode(src, tiny_checkpoint, max_frames=4)
+    assert StreamReader(io.BytesIO(data)).header.extra["colour"] == [6, 6, 6, 1]
+    out = tmp_path / "rec.mp4"
+    decode_stream(io.BytesIO(data), out, checkpoint=tiny_checkpoint)
+    with VideoReader(out) as reader:
+        assert reader.info.colour == colour and reader.info.frame_count == 4

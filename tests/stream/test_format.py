@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import pytest
 
-from veil.stream.audio import AudioPacket, AudioParams
+from veil.media.audio import AudioPacket, AudioParams
 from veil.stream.format import (
     AuthenticationError,
     ChunkRecord,

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from veil.stream.checkpoint import Checkpoint
-from veil.stream.media import load_clip
 from veil.stream.model import CodecConfig, CodecModel, pad_to_multiple
-from veil.stream.train import Clip, TrainConfig, sample_batch, train
+from veil.stream.train import Clip, TrainConfig, load_clip, sample_batch, train
 
 
 def test_pad_to_multiple_replicates_edges() -> None:

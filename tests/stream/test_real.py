@@ -13,8 +13,7 @@ from veil.stream.checkpoint import default_checkpoint, load_checkpoint
 from veil.stream.codec import AudioOverride, decode_stream, encode_stream
 from veil.stream.entropy import decode_indices
 from veil.stream.format import ChunkRecord, StreamReader
-from veil.stream.media import load_clip
-from veil.stream.train import DEFAULT_VIDEOS, HELD_OUT
+from veil.stream.train import DEFAULT_VIDEOS, HELD_OUT, load_clip
 
 FRAMES = 16
 

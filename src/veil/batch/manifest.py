@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from veil.errors import OutputError
 from veil.models.store import sha256_file
 

@@ -1,16 +1,20 @@
-"""Video in with PyAV: streaming decode, upright frames with their timestamps.
+"""Video in with PyAV: streaming decode, upright frames with their timestamps, and the audio.
 
-Reading never holds more than a few frames in memory. Frames come out upright (a display-matrix
+A video is read from a file, a file still being written, a pipe or a file object
+(:mod:`veil.media.sources`). Reading never holds more than a few frames in memory. Frames come out upright (a display-matrix
 rotation is applied to the pixels, so the protected video displays exactly as the original did)
 as (H, W, 3) uint8 RGB arrays, each with its original timestamp.
 
 Each frame is read with its own YUV matrix and range, and the video's colour description
-(`Colour`) is kept for the writer, :mod:`veil.media.write`.
+(`Colour`) is kept for the writer, :mod:`veil.media.write`. With ``audio=True`` the reader also
+hands out the first audio stream's packets, as they arrive between the frames (`VideoReader.demux`),
+for a consumer that needs the sound while the video is still coming (``veil encode``).
 """
 
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -21,9 +25,11 @@ import av
 import numpy as np
 
 from veil.errors import VideoOpenError
+from veil.media.audio import AudioPacket, AudioParams
+from veil.media.sources import Source, av_reason, open_container, source_name
 
-__all__ = ["VIDEO_SUFFIXES", "Colour", "VideoInfo", "Frame", "FrameSource", "VideoReader", "probe", "read_frames", "upright_rgb",
-           "av_reason"]
+__all__ = ["VIDEO_SUFFIXES", "Colour", "VideoInfo", "Frame", "FrameSource", "VideoReader", "probe", "read_frames",
+           "upright_rgb", "av_reason"]
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg",
                             ".ts", ".mts", ".m2ts", ".wmv", ".flv", ".3gp", ".ogv"})
@@ -58,6 +64,7 @@ class VideoInfo:
     codec: str
     audio_streams: int
     colour: Colour = Colour()
+    audio: AudioParams | None = None  # the first audio stream, when the reader was asked for audio
 
     @property
     def has_audio(self) -> bool:
@@ -89,30 +96,6 @@ class FrameSource(Protocol):
     def __iter__(self) -> Iterator[Frame]: ...
 
 
-def _open_input(path: str | os.PathLike) -> av.container.InputContainer:
-    path = Path(path)
-    if not path.exists():
-        raise VideoOpenError(f"{str(path)!r} does not exist")
-    if path.is_dir():
-        raise VideoOpenError(f"{str(path)!r} is a folder, not a video")
-    if path.stat().st_size == 0:
-        raise VideoOpenError(f"{str(path)!r} is empty (0 bytes)")
-    try:
-        container = av.open(str(path), "r")
-    except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise VideoOpenError(f"{str(path)!r} is not a readable video ({av_reason(exc)})") from None
-    if not container.streams.video:
-        container.close()
-        raise VideoOpenError(f"{str(path)!r} has no video stream")
-    return container
-
-
-def av_reason(exc: Exception) -> str:
-    """A short reason for a PyAV / OS error, for a message a user can act on."""
-    text = str(exc).split(":")[0] if isinstance(exc, av.FFmpegError) else str(exc)
-    return getattr(exc, "strerror", None) or text or type(exc).__name__
-
-
 # swscale's fast path reads a frame of more than 8 bits 1-2 levels too dark; its accurate path
 # (full chroma interpolation, exact rounding) does not, at about twice the cost of the fast one.
 _ACCURATE = (av.video.reformatter.Interpolation.BILINEAR | av.video.reformatter.Interpolation.FULL_CHR_H_INT
@@ -135,17 +118,23 @@ def upright_rgb(frame: av.VideoFrame, info: VideoInfo) -> np.ndarray:
 
 
 class VideoReader:
-    """Streams the frames of a video file.
+    """Streams the frames of a video: a file, ``"-"`` (standard input), or a binary file object.
+
+    ``follow``: the file is still being written; reading waits for it to grow. ``audio``: also
+    read the first audio stream's packets (`demux`).
 
     >>> with VideoReader("clip.mp4") as reader:  # doctest: +SKIP
     ...     for frame in reader:
     ...         frame.image.shape
     """
 
-    def __init__(self, path: str | os.PathLike, *, threads: bool = True) -> None:
-        self.path = Path(path)
-        self._container = _open_input(self.path)
+    def __init__(self, source: Source, *, threads: bool = True, audio: bool = False, follow: bool = False) -> None:
+        self.name = source_name(source)
+        self.path = Path(self.name)
+        self._container = open_container(source, follow=follow)
         self._stream = self._container.streams.video[0]
+        self._audio_stream = self._container.streams.audio[0] if audio and self._container.streams.audio else None
+        self._audio: deque[AudioPacket] = deque()
         if threads:
             # Frame and slice threads: several times faster decoding on multi-core machines.
             self._stream.thread_type = "AUTO"
@@ -157,11 +146,11 @@ class VideoReader:
         rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
         fps = Fraction(rate) if rate else Fraction(25)
         # The first frame is decoded now: it carries the display matrix and proves the stream decodes.
-        self._frames = self._container.decode(self._stream)
+        self._frames = self._container.decode(self._stream) if self._audio_stream is None else self._interleaved()
         self._first = self._next_frame(0)
         if self._first is None:
             self.close()
-            raise VideoOpenError(f"{str(self.path)!r} has a video stream but no decodable frame")
+            raise VideoOpenError(f"{self.name!r} has a video stream but no decodable frame")
         rotation = int(round(float(getattr(self._first, "rotation", 0) or 0) / 90.0)) * 90 % 360
         width, height = self._first.width, self._first.height
         if rotation in (90, 270):
@@ -174,14 +163,25 @@ class VideoReader:
             time_base=Fraction(self._stream.time_base or Fraction(1, 90000)),
             rotation=rotation, codec=codec_name,
             audio_streams=len(self._container.streams.audio), colour=Colour.of(self._first),
+            audio=AudioParams.from_stream(self._audio_stream) if self._audio_stream is not None else None,
         )
+
+    def _interleaved(self) -> Iterator[av.VideoFrame]:
+        """The video's frames, demuxed together with the audio stream, whose packets are kept
+        (in arrival order) for `demux` to hand out."""
+        for packet in self._container.demux(self._stream, self._audio_stream):
+            if packet.stream.type == "audio":
+                if packet.size:
+                    self._audio.append(AudioPacket.from_av(packet))
+                continue
+            yield from packet.decode()
 
     def _next_frame(self, index: int) -> av.VideoFrame | None:
         try:
             return next(self._frames, None)
         except av.FFmpegError as exc:
             raise VideoOpenError(
-                f"{str(self.path)!r} is damaged: decoding stopped after {index} frames ({av_reason(exc)})"
+                f"{self.name!r} is damaged: decoding stopped after {index} frames ({av_reason(exc)})"
             ) from None
 
     def __iter__(self) -> Iterator[Frame]:
@@ -196,8 +196,17 @@ class VideoReader:
             frame = self._next_frame(index)
         # A file cut short often decodes without an error, just fewer frames than its index lists.
         if self.info.frame_count and index < self.info.frame_count - 1:
-            raise VideoOpenError(f"{str(self.path)!r} is truncated: it lists {self.info.frame_count} frames "
+            raise VideoOpenError(f"{self.name!r} is truncated: it lists {self.info.frame_count} frames "
                                  f"but only {index} could be decoded")
+
+    def demux(self) -> Iterator[Frame | AudioPacket]:
+        """The frames and the audio packets (with ``audio=True``) in the order they arrive."""
+        for frame in self:
+            while self._audio:
+                yield self._audio.popleft()
+            yield frame
+        while self._audio:
+            yield self._audio.popleft()
 
     def close(self) -> None:
         self._container.close()

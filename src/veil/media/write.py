@@ -4,7 +4,8 @@ Writing encodes the frames with the original timestamps and time base (variable 
 kept as is) and the original colour description (primaries, transfer, matrix, range: an HDR
 phone video stays HDR, a BT.709 one BT.709; pixels go back to YUV with the matrix and range they
 were read with), copies every audio stream of the source packet for packet (remux, no
-re-encode), drops the container's metadata (GPS, device, creation time, encoder tags) unless
+re-encode) or takes audio packets handed to it (`VideoWriter.write_audio`: the sound of a stream
+that is not a file, such as ``veil decode``'s), drops the container's metadata (GPS, device, creation time, encoder tags) unless
 asked to keep it, and writes to a temporary file beside the target that is renamed only when
 complete.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -22,8 +23,10 @@ import av
 import numpy as np
 
 from veil.errors import OutputError
+from veil.media.audio import AudioPacket, AudioParams, add_audio_stream, packet_to_av
 from veil.media.outputs import check_output, publish, temporary_beside
-from veil.media.read import VIDEO_SUFFIXES, Colour, av_reason
+from veil.media.read import VIDEO_SUFFIXES, Colour
+from veil.media.sources import av_reason
 
 __all__ = ["EncodeOptions", "VideoWriter", "write_frames", "check_output_path"]
 
@@ -84,12 +87,17 @@ def check_output_path(src: Path, dst: Path) -> None:
 class VideoWriter:
     """Encodes frames to `dst` atomically, copying the audio (and optionally metadata) of `source`.
 
-    Use as a context manager: the file appears at `dst` only if the block finishes without error.
+    `audio`: audio streams to create instead, whose packets are handed over with `write_audio`
+    (remuxed unchanged; the muxer interleaves them with the video). Use as a context manager: the
+    file appears at `dst` only if the block finishes without error.
     """
 
     def __init__(self, dst: str | os.PathLike, *, width: int, height: int, fps: Fraction,
                  time_base: Fraction | None = None, source: str | os.PathLike | None = None,
-                 options: EncodeOptions = EncodeOptions(), colour: Colour = Colour()) -> None:
+                 options: EncodeOptions = EncodeOptions(), colour: Colour = Colour(),
+                 audio: Sequence[AudioParams] = ()) -> None:
+        if source is not None and audio:
+            raise ValueError("audio comes from the source or from write_audio, not both")
         self.dst = Path(dst)
         self.options = options
         self.colour = colour
@@ -109,6 +117,8 @@ class VideoWriter:
             self._container = av.open(str(self._tmp), "w", options={"fflags": "+bitexact"})
             self._setup_video(width, height)
             self._audio_map = self._setup_audio()
+            self._given_audio = [(add_audio_stream(self._container, p), p) for p in audio] \
+                if options.keep_audio else []
             self._audio_packets = self._demux_audio()
             self._pending_audio: av.Packet | None = None
             if self._source is not None and options.keep_metadata:
@@ -190,6 +200,16 @@ class VideoWriter:
                 return
             packet.stream = self._audio_map[packet.stream.index]
             self._container.mux(packet)
+
+    def write_audio(self, packet: AudioPacket, stream: int = 0) -> None:
+        """Mux one audio packet, unchanged, into the `stream`-th of the `audio` streams (dropped
+        when ``keep_audio`` is off)."""
+        if not self._given_audio:
+            return
+        out, params = self._given_audio[stream]
+        av_packet = packet_to_av(packet, params.time_base)
+        av_packet.stream = out
+        self._container.mux(av_packet)
 
     def write(self, image: np.ndarray, pts: int | None = None) -> None:
         """Encode one (H, W, 3) uint8 RGB frame; `pts` in the writer's time base (None: evenly spaced)."""

@@ -13,76 +13,18 @@ input) gives the same features as encoding the whole file.
 
 from __future__ import annotations
 
-import base64
-from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 
 import av
 import numpy as np
 
-__all__ = ["AudioParams", "AudioPacket", "AudioDecoder", "mel_filterbank", "frame_features",
-           "add_audio_stream", "packet_to_av"]
+from veil.media.audio import AudioPacket, AudioParams, decoder_name, packet_to_av
+
+__all__ = ["AudioDecoder", "mel_filterbank", "frame_features"]
 
 WINDOW = 512
 LOG_FLOOR = 1e-10
-
-
-@dataclass(frozen=True)
-class AudioParams:
-    """What a receiver needs to decode or remux the audio packets (stored in the .veil header)."""
-
-    codec: str
-    sample_rate: int
-    layout: str
-    time_base: Fraction
-    extradata: bytes = b""
-
-    @classmethod
-    def from_stream(cls, stream: av.audio.stream.AudioStream) -> "AudioParams":
-        cc = stream.codec_context
-        return cls(cc.name, int(cc.sample_rate), cc.layout.name, Fraction(stream.time_base),
-                   bytes(cc.extradata or b""))
-
-    def to_dict(self) -> dict:
-        return {"codec": self.codec, "sample_rate": self.sample_rate, "layout": self.layout,
-                "time_base": [self.time_base.numerator, self.time_base.denominator],
-                "extradata": base64.b64encode(self.extradata).decode("ascii")}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "AudioParams":
-        return cls(str(d["codec"]), int(d["sample_rate"]), str(d["layout"]), Fraction(*d["time_base"]),
-                   base64.b64decode(d["extradata"]))
-
-
-@dataclass(frozen=True)
-class AudioPacket:
-    """One compressed audio packet; times in the stream's ``time_base``."""
-
-    pts: int
-    dts: int
-    duration: int
-    keyframe: bool
-    data: bytes
-
-    @classmethod
-    def from_av(cls, packet: av.Packet) -> "AudioPacket":
-        pts = packet.pts if packet.pts is not None else (packet.dts or 0)
-        dts = packet.dts if packet.dts is not None else pts
-        return cls(int(pts), int(dts), int(packet.duration or 0), bool(packet.is_keyframe), bytes(packet))
-
-
-def _decoder_name(codec: str) -> str:
-    # PyAV reports the decoder in use ("mp3float"); the codec id name opens the same decoder.
-    return {"mp3float": "mp3", "aac_fixed": "aac"}.get(codec, codec)
-
-
-def packet_to_av(packet: AudioPacket, time_base: Fraction) -> av.Packet:
-    out = av.Packet(packet.data)
-    out.pts, out.dts, out.duration = packet.pts, packet.dts, packet.duration
-    out.time_base = time_base
-    out.is_keyframe = packet.keyframe
-    return out
 
 
 class AudioDecoder:
@@ -97,7 +39,7 @@ class AudioDecoder:
         try:  # the decoder the sender used ("mp3float"), else the codec's default decoder
             self.ctx = av.CodecContext.create(params.codec, "r")
         except (ValueError, av.error.FFmpegError):
-            self.ctx = av.CodecContext.create(_decoder_name(params.codec), "r")
+            self.ctx = av.CodecContext.create(decoder_name(params.codec), "r")
         if params.extradata:
             self.ctx.extradata = params.extradata
         self.ctx.sample_rate = params.sample_rate
@@ -185,13 +127,3 @@ def frame_features(pcm: np.ndarray, sample_rate: int, pcm_start: Fraction, fps: 
         b = round((Fraction(i + 1) / fps - pcm_start) * sample_rate)
         out[k] = _segment_feature(pcm[max(a, 0):max(b, 0)], filters)
     return out
-
-
-def add_audio_stream(container: av.container.OutputContainer, params: AudioParams) -> av.stream.Stream:
-    """An output stream that takes the stored packets unchanged (remux, no encoder)."""
-    stream = container.add_stream(_decoder_name(params.codec), rate=params.sample_rate)
-    stream.codec_context.layout = params.layout
-    if params.extradata:
-        stream.codec_context.extradata = params.extradata
-    stream.time_base = params.time_base
-    return stream

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from veil.console import command, fail
+from veil.media.outputs import check_output, publish, temporary_beside
 from veil.stream.checkpoint import default_checkpoint, load_checkpoint
 from veil.stream.codec import KEEP_TOLERANCE
 from veil.stream.format import read_key
@@ -28,13 +29,14 @@ def _encode(source: str, out: Path, model: str, checkpoint: Path | None, key: Pa
     # A given checkpoint carries its own kind; --model picks among the shipped ones.
     ckpt = load_checkpoint(checkpoint or default_checkpoint(model))
     secret = read_key(key) if key else None
-    tmp = out.with_name(out.name + ".part")
+    check_output(Path(source), out, {".veil"}, "stream", ".veil")
+    tmp = temporary_beside(out)
     try:
         with open(tmp, "wb") as f:
             stats = encode_stream(source, f, ckpt, secret, chunk_frames, follow,
                                   progress=lambda s: typer.echo(f"\rencoded {s.frames} frames", nl=False, err=True),
                                   keep_tolerance=keep_tolerance)
-        tmp.replace(out)
+        publish(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     typer.echo("", err=True)
@@ -70,8 +72,8 @@ def encode_command(
 
 
 def _decode(stream: str, out: Path, checkpoint: Path | None, key: Path | None, crf: int, follow: bool) -> None:
+    from veil.media.sources import GrowingFile
     from veil.stream.codec import decode_stream
-    from veil.stream.media import GrowingFile
 
     secret = read_key(key) if key else None
     if stream == "-":
@@ -129,8 +131,17 @@ def train_codec_command(
 
     from veil.models.store import fetch_many
     from veil.stream.model import CodecConfig
-    from veil.stream.train import (DEFAULT_SEEDS, DEFAULT_STEPS, DEFAULT_VIDEOS, TrainConfig, load_clips, release,
-                                   start_or_resume, train, video_files)
+    from veil.stream.train import (
+        DEFAULT_SEEDS,
+        DEFAULT_STEPS,
+        DEFAULT_VIDEOS,
+        TrainConfig,
+        load_clips,
+        release,
+        start_or_resume,
+        train,
+        video_files,
+    )
 
     _check_kind(model)
     if default == (videos is not None):

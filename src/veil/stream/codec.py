@@ -14,25 +14,25 @@ and the same key from the same bytes.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
 
-import av
 import numpy as np
 import torch
 
 from veil.errors import InputError
-from veil.stream.audio import AudioDecoder, AudioPacket, AudioParams, add_audio_stream, frame_features, packet_to_av
+from veil.media.audio import AudioPacket, AudioParams
+from veil.media.read import Colour, VideoReader
+from veil.media.write import EncodeOptions, VideoWriter, check_output_path
+from veil.stream.audio import AudioDecoder, frame_features
 from veil.stream.checkpoint import Checkpoint, CheckpointError, default_checkpoint, load_checkpoint
 from veil.stream.entropy import EntropyError, decode_indices, encode_indices
 from veil.stream.format import ChunkRecord, CorruptStreamError, StreamHeader, StreamReader, StreamWriter, key_check
 from veil.stream.keying import chunk_key, chunk_scramble, scramble, unscramble
-from veil.stream.media import demux, open_source, source_info
 from veil.stream.model import SPATIAL_STRIDE, CodecModel, pad_to_multiple
 
 __all__ = ["KEEP_TOLERANCE", "EncodeStats", "AudioOverride", "encode_frames", "decode_codes", "encode_stream",
@@ -108,7 +108,10 @@ def encode_stream(source: str | Path | BinaryIO, out: BinaryIO, ckpt: Checkpoint
                   chunk_frames: int = 8, follow: bool = False, max_frames: int = 0,
                   progress: Callable[[EncodeStats], None] | None = None,
                   keep_tolerance: float = KEEP_TOLERANCE) -> EncodeStats:
-    """Encode a video (file, growing file with ``follow``, or "-" for stdin) into ``out``.
+    """Encode a video (file, growing file with ``follow``, "-" for stdin, or a file object) into ``out``.
+
+    The video is read by `veil.media.read.VideoReader`, as ``veil protect`` reads it: upright (a
+    phone video's rotation applied), with its errors (`VideoOpenError`, exit code 2).
 
     ``max_frames`` > 0 stops after that many frames (with the audio up to their end).
     ``keep_tolerance`` trades size for quality: a cell keeps its codes from the previous latent
@@ -120,11 +123,12 @@ def encode_stream(source: str | Path | BinaryIO, out: BinaryIO, ckpt: Checkpoint
     model, cfg = ckpt.model, ckpt.model.config
     if chunk_frames % cfg.frames_per_step:
         raise InputError(f"--chunk-frames must be a multiple of {cfg.frames_per_step} for a {cfg.kind} model")
-    container = open_source(source, follow)
-    info = source_info(container)
+    reader = VideoReader(source, audio=True, follow=follow)
+    info = reader.info
     header = StreamHeader(ckpt.model_id, ckpt.sha256, cfg.kind, info.width, info.height, info.fps, chunk_frames,
                           cfg.codebook_size, cfg.num_quantizers, info.audio, key is not None,
-                          key_check(key) if key is not None else "")
+                          key_check(key) if key is not None else "",
+                          extra={"colour": list(astuple(info.colour))})  # the receiver tags its video alike
     writer = StreamWriter(out, header, key)
     adec = AudioDecoder(info.audio) if info.audio else None
     stats, t0 = EncodeStats(), time.perf_counter()
@@ -154,21 +158,23 @@ def encode_stream(source: str | Path | BinaryIO, out: BinaryIO, ckpt: Checkpoint
         if progress:
             progress(stats)
 
-    for item in demux(container):
-        if max_frames and stats.frames + len(frames) >= max_frames and not isinstance(item, AudioPacket):
-            continue
-        if isinstance(item, AudioPacket):
-            if max_frames and _packet_time(item, info.audio) >= Fraction(max_frames) / info.fps:
+    try:
+        for item in reader.demux():
+            if max_frames and stats.frames + len(frames) >= max_frames and not isinstance(item, AudioPacket):
                 continue
-            audio.append(item)
-            latest_audio = max(latest_audio, _packet_time(item, info.audio))
-        else:
-            frames.append(item)
-        while len(frames) >= chunk_frames and (
-                info.audio is None or latest_audio >= Fraction(stats.frames + chunk_frames) / info.fps
-                or len(frames) >= AUDIO_LAG_CHUNKS * chunk_frames):
-            emit(chunk_frames, eof=False)
-    container.close()
+            if isinstance(item, AudioPacket):
+                if max_frames and _packet_time(item, info.audio) >= Fraction(max_frames) / info.fps:
+                    continue
+                audio.append(item)
+                latest_audio = max(latest_audio, _packet_time(item, info.audio))
+            else:
+                frames.append(item.image)  # upright, as veil protect reads it
+            while len(frames) >= chunk_frames and (
+                    info.audio is None or latest_audio >= Fraction(stats.frames + chunk_frames) / info.fps
+                    or len(frames) >= AUDIO_LAG_CHUNKS * chunk_frames):
+                emit(chunk_frames, eof=False)
+    finally:
+        reader.close()
     while frames:
         emit(min(chunk_frames, len(frames)), eof=len(frames) <= chunk_frames)
     for p in audio:  # audio past the last frame still travels with the stream
@@ -194,41 +200,12 @@ def resolve_checkpoint(header: StreamHeader, checkpoint: str | Path | None) -> C
     return ckpt
 
 
-class _VideoSink:
-    """An output file with an H.264 video stream and the stream's audio packets remuxed."""
-
-    def __init__(self, path: Path, header: StreamHeader, audio: AudioParams | None, crf: int) -> None:
-        self.path, self.tmp = path, path.with_name(f"{path.stem}.part{path.suffix}")
-        self.out = av.open(str(self.tmp), "w")
-        even = header.width % 2 == 0 and header.height % 2 == 0
-        self.video = self.out.add_stream("libx264", rate=header.fps)
-        self.video.width, self.video.height = header.width, header.height
-        self.video.pix_fmt = "yuv420p" if even else "yuv444p"
-        self.video.options = {"crf": str(crf), "preset": "veryfast"}
-        self.audio = add_audio_stream(self.out, audio) if audio else None
-        self.n = 0
-
-    def frames(self, frames: np.ndarray) -> None:
-        for f in frames:
-            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
-            vf.pts = self.n
-            self.n += 1
-            self.out.mux(self.video.encode(vf))
-
-    def packet(self, p: AudioPacket, time_base: Fraction) -> None:
-        if self.audio is not None:
-            pkt = packet_to_av(p, time_base)
-            pkt.stream = self.audio
-            self.out.mux(pkt)
-
-    def close(self, ok: bool) -> None:
-        if ok:
-            self.out.mux(self.video.encode(None))
-        self.out.close()
-        if ok:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+def _colour(header: StreamHeader) -> Colour:
+    """The source's colour description, as the sender recorded it (unspecified in older streams)."""
+    try:
+        return Colour(*(int(v) for v in header.extra.get("colour", ())))
+    except (TypeError, ValueError):
+        raise CorruptStreamError("the stream header's colour description is not four integers") from None
 
 
 def decode_stream(f: BinaryIO, out_path: str | Path | None, key: bytes | None = None,
@@ -247,14 +224,20 @@ def decode_stream(f: BinaryIO, out_path: str | Path | None, key: bytes | None = 
     params = audio_override.params if audio_override else header.audio
     adec = AudioDecoder(params) if params else None
     pending_override = list(audio_override.packets) if audio_override else []
-    sink = _VideoSink(Path(out_path), header, header.audio, crf) if out_path else None
+    sink = None
+    if out_path:
+        out_path = Path(out_path)
+        check_output_path(Path(str(getattr(f, "name", "<stream>"))), out_path)
+        sink = VideoWriter(out_path, width=header.width, height=header.height, fps=header.fps,
+                           options=EncodeOptions(codec="libx264", crf=crf, preset="veryfast"),
+                           audio=[header.audio] if header.audio else (), colour=_colour(header))
     since_chunk: list[AudioPacket] = []
     ok, chunks = False, 0
     try:
         for rec in reader:
             if isinstance(rec, AudioPacket):
                 if sink:
-                    sink.packet(rec, header.audio.time_base)
+                    sink.write_audio(rec)
                 if audio_override is None:
                     since_chunk.append(rec)
                     adec.push(rec)
@@ -281,7 +264,8 @@ def decode_stream(f: BinaryIO, out_path: str | Path | None, key: bytes | None = 
                 codes = unscramble(sent, chunk_scramble(key, cfg.num_quantizers, cfg.codebook_size, grid))
                 frames = decode_codes(model, codes, feats, header.height, header.width)
                 if sink:
-                    sink.frames(frames)
+                    for image in frames:
+                        sink.write(image)
                 if on_frames:
                     on_frames(frames)
                 since_chunk, chunks = [], chunks + 1
@@ -289,6 +273,8 @@ def decode_stream(f: BinaryIO, out_path: str | Path | None, key: bytes | None = 
                     progress(rec.first_frame + rec.n_frames)
         ok = True
     finally:
-        if sink:
-            sink.close(ok)
+        if sink and ok:
+            sink.close()
+        elif sink:
+            sink.abort()
     return header

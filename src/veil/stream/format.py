@@ -44,7 +44,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from veil.errors import InputError
-from veil.stream.audio import AudioPacket, AudioParams
+from veil.media.audio import AudioPacket, AudioParams
 
 __all__ = ["MAGIC", "VERSION", "StreamHeader", "ChunkRecord", "EndRecord", "StreamError",
            "TruncatedStreamError", "CorruptStreamError", "AuthenticationError", "KeyError_",

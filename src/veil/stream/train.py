@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +28,15 @@ import torch
 import torch.nn.functional as F
 
 from veil.errors import InputError
+from veil.media.audio import AudioPacket
 from veil.media.files import describe_kinds, media_files
+from veil.media.read import VideoReader
+from veil.stream.audio import AudioDecoder, frame_features
 from veil.stream.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from veil.stream.media import load_clip
 from veil.stream.model import CodecConfig, CodecModel
 
 __all__ = ["TrainConfig", "Clip", "sample_batch", "train", "DEFAULT_VIDEOS", "DEFAULT_STEPS", "DEFAULT_SEEDS",
-           "HELD_OUT", "video_files", "load_clips", "start_or_resume", "release"]
+           "HELD_OUT", "video_files", "load_clip", "load_clips", "start_or_resume", "release"]
 
 DEFAULT_VIDEOS = ("media/WolfgangLanger_Pexels.mp4", "media/face_noface.mov", "media/noface_face.mov",
                   "media/no_face.mp4")
@@ -141,6 +144,32 @@ def video_files(folder: Path) -> list[Path]:
     if not files:
         raise InputError(f"no videos ({describe_kinds(photos=False)}) in {str(folder)!r}")
     return files
+
+
+def load_clip(path: str | Path, n_mels: int, max_frames: int = 0) -> tuple[np.ndarray, np.ndarray, Fraction]:
+    """A whole (short) video in memory with each frame's audio feature; for training and tests.
+
+    Read as ``veil encode`` reads it (`veil.media.read.VideoReader`: upright, with its audio).
+
+    Shape: -> frames (N, H, W, 3) uint8, features (N, n_mels) float32, fps
+    """
+    frames: list[np.ndarray] = []
+    with VideoReader(path, audio=True) as reader:
+        info = reader.info
+        decoder = AudioDecoder(info.audio) if info.audio else None
+        for item in reader.demux():
+            if isinstance(item, AudioPacket):
+                if decoder:
+                    decoder.push(item)
+            elif not max_frames or len(frames) < max_frames:
+                frames.append(item.image)
+    if decoder is None:
+        feats = frame_features(np.zeros(0, np.float32), 16000, Fraction(0), info.fps, 0, len(frames), n_mels)
+    else:
+        decoder.flush()
+        feats = frame_features(decoder.pcm, info.audio.sample_rate, decoder.start or Fraction(0), info.fps,
+                               0, len(frames), n_mels)
+    return np.stack(frames), feats, info.fps
 
 
 def load_clips(paths: Sequence[Path], n_mels: int, max_frames: int, log: Callable[[str], None] = print) -> list[Clip]:
