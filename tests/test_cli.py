@@ -73,10 +73,10 @@ def test_bad_input_exit_2_one_line_no_output(tmp_path, name, content, message):
     assert not (tmp_path / "out.mp4").exists()
 
 
-def test_truncated_input_exit_2(media, tmp_path):
+def test_truncated_input_exit_2_when_damage_stops_the_run(media, tmp_path):
     src = tmp_path / "cut.mp4"
     src.write_bytes(media("WolfgangLanger_Pexels.mp4").read_bytes()[:200_000])
-    result = veil("protect", src, "-o", tmp_path / "out.mp4", "-q")
+    result = veil("protect", src, "-o", tmp_path / "out.mp4", "-q", "--on-damage", "stop")
     assert result.exit_code == 2 and "cut.mp4" in result.output
     assert not (tmp_path / "out.mp4").exists()
 

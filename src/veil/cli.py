@@ -23,6 +23,7 @@ from veil.batch import Job, output_folder, plan_jobs, run_jobs
 from veil.console import command, err, fail
 from veil.detect import TrackerConfig, detector_names
 from veil.errors import InputError
+from veil.media.sources import MAX_PIXELS
 from veil.media.write import EncodeOptions
 from veil.models import store
 from veil.pipeline import ProtectOptions
@@ -115,6 +116,8 @@ def protect(
     keep_metadata: Annotated[bool, typer.Option("--keep-metadata", help="Keep container metadata (GPS, device, dates); dropped by default.")] = False,
     max_missing: Annotated[int, typer.Option(help="Frames a face stays masked after the detector loses it.")] = TrackerConfig.max_missing,
     on_error: Annotated[str, typer.Option(help="When detection fails on a frame: mask (whole frame masked) or stop.")] = "mask",
+    max_pixels: Annotated[int, typer.Option(help="Refuse photos and videos larger than this many pixels, before decoding them (0: no limit).")] = MAX_PIXELS,
+    on_damage: Annotated[str, typer.Option(help="Frames of a damaged stretch of the file (decoded past the damage, as FFmpeg does): mask (whole frame masked), protect (like any frame) or stop (refuse the file).")] = "mask",
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes (or Ray actors), each loading the models once.")] = 1,
     ray: Annotated[bool, typer.Option("--ray", help="Run on Ray (local unless --ray-address); needs veil[ray].")] = False,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (implies --ray).")] = None,
@@ -141,7 +144,8 @@ def protect(
     options = ProtectOptions(
         method=method, method_options=method_options, detector=detector, threshold=threshold,
         detect_size=detect_size or None, photo_detect_size=photo_detect_size or None,
-        detect_every=detect_every, on_detection_error=on_error, seed=seed, dry_run=dry_run,
+        detect_every=detect_every, on_detection_error=on_error, on_damage=on_damage,
+        max_pixels=max_pixels or None, seed=seed, dry_run=dry_run,
         keep_faces=tuple(keep_face or ()), keep_distance=keep_distance,
         tracker=TrackerConfig(max_missing=max_missing),
         encode=EncodeOptions(codec=codec, crf=crf, preset=preset, keep_audio=not no_audio,
@@ -176,7 +180,22 @@ def protect(
         what = (f"{faces}, {summary.seconds:.2f} s" if summary.kind == "photo" else
                 f"{summary.frames} frames, {faces}, {summary.fps_processed:.1f} frames/s")
         err.print(f"[green]done[/green] {summary.input} -> {where}: {what}", highlight=False)
+        if summary.decode_errors or summary.frames_damaged or summary.frames_lost:
+            err.print(f"[yellow]damaged[/yellow] {summary.input}: {_damage_note(summary, options.on_damage)}",
+                      highlight=False)
     raise typer.Exit(report.exit_code)
+
+
+def _damage_note(summary: Any, on_damage: str) -> str:
+    """What a damaged input cost, in one line: frames, how they were written, where, what was lost."""
+    ranges = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in summary.damaged_ranges[:5])
+    more = f" and {len(summary.damaged_ranges) - 5} more" if len(summary.damaged_ranges) > 5 else ""
+    how = "fully masked" if on_damage == "mask" else "protected"
+    note = f"{summary.decode_errors} packets could not be decoded; {summary.frames_damaged} frames of damaged "
+    note += f"stretches {how}" + (f" (at {ranges}{more})" if ranges else "")
+    if summary.frames_lost:
+        note += f"; {summary.frames_lost} frames listed by the file never decoded (not in the output)"
+    return note
 
 
 def _write_json(path: Path, data: dict) -> None:

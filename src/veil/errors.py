@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-__all__ = ["VeilError", "InputError", "VideoOpenError", "OutputError", "DetectionError"]
+__all__ = ["VeilError", "InputError", "VideoOpenError", "OutputError", "WriteError", "DetectionError"]
 
 
 class VeilError(Exception):
@@ -27,6 +27,12 @@ class VideoOpenError(InputError):
 
 class OutputError(InputError):
     """An output that cannot be written (same path as the input, folder not writable, ...)."""
+
+
+class WriteError(VeilError):
+    """An output that could not be completed: the disk is full, the file too large, an I/O error.
+
+    The half-written file is removed; the input is untouched."""
 
 
 class DetectionError(VeilError):

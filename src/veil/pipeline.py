@@ -27,8 +27,10 @@ from veil.errors import DetectionError, InputError
 from veil.faces import Faces
 from veil.keep import KEEP_DISTANCE, KeptTracks, KnownFaces, known_faces
 from veil.media.background import Sink, prefetch
+from veil.media.damage import ON_DAMAGE
 from veil.media.photo import check_photo_output, is_photo, read_photo, write_photo
 from veil.media.read import Frame, FrameSource, VideoReader
+from veil.media.sources import MAX_PIXELS
 from veil.media.write import EncodeOptions, VideoWriter, check_output_path
 from veil.protect import Protector, ProtectState, get_protector, mask_everything
 
@@ -50,6 +52,10 @@ class ProtectOptions:
     photo_detect_size: int | None = DETECT_SIZE
     detect_every: int = 2  # run the detector on every N-th frame; the tracker covers the others
     on_detection_error: str = "mask"  # "mask": write the frame fully masked; "stop": fail the video
+    # Frames of a damaged stretch of the file (veil.media.damage): "mask" them whole, "protect" them
+    # like any other frame, or "stop" at the first decoding error (strict decoding).
+    on_damage: str = "mask"
+    max_pixels: int | None = MAX_PIXELS  # larger pictures are refused before they are decoded (None: no limit)
     seed: int = 0
     dry_run: bool = False
     # Photos of the people whose faces stay visible (one face each; see veil.keep).
@@ -65,6 +71,8 @@ class ProtectOptions:
                              f"got {self.keep_distance}")
         if self.on_detection_error not in ("mask", "stop"):
             raise InputError(f"on_detection_error must be 'mask' or 'stop', got {self.on_detection_error!r}")
+        if self.on_damage not in ON_DAMAGE:
+            raise InputError(f"on_damage must be one of {', '.join(ON_DAMAGE)}, got {self.on_damage!r}")
         if not 1 <= self.detect_every <= self.tracker.lookahead + 1:
             raise InputError(f"detect_every must be between 1 and {self.tracker.lookahead + 1} "
                              f"(the tracker holds {self.tracker.lookahead} frames back)")
@@ -105,6 +113,13 @@ class Summary:
     frames_filled: int = 0  # frames where the tracker drew at least one face not detected in that frame
     faces_filled: int = 0
     frames_masked_on_error: int = 0
+    # Damaged input (veil.media.damage): frames out of damaged stretches (masked whole unless
+    # on_damage is "protect"), their time ranges in seconds, packets that failed to decode, and
+    # frames the container lists that never decoded (the output has only the decoded ones).
+    frames_damaged: int = 0
+    damaged_ranges: list[list[float]] = field(default_factory=list)
+    decode_errors: int = 0
+    frames_lost: int = 0
     kept_per_frame: list[int] = field(default_factory=list)  # faces left as they are (--keep-face only)
     scene_cuts: int = 0
     audio_streams_copied: int = 0
@@ -152,7 +167,7 @@ def protect_video(src: str | Path, dst: str | Path | None, options: ProtectOptio
     """
     src = Path(src)
     start = time.perf_counter()
-    reader = VideoReader(src)
+    reader = VideoReader(src, tolerate_damage=options.on_damage != "stop", max_pixels=options.max_pixels)
     try:
         info = reader.info
         dst, detector, protector = _prepare(src, dst, options, detector, protector, check_output_path)
@@ -189,11 +204,13 @@ class HeldFrame:
 
     `failed`: its detection failed, or it leans on one that did (a frame the detector skipped
     before a failed detection): it is written fully masked. `detected`: the detector ran on it.
+    `masked`: it came out of a damaged stretch of the file and is written fully masked.
     """
 
     frame: Frame
     failed: bool
     detected: bool
+    masked: bool = False
 
 
 def protect_frames(source: FrameSource, detector: Detector, protector: Protector, writer: FrameWriter | None,
@@ -239,14 +256,21 @@ class _FrameLoop:
         self.sink.close()
         self.summary.tracks = self.tracker.tracks_started
         self.summary.faces_filled = self.tracker.faces_filled
+        damage = self.source.damage
+        self.summary.frames_damaged = damage.frames
+        self.summary.damaged_ranges = [[round(a, 3), round(b, 3)] for a, b in damage.ranges]
+        self.summary.decode_errors, self.summary.frames_lost = damage.errors, damage.lost
         self.summary.method_stats = {k: list(v) for k, v in self.state.stats.items()}
 
     def _push(self, frame: Frame) -> None:
         """Detect (when due) and track one decoded frame; hand on the frames that are final."""
-        thumb = scene_thumbnail(frame.image)
-        cut = is_scene_cut(self.previous_thumb, thumb)
-        self.previous_thumb = thumb
-        detected = cut or frame.index % self.options.detect_every == 0
+        masked = frame.damaged and self.options.on_damage == "mask"
+        cut = False
+        if not masked:  # a garbled frame is neither looked at for faces nor compared for a cut
+            thumb = scene_thumbnail(frame.image)
+            cut = is_scene_cut(self.previous_thumb, thumb)
+            self.previous_thumb = thumb
+        detected = not masked and (cut or frame.index % self.options.detect_every == 0)
         faces, failed = Faces.empty(), False
         if detected:
             try:
@@ -264,7 +288,7 @@ class _FrameLoop:
                     held.failed = True
             self.last_failed = failed
         self.summary.scene_cuts += int(cut)
-        self.held.append(HeldFrame(frame, self.last_failed, detected))
+        self.held.append(HeldFrame(frame, self.last_failed, detected, masked))
         info = self.source.info
         faces = faces.clipped(info.width, info.height)
         ready = self.tracker.push(faces, scene_cut=cut)
@@ -292,7 +316,7 @@ class _FrameLoop:
     def _finish(self, held: HeldFrame, faces: Faces) -> None:
         """Protect and encode one frame (on the sink's thread, in frame order)."""
         frame = held.frame
-        if held.failed:
+        if held.failed or held.masked:
             image = mask_everything(frame.image)
         elif self.writer is None or len(faces) == 0:
             image = frame.image
@@ -326,7 +350,7 @@ def protect_photo(src: str | Path, dst: str | Path | None, options: ProtectOptio
     """
     src = Path(src)
     start = time.perf_counter()
-    photo = read_photo(src)
+    photo = read_photo(src, max_pixels=options.max_pixels)
     dst, detector, protector = _prepare(src, dst, options, detector, protector, check_photo_output)
     summary = Summary(input=str(src), output=None if dst is None else str(dst), method=options.method,
                       detector=detector.name, kind="photo", width=photo.width, height=photo.height)

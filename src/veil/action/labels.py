@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from veil.errors import InputError
+from veil.models.checkpoint import one_line_reason
 
 __all__ = ["UnsafeLabelsError", "VP_ATTRIBUTES", "SHIPPED_LABELS", "shipped_labels", "load_vp_labels", "video_key",
            "load_labels_json", "write_labels_json"]
@@ -94,7 +95,7 @@ def load_vp_labels(path: str | Path) -> dict[str, np.ndarray]:
         except UnsafeLabelsError:
             raise
         except Exception as exc:  # noqa: BLE001 - truncated or foreign files
-            raise InputError(f"{str(path)!r} is not a readable labels pickle ({exc})") from exc
+            raise InputError(f"{str(path)!r} is not a readable labels pickle ({one_line_reason(exc)})") from None
     if not isinstance(data, dict) or not data:
         raise InputError(f"{str(path)!r} should hold a non-empty dict of video -> attribute array")
     labels: dict[str, np.ndarray] = {}

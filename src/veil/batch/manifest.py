@@ -96,6 +96,7 @@ class Manifest:
                 raise OutputError(f"cannot create the output folder {str(self.folder)!r}: {exc.strerror}") from None
         elif not self.path.is_file():
             raise OutputError(f"{str(self.folder)!r} has no batch manifest ({MANIFEST_NAME})")
+        self._db: sqlite3.Connection | None = None
         if lock:
             self._lock_fd = os.open(self.folder / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -104,25 +105,54 @@ class Manifest:
                 os.close(self._lock_fd)
                 self._lock_fd = None
                 raise OutputError(f"another veil run is writing to {str(self.folder)!r}") from None
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a 'done' row survives a power loss
-        self._db.execute(_SCHEMA)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # a 'done' row survives a power loss
+            self._db.execute(_SCHEMA)
+            self._db.execute("SELECT input, output, size, mtime_ns, sha256, options, status, output_size, "
+                             "output_sha256, summary, error, attempts, updated FROM files LIMIT 0")
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            self.close()
+            raise self._damaged(exc) from None
+
+    def _damaged(self, exc: Exception) -> OutputError:
+        return OutputError(f"the batch manifest {str(self.path)!r} is damaged ({exc}); move it away to start "
+                           "the batch afresh (finished outputs are then checked again)")
+
+    def _sql(self, sql: str, *args: object) -> sqlite3.Cursor:
+        """Run one statement; a damaged manifest is an `OutputError` that says what to do."""
+        try:
+            return self._db.execute(sql, args)
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise self._damaged(exc) from None
+
+    def _rows(self, sql: str, *args: object) -> list[tuple]:
+        try:
+            return self._sql(sql, *args).fetchall()
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise self._damaged(exc) from None
 
     # --- reading ---------------------------------------------------------------------------------
 
     def get(self, src: str | os.PathLike) -> Entry | None:
-        row = self._db.execute("SELECT * FROM files WHERE input = ?", (_key(src),)).fetchone()
-        return _entry(row) if row else None
+        rows = self._rows("SELECT * FROM files WHERE input = ?", _key(src))
+        return self._entry(rows[0]) if rows else None
 
     def entries(self) -> Iterator[Entry]:
-        for row in self._db.execute("SELECT * FROM files ORDER BY input"):
-            yield _entry(row)
+        for row in self._rows("SELECT * FROM files ORDER BY input"):
+            yield self._entry(row)
+
+    def _entry(self, row: tuple) -> Entry:
+        try:
+            return _entry(row)
+        except (ValueError, TypeError) as exc:  # a summary that is not JSON, a row of the wrong shape
+            raise self._damaged(exc) from None
 
     def totals(self) -> dict[str, int]:
         counts = {"pending": 0, "running": 0, "done": 0, "failed": 0}
-        for status, n in self._db.execute("SELECT status, COUNT(*) FROM files GROUP BY status"):
-            counts[status] = n
+        for status, n in self._rows("SELECT status, COUNT(*) FROM files GROUP BY status"):
+            counts[str(status)] = int(n)
         counts["files"] = sum(counts.values())
         return counts
 
@@ -143,7 +173,7 @@ class Manifest:
             # Touched, copied or restored: the content decides.
             if entry.sha256 is None or sha256_file(src) != entry.sha256:
                 return False
-            self._db.execute("UPDATE files SET mtime_ns = ? WHERE input = ?", (st.st_mtime_ns, _key(src)))
+            self._sql("UPDATE files SET mtime_ns = ? WHERE input = ?", st.st_mtime_ns, _key(src))
         return True
 
     # --- writing (one transaction each) ----------------------------------------------------------
@@ -154,32 +184,33 @@ class Manifest:
             size, mtime_ns = src.stat().st_size, src.stat().st_mtime_ns
         except OSError:
             size = mtime_ns = -1  # a missing input: its task fails with the reason
-        self._db.execute(
+        self._sql(
             "INSERT INTO files (input, output, size, mtime_ns, options, status, attempts, updated) "
             "VALUES (?, ?, ?, ?, ?, 'running', 1, ?) "
             "ON CONFLICT(input) DO UPDATE SET output = excluded.output, size = excluded.size, "
             "mtime_ns = excluded.mtime_ns, options = excluded.options, status = 'running', "
             "sha256 = NULL, output_size = NULL, output_sha256 = NULL, summary = NULL, error = NULL, "
             "attempts = attempts + 1, updated = excluded.updated",
-            (_key(src), _key(dst), size, mtime_ns, options, time.time()))
+            _key(src), _key(dst), size, mtime_ns, options, time.time())
 
     def finish(self, src: Path, *, sha256: str, size: int, mtime_ns: int, output_size: int,
                output_sha256: str, summary: dict[str, Any]) -> None:
-        self._db.execute(
+        self._sql(
             "UPDATE files SET status = 'done', sha256 = ?, size = ?, mtime_ns = ?, output_size = ?, "
             "output_sha256 = ?, summary = ?, error = NULL, updated = ? WHERE input = ?",
-            (sha256, size, mtime_ns, output_size, output_sha256, json.dumps(summary), time.time(), _key(src)))
+            sha256, size, mtime_ns, output_size, output_sha256, json.dumps(summary), time.time(), _key(src))
 
     def fail(self, src: Path, error: str) -> None:
-        self._db.execute("UPDATE files SET status = 'failed', error = ?, updated = ? WHERE input = ?",
-                         (error, time.time(), _key(src)))
+        self._sql("UPDATE files SET status = 'failed', error = ?, updated = ? WHERE input = ?",
+                  error, time.time(), _key(src))
 
     def interrupted(self) -> int:
         """Rows left 'running' by a run that stopped: back to 'pending'. Returns how many."""
-        return self._db.execute("UPDATE files SET status = 'pending' WHERE status = 'running'").rowcount
+        return self._sql("UPDATE files SET status = 'pending' WHERE status = 'running'").rowcount
 
     def close(self) -> None:
-        self._db.close()
+        if getattr(self, "_db", None) is not None:
+            self._db.close()
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)

@@ -30,6 +30,7 @@ import numpy as np
 from veil.detect import Detector
 from veil.detect.track import TrackerConfig
 from veil.errors import OutputError, VideoOpenError
+from veil.media.damage import Damage, decode_video
 from veil.media.outputs import publish, temporary_beside
 from veil.media.read import Frame, VideoInfo, probe, upright_rgb
 from veil.media.write import EncodeOptions, VideoWriter, check_output_path
@@ -59,6 +60,10 @@ class Segment:
 
     def with_part(self, part: Path) -> Segment:
         return replace(self, part=part)
+
+    def contains(self, pts: int) -> bool:
+        """Whether the frame at `pts` is the segment's own (not one of its context frames)."""
+        return pts >= self.start_pts and (self.end_pts is None or pts < self.end_pts)
 
 
 def plan_segments(src: str | os.PathLike, seconds: float, tracker: TrackerConfig = TrackerConfig()) -> list[Segment]:
@@ -116,8 +121,9 @@ class SegmentFrames:
     The frame count is left unknown (0): progress counts frames as they come.
     """
 
-    def __init__(self, src: Path, segment: Segment, info: VideoInfo) -> None:
+    def __init__(self, src: Path, segment: Segment, info: VideoInfo, tolerate_damage: bool = False) -> None:
         self.src, self.segment, self.info = src, segment, replace(info, frame_count=0)
+        self.tolerate_damage, self.damage = tolerate_damage, Damage()
 
     def __iter__(self) -> Iterator[Frame]:
         segment = self.segment
@@ -127,13 +133,16 @@ class SegmentFrames:
             if segment.seek_pts is not None:
                 container.seek(segment.seek_pts, stream=stream, backward=True, any_frame=False)
             index = segment.context_index
-            for frame in container.decode(stream):
+            for frame, damaged in decode_video(container, stream, self.damage, tolerate=self.tolerate_damage):
                 if frame.pts is None or frame.pts < segment.context_pts:
                     continue
                 if segment.context_end_pts is not None and frame.pts >= segment.context_end_pts:
                     return
-                yield Frame(image=upright_rgb(frame, self.info), pts=frame.pts, time_base=Fraction(frame.time_base),
-                            index=index)
+                out = Frame(image=upright_rgb(frame, self.info), pts=frame.pts, time_base=Fraction(frame.time_base),
+                            index=index, damaged=damaged)
+                if damaged and segment.contains(frame.pts):  # context frames count in their own segment
+                    self.damage.add_frame(out.time_s)
+                yield out
                 index += 1
 
 
@@ -144,7 +153,7 @@ class _SegmentWriter:
         self.writer, self.segment, self.kept = writer, segment, []
 
     def write(self, image: np.ndarray, pts: int | None = None) -> None:
-        inside = pts >= self.segment.start_pts and (self.segment.end_pts is None or pts < self.segment.end_pts)
+        inside = self.segment.contains(pts)
         self.kept.append(inside)
         if inside:
             self.writer.write(image, pts)
@@ -154,7 +163,7 @@ def protect_segment(src: str | os.PathLike, segment: Segment, options: ProtectOp
                     protector: Protector, progress=None) -> Summary:
     """Protect one segment of `src` into `segment.part` (video only; the join adds the audio)."""
     src = Path(src)
-    info = probe(src)
+    info = probe(src, options.max_pixels)
     summary = Summary(input=str(src), output=str(segment.part), method=options.method, detector=detector.name,
                       width=info.width, height=info.height, fps=str(info.fps))
     encode = replace(options.encode, keep_audio=False, keep_metadata=False)
@@ -162,7 +171,8 @@ def protect_segment(src: str | os.PathLike, segment: Segment, options: ProtectOp
                          time_base=info.time_base, options=encode, colour=info.colour)
     gate = _SegmentWriter(writer, segment)
     try:
-        protect_frames(SegmentFrames(src, segment, info), detector, protector, gate, options, summary, progress)
+        frames = SegmentFrames(src, segment, info, tolerate_damage=options.on_damage != "stop")
+        protect_frames(frames, detector, protector, gate, options, summary, progress)
         writer.close()
     except BaseException:
         writer.abort()
@@ -250,6 +260,10 @@ def merge_summaries(parts: list[Summary], *, output: Path | None, seconds: float
         merged.frames_filled += s.frames_filled
         merged.faces_filled += s.faces_filled
         merged.frames_masked_on_error += s.frames_masked_on_error
+        merged.frames_damaged += s.frames_damaged
+        merged.damaged_ranges += s.damaged_ranges
+        merged.decode_errors += s.decode_errors
+        merged.frames_lost += s.frames_lost
         merged.scene_cuts += s.scene_cuts
         for key, values in s.method_stats.items():
             merged.method_stats.setdefault(key, []).extend(values)

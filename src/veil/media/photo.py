@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from veil.errors import InputError
+from veil.errors import InputError, WriteError
 from veil.media.outputs import check_output, publish, temporary_beside
+from veil.media.sources import MAX_PIXELS, check_pixels
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -96,6 +98,7 @@ def _pillow():
 
     if "HEIF" not in Image.OPEN:
         register_heif_opener()
+        Image.MAX_IMAGE_PIXELS = None  # read_photo checks the size itself (--max-pixels)
     Image.init()  # every plugin registered: `formats=` then opens only veil's
     return Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
@@ -120,10 +123,12 @@ def _to_array(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool]:
     return np.array(image.convert("RGB")), None, gray  # a copy: Pillow's array view is read-only
 
 
-def read_photo(path: str | os.PathLike) -> Photo:
+def read_photo(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> Photo:
     """Decode the photo at `path`, turned upright by its EXIF orientation.
 
-    Raises `InputError` for a missing, empty, corrupt, animated or unsupported file.
+    Raises `InputError` for a missing, empty, corrupt, animated or unsupported file, and for one
+    larger than `max_pixels` (checked on its header, before anything is decoded; None: no limit).
+    Pillow's own decompression-bomb guard gives way to this limit.
     """
     Image, ImageOps, JpegImagePlugin, UnidentifiedImageError = _pillow()
     path = Path(path)
@@ -132,7 +137,11 @@ def read_photo(path: str | os.PathLike) -> Photo:
     if path.stat().st_size == 0:
         raise InputError(f"{str(path)!r} is empty")
     try:
-        with Image.open(path, formats=_READ_FORMATS) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path, formats=_READ_FORMATS)
+        with image:
+            check_pixels(str(path), image.width, image.height, max_pixels)
             if getattr(image, "n_frames", 1) > 1 and image.format != "MPO":
                 raise InputError(f"{str(path)!r} is an animated or multi-page image; convert it to a "
                                  "video to protect every frame")
@@ -199,6 +208,9 @@ def write_photo(dst: str | os.PathLike, photo: Photo, rgb: np.ndarray, *, keep_m
     try:
         tmp.write_bytes(data)
         publish(tmp, dst)
+    except OSError as exc:  # a full disk, a file-size limit, an I/O error
+        tmp.unlink(missing_ok=True)
+        raise WriteError(f"cannot write {str(dst)!r}: {exc.strerror or exc}; nothing was written there") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

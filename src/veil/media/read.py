@@ -24,9 +24,10 @@ from typing import Protocol, runtime_checkable
 import av
 import numpy as np
 
-from veil.errors import VideoOpenError
+from veil.errors import InputError, VideoOpenError
 from veil.media.audio import AudioPacket, AudioParams
-from veil.media.sources import Source, av_reason, open_container, source_name
+from veil.media.damage import Damage, decode_video
+from veil.media.sources import MAX_PIXELS, Source, av_reason, check_pixels, open_container, source_name
 
 __all__ = ["VIDEO_SUFFIXES", "Colour", "VideoInfo", "Frame", "FrameSource", "VideoReader", "probe", "read_frames",
            "upright_rgb", "av_reason"]
@@ -73,12 +74,16 @@ class VideoInfo:
 
 @dataclass
 class Frame:
-    """One decoded frame: `image` (H, W, 3) uint8 RGB, upright; `pts` in `time_base` units."""
+    """One decoded frame: `image` (H, W, 3) uint8 RGB, upright; `pts` in `time_base` units.
+
+    `damaged`: it came out of a damaged stretch of the file (see `veil.media.damage`).
+    """
 
     image: np.ndarray
     pts: int | None
     time_base: Fraction
     index: int
+    damaged: bool = False
 
     @property
     def time_s(self) -> float:
@@ -88,10 +93,12 @@ class Frame:
 @runtime_checkable
 class FrameSource(Protocol):
     """What the frame loop (:func:`veil.pipeline.protect_frames`) reads: the video's `info` and its
-    frames, upright, in display order, each `Frame` with its index and timestamp. A `VideoReader`
-    is one; a segment of a long video (:mod:`veil.batch.segments`) another."""
+    frames, upright, in display order, each `Frame` with its index and timestamp, and the `damage`
+    met decoding them (filled as frames come). A `VideoReader` is one; a segment of a long video
+    (:mod:`veil.batch.segments`) another."""
 
     info: VideoInfo
+    damage: Damage
 
     def __iter__(self) -> Iterator[Frame]: ...
 
@@ -121,20 +128,30 @@ class VideoReader:
     """Streams the frames of a video: a file, ``"-"`` (standard input), or a binary file object.
 
     ``follow``: the file is still being written; reading waits for it to grow. ``audio``: also
-    read the first audio stream's packets (`demux`).
+    read the first audio stream's packets (`demux`). ``tolerate_damage``: decode past damaged
+    packets and a file cut short, as FFmpeg does, marking the frames of damaged stretches and
+    counting what was met in `damage`; otherwise the first error raises `VideoOpenError`.
 
     >>> with VideoReader("clip.mp4") as reader:  # doctest: +SKIP
     ...     for frame in reader:
     ...         frame.image.shape
     """
 
-    def __init__(self, source: Source, *, threads: bool = True, audio: bool = False, follow: bool = False) -> None:
+    def __init__(self, source: Source, *, threads: bool = True, audio: bool = False, follow: bool = False,
+                 tolerate_damage: bool = False, max_pixels: int | None = MAX_PIXELS) -> None:
         self.name = source_name(source)
         self.path = Path(self.name)
         self._container = open_container(source, follow=follow)
         self._stream = self._container.streams.video[0]
+        try:  # what the header declares, before a first frame of that size is decoded
+            check_pixels(self.name, self._stream.codec_context.width, self._stream.codec_context.height, max_pixels)
+        except InputError:
+            self._container.close()
+            raise
         self._audio_stream = self._container.streams.audio[0] if audio and self._container.streams.audio else None
         self._audio: deque[AudioPacket] = deque()
+        self.tolerate_damage = tolerate_damage
+        self.damage = Damage()
         if threads:
             # Frame and slice threads: several times faster decoding on multi-core machines.
             self._stream.thread_type = "AUTO"
@@ -146,37 +163,33 @@ class VideoReader:
         rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
         fps = Fraction(rate) if rate else Fraction(25)
         # The first frame is decoded now: it carries the display matrix and proves the stream decodes.
-        self._frames = self._container.decode(self._stream) if self._audio_stream is None else self._interleaved()
+        self._frames = decode_video(self._container, self._stream, self.damage, tolerate=tolerate_damage,
+                                    audio_stream=self._audio_stream,
+                                    on_audio=lambda p: self._audio.append(AudioPacket.from_av(p)))
         self._first = self._next_frame(0)
         if self._first is None:
             self.close()
             raise VideoOpenError(f"{self.name!r} has a video stream but no decodable frame")
-        rotation = int(round(float(getattr(self._first, "rotation", 0) or 0) / 90.0)) * 90 % 360
-        width, height = self._first.width, self._first.height
+        first = self._first[0]
+        rotation = int(round(float(getattr(first, "rotation", 0) or 0) / 90.0)) * 90 % 360
+        width, height = first.width, first.height
         if rotation in (90, 270):
             width, height = height, width
         duration = (float(self._stream.duration * self._stream.time_base)
                     if self._stream.duration else (self._container.duration or 0) / 1e6)
+        frame_count = int(self._stream.frames or 0)
+        if duration > 0 and frame_count > 4 * duration * float(fps) + 100:
+            frame_count = 0  # a count its duration cannot hold: the header is damaged or lies; not trusted
         self.info = VideoInfo(
             path=self.path, width=width, height=height, fps=fps,
-            frame_count=int(self._stream.frames or 0), duration_s=duration,
+            frame_count=frame_count, duration_s=duration,
             time_base=Fraction(self._stream.time_base or Fraction(1, 90000)),
             rotation=rotation, codec=codec_name,
-            audio_streams=len(self._container.streams.audio), colour=Colour.of(self._first),
+            audio_streams=len(self._container.streams.audio), colour=Colour.of(first),
             audio=AudioParams.from_stream(self._audio_stream) if self._audio_stream is not None else None,
         )
 
-    def _interleaved(self) -> Iterator[av.VideoFrame]:
-        """The video's frames, demuxed together with the audio stream, whose packets are kept
-        (in arrival order) for `demux` to hand out."""
-        for packet in self._container.demux(self._stream, self._audio_stream):
-            if packet.stream.type == "audio":
-                if packet.size:
-                    self._audio.append(AudioPacket.from_av(packet))
-                continue
-            yield from packet.decode()
-
-    def _next_frame(self, index: int) -> av.VideoFrame | None:
+    def _next_frame(self, index: int) -> tuple[av.VideoFrame, bool] | None:
         try:
             return next(self._frames, None)
         except av.FFmpegError as exc:
@@ -188,16 +201,39 @@ class VideoReader:
         frame, self._first, index = self._first, None, 0
         if frame is None:
             raise RuntimeError("a VideoReader can be iterated once")
+        # Each frame is handed out once the next one has decoded: the last frame of a file cut short
+        # may be a half-decoded one, and is known to be the last only then.
+        held: Frame | None = None
         while frame is not None:
-            image = upright_rgb(frame, self.info)
-            yield Frame(image=image, pts=frame.pts,
-                        time_base=Fraction(frame.time_base or self.info.time_base), index=index)
+            decoded, damaged = frame
+            if damaged and held is not None and None not in (decoded.pts, held.pts) and decoded.pts <= held.pts:
+                # Out of order inside a damaged stretch: the damage broke the decoder's reordering. The
+                # frame is dropped (it counts as lost). Timestamps that restart elsewhere (joined MPEG-TS
+                # parts) are the stream's own: those frames are kept.
+                frame = self._next_frame(index)
+                continue
+            out = Frame(image=upright_rgb(decoded, self.info), pts=decoded.pts,
+                        time_base=Fraction(decoded.time_base or self.info.time_base), index=index, damaged=damaged)
+            if held is not None:
+                yield self._counted(held)
+            held = out
             index += 1
             frame = self._next_frame(index)
         # A file cut short often decodes without an error, just fewer frames than its index lists.
-        if self.info.frame_count and index < self.info.frame_count - 1:
+        cut_short = bool(self.info.frame_count) and index < self.info.frame_count - 1
+        if cut_short and self.tolerate_damage:
+            self.damage.lost = self.info.frame_count - index
+            # The file ends before its last frame: that frame may be a half-decoded one.
+            held.damaged |= held.time_s < self.info.duration_s - 2 / float(self.info.fps)
+        yield self._counted(held)
+        if cut_short and not self.tolerate_damage:
             raise VideoOpenError(f"{self.name!r} is truncated: it lists {self.info.frame_count} frames "
                                  f"but only {index} could be decoded")
+
+    def _counted(self, frame: Frame) -> Frame:
+        if frame.damaged:
+            self.damage.add_frame(frame.time_s)
+        return frame
 
     def demux(self) -> Iterator[Frame | AudioPacket]:
         """The frames and the audio packets (with ``audio=True``) in the order they arrive."""
@@ -218,9 +254,9 @@ class VideoReader:
         self.close()
 
 
-def probe(path: str | os.PathLike) -> VideoInfo:
+def probe(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> VideoInfo:
     """The `VideoInfo` of a video file (raises `VideoOpenError` if it is not one)."""
-    with VideoReader(path, threads=False) as reader:
+    with VideoReader(path, threads=False, max_pixels=max_pixels) as reader:
         return reader.info
 
 

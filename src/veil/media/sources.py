@@ -17,9 +17,14 @@ from typing import BinaryIO, Union
 
 import av
 
-from veil.errors import VideoOpenError
+from veil.errors import InputError, VideoOpenError
 
-__all__ = ["Source", "GrowingFile", "open_container", "source_name", "av_reason"]
+__all__ = ["Source", "MAX_PIXELS", "GrowingFile", "open_container", "source_name", "av_reason", "check_pixels"]
+
+MAX_PIXELS = 250_000_000
+"""Largest picture veil decodes, in pixels (``--max-pixels``): beyond the 200-megapixel photos of
+the largest phone sensors and 8K video (33 MP), far below what a hostile header can claim (a
+100,000 x 100,000 picture would need 30 GB as RGB)."""
 
 Source = Union[str, os.PathLike, BinaryIO]
 """A path, ``"-"`` (standard input), or a readable binary file object."""
@@ -53,6 +58,13 @@ class GrowingFile(io.RawIOBase):
     def close(self) -> None:
         self._f.close()
         super().close()
+
+
+def check_pixels(name: str, width: int, height: int, max_pixels: int | None) -> None:
+    """Refuse a picture larger than `max_pixels` (None: no limit) before it is decoded."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise InputError(f"{name!r} declares {width}x{height} pixels ({width * height / 1e6:.0f} MP), more "
+                             f"than --max-pixels {max_pixels} allows; raise it if the file is what it says")
 
 
 def _is_path(source: Source) -> bool:

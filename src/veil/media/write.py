@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from veil.errors import OutputError
+from veil.errors import OutputError, WriteError
 from veil.media.audio import AudioPacket, AudioParams, add_audio_stream, packet_to_av
 from veil.media.outputs import check_output, publish, temporary_beside
 from veil.media.read import VIDEO_SUFFIXES, Colour
@@ -199,7 +199,7 @@ class VideoWriter:
                 self._pending_audio = packet
                 return
             packet.stream = self._audio_map[packet.stream.index]
-            self._container.mux(packet)
+            self._mux(packet)
 
     def write_audio(self, packet: AudioPacket, stream: int = 0) -> None:
         """Mux one audio packet, unchanged, into the `stream`-th of the `audio` streams (dropped
@@ -209,7 +209,7 @@ class VideoWriter:
         out, params = self._given_audio[stream]
         av_packet = packet_to_av(packet, params.time_base)
         av_packet.stream = out
-        self._container.mux(av_packet)
+        self._mux(av_packet)
 
     def write(self, image: np.ndarray, pts: int | None = None) -> None:
         """Encode one (H, W, 3) uint8 RGB frame; `pts` in the writer's time base (None: evenly spaced)."""
@@ -231,16 +231,28 @@ class VideoWriter:
         frame.time_base = self._time_base
         self._mux_audio_until(float(pts * self._time_base))
         for packet in self._video.encode(frame):
-            self._container.mux(packet)
+            self._mux(packet)
         self.frames_written += 1
+
+    def _mux(self, packet: av.Packet) -> None:
+        try:
+            self._container.mux(packet)
+        except OSError as exc:  # a full disk, a file-size limit, an I/O error (PyAV's are OSErrors too)
+            raise self._write_error(exc) from None
+
+    def _write_error(self, exc: OSError) -> WriteError:
+        return WriteError(f"cannot write {str(self.dst)!r}: {av_reason(exc)}; nothing was written there")
 
     def close(self) -> Path:
         """Flush, copy the remaining audio, and move the file into place."""
         try:
             for packet in self._video.encode(None):
-                self._container.mux(packet)
+                self._mux(packet)
             self._mux_audio_until(float("inf"))
-            self._container.close()
+            try:
+                self._container.close()
+            except OSError as exc:  # the muxer's last buffered bytes
+                raise self._write_error(exc) from None
         except BaseException:
             self.abort()
             raise

@@ -173,6 +173,9 @@ def smiley(size: int = 256) -> np.ndarray:
     return art
 
 
+STICKER_PIXELS = 50_000_000
+
+
 def sticker_art(path: str) -> np.ndarray:
     """The image file at `path` as a sticker: upright (its EXIF orientation applied), RGBA.
 
@@ -184,6 +187,9 @@ def sticker_art(path: str) -> np.ndarray:
         raise ValueError(f"sticker image {str(path)!r} does not exist")
     try:
         with Image.open(path) as image:
+            if image.width * image.height > STICKER_PIXELS:  # checked on the header, before decoding
+                raise ValueError(f"sticker image {str(path)!r} has {image.width}x{image.height} pixels; "
+                                 f"a sticker needs at most {STICKER_PIXELS // 10**6} million")
             return np.array(ImageOps.exif_transpose(image).convert("RGBA"))
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ValueError(f"sticker image {str(path)!r} cannot be read: {exc}") from None

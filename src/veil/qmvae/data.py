@@ -31,6 +31,10 @@ __all__ = ["FaceSet", "find_sources", "load_faces", "augment", "balance",
            "default_sources"]
 
 TEST_FRACTION = 0.2
+TRAIN_DETECT_SIZE = 640
+"""Longest side the detector sees the training media at: the size the shipped model's faces were
+found at (``veil protect`` has since looked at video whole, 1920, which finds a few faces more and
+would make ``veil train qmvae --default`` train on other data)."""
 DEFAULT_MEDIA = ("single_face.mp4", "WolfgangLanger_Pexels.mp4", "obama.jpg", "obama2.jpg", "obama3.jpg",
                  "biden.jpg", "0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg",
                  "multi_face.jpg", *(f"faceapi-sample{i}.jpg" for i in range(1, 7)))
@@ -180,7 +184,7 @@ def load_faces(sources: list[Path] | Path, spec: CropSpec, *, stride: int = 1, m
     celeba = _celeba_files(Path(sources), max_images) if isinstance(sources, (str, Path)) else None
     files = celeba if celeba is not None else (
         find_sources(Path(sources)) if isinstance(sources, (str, Path)) else [Path(s) for s in sources])
-    det = get_detector(detector)
+    det = get_detector(detector, detect_size=TRAIN_DETECT_SIZE)
     crops, marks, index, test, names, service = [], [], [], [], [], []
     photo_count = 0
     for k, path in enumerate(files):

@@ -236,12 +236,19 @@ def decode_stream(f: BinaryIO, out_path: str | Path | None, key: bytes | None = 
     try:
         for rec in reader:
             if isinstance(rec, AudioPacket):
+                if header.audio is None:
+                    raise CorruptStreamError("an audio record in a stream whose header has no audio")
                 if sink:
                     sink.write_audio(rec)
                 if audio_override is None:
                     since_chunk.append(rec)
                     adec.push(rec)
             elif isinstance(rec, ChunkRecord):
+                if not 0 < rec.n_frames <= header.chunk_frames:
+                    raise CorruptStreamError(f"chunk {chunks} holds {rec.n_frames} frames; the header allows "
+                                             f"1 to {header.chunk_frames}")
+                grid = (-(-header.height // SPATIAL_STRIDE), -(-header.width // SPATIAL_STRIDE))
+                latents = -(-rec.n_frames // cfg.frames_per_step) * cfg.latents_per_step
                 if audio_override is not None and params is not None:
                     end = Fraction(rec.first_frame + rec.n_frames) / header.fps
                     since_chunk = [p for p in pending_override if _packet_time(p, params) < end]
@@ -253,14 +260,9 @@ def decode_stream(f: BinaryIO, out_path: str | Path | None, key: bytes | None = 
                 feats = frame_features(pcm, rate, start, header.fps, rec.first_frame, rec.n_frames, cfg.n_mels)
                 key = chunk_key(cfg.scramble_seed, chunks, [p.data for p in since_chunk])
                 try:
-                    sent = decode_indices(rec.data)
+                    sent = decode_indices(rec.data, expect=(latents, *grid, cfg.num_quantizers))
                 except EntropyError as exc:
-                    raise CorruptStreamError(f"chunk {chunks}: {exc}") from exc
-                grid = (-(-header.height // SPATIAL_STRIDE), -(-header.width // SPATIAL_STRIDE))
-                latents = -(-rec.n_frames // cfg.frames_per_step) * cfg.latents_per_step
-                if sent.shape != (latents, *grid, cfg.num_quantizers):
-                    raise CorruptStreamError(f"chunk {chunks}: codes of shape {sent.shape}, expected "
-                                             f"{(latents, *grid, cfg.num_quantizers)} for {rec.n_frames} frames")
+                    raise CorruptStreamError(f"chunk {chunks}: {exc} for {rec.n_frames} frames") from exc
                 codes = unscramble(sent, chunk_scramble(key, cfg.num_quantizers, cfg.codebook_size, grid))
                 frames = decode_codes(model, codes, feats, header.height, header.width)
                 if sink:

@@ -80,17 +80,31 @@ def encode_indices(indices: np.ndarray, codebook_size: int) -> bytes:
     return _HEAD.pack(CELLS, L, h, w, q, codebook_size) + lzma.compress(raw, lzma.FORMAT_RAW, filters=_FILTERS)
 
 
-def decode_indices(data: bytes) -> np.ndarray:
-    """Inverse of `encode_indices`. Shape: -> (L, h, w, Q) int64."""
+def decode_indices(data: bytes, expect: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Inverse of `encode_indices`. Shape: -> (L, h, w, Q) int64.
+
+    `expect`: the shape the caller needs; a chunk that declares another is refused before it is
+    decompressed, and decompression stops at the most bytes that shape can take (a crafted chunk
+    cannot expand into more memory than its frames need).
+    """
     try:
         method, L, h, w, q, k = _HEAD.unpack_from(data)
-        raw = lzma.decompress(data[_HEAD.size:], lzma.FORMAT_RAW, filters=_FILTERS)
-    except (struct.error, lzma.LZMAError) as exc:
+    except struct.error as exc:
         raise EntropyError(f"coded indices are damaged: {exc}") from exc
     if method != CELLS or not 0 < q <= MAX_STAGES or L == 0 or k == 0:
         raise EntropyError(f"coded indices are damaged: method {method}, {L} frames, {q} stages, {k} codes")
+    if expect is not None and (L, h, w, q) != tuple(expect):
+        raise EntropyError(f"codes of shape {(L, h, w, q)}, expected {tuple(expect)}")
     n = h * w
     dv, dp = _symbol_dtype(k), _symbol_dtype(1 << q)
+    most = q * n * dv.itemsize + (L - 1) * n * (dp.itemsize + q * dv.itemsize)
+    try:
+        decompressor = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=_FILTERS)
+        raw = decompressor.decompress(data[_HEAD.size:], max_length=most + 1)
+    except lzma.LZMAError as exc:
+        raise EntropyError(f"coded indices are damaged: {exc}") from exc
+    if len(raw) > most:
+        raise EntropyError("coded indices are damaged: they decompress to more than their shape holds")
     first_len, pattern_len = q * n * dv.itemsize, (L - 1) * n * dp.itemsize
     if len(raw) < first_len + pattern_len:
         raise EntropyError("coded indices are damaged: too short")

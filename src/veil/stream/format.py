@@ -61,6 +61,7 @@ _AUDIO = struct.Struct("<qqqB")
 _END = struct.Struct("<III")
 NONCE = 12
 MAX_RECORD = 1 << 28  # a length beyond this is damage, not data
+MAX_SIDE = 16384  # the largest frame side a header may declare
 
 
 class StreamError(InputError, ValueError):
@@ -118,6 +119,16 @@ class StreamHeader:
     def digest(self) -> bytes:
         """What every encrypted record authenticates: version and JSON, not the patchable count."""
         return hashlib.sha256(struct.pack("<H", self.version) + self.json_bytes()).digest()
+
+    def check(self) -> StreamHeader:
+        """Refuse a header whose numbers no encoder writes (a crafted one would make the receiver
+        allocate without bound): sizes up to 8K-and-more, sane rates and chunking."""
+        if not (0 < self.width <= MAX_SIDE and 0 < self.height <= MAX_SIDE):
+            raise CorruptStreamError(f"the header declares {self.width}x{self.height} frames (at most {MAX_SIDE} a side)")
+        if not (0 < self.fps <= 1000 and 0 < self.chunk_frames <= 4096 and 1 < self.codebook_size <= 65536
+                and 0 < self.num_quantizers <= 16 and self.kind in ("f2f", "v2v")):
+            raise CorruptStreamError("the header's rate, chunking or codebook is implausible: the header is damaged")
+        return self
 
     @classmethod
     def from_json(cls, version: int, frame_count: int, body: bytes) -> "StreamHeader":
@@ -235,8 +246,10 @@ class StreamReader:
         if crc != zlib.crc32(head + body):
             raise CorruptStreamError("header checksum mismatch: the header is damaged")
         try:
-            self.header = StreamHeader.from_json(version, frame_count, body)
-        except (ValueError, KeyError, TypeError) as exc:
+            self.header = StreamHeader.from_json(version, frame_count, body).check()
+        except StreamError:
+            raise
+        except (ValueError, KeyError, TypeError, ZeroDivisionError, AttributeError) as exc:
             raise CorruptStreamError(f"header fields unreadable: {exc}") from exc
         if self.header.encrypted and key is None:
             raise KeyError_("this stream is encrypted: pass --key KEYFILE")

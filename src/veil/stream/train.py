@@ -149,12 +149,13 @@ def video_files(folder: Path) -> list[Path]:
 def load_clip(path: str | Path, n_mels: int, max_frames: int = 0) -> tuple[np.ndarray, np.ndarray, Fraction]:
     """A whole (short) video in memory with each frame's audio feature; for training and tests.
 
-    Read as ``veil encode`` reads it (`veil.media.read.VideoReader`: upright, with its audio).
+    Read as ``veil encode`` reads it (`veil.media.read.VideoReader`: upright, with its audio), past
+    any damage (the store's no_face.mp4 lists 98 frames and holds 95).
 
     Shape: -> frames (N, H, W, 3) uint8, features (N, n_mels) float32, fps
     """
     frames: list[np.ndarray] = []
-    with VideoReader(path, audio=True) as reader:
+    with VideoReader(path, audio=True, tolerate_damage=True) as reader:
         info = reader.info
         decoder = AudioDecoder(info.audio) if info.audio else None
         for item in reader.demux():
