@@ -1,0 +1,122 @@
+"""What decides how a file is protected (`ProtectOptions`) and what happened to it (`Summary`, the
+``--json`` summary)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from veil.detect import DETECT_SIZE, Detector, TrackerConfig, get_detector
+from veil.errors import InputError
+from veil.keep import KEEP_DISTANCE, KnownFaces, known_faces
+from veil.media.damage import ON_DAMAGE
+from veil.media.sources import MAX_PIXELS
+from veil.media.write import EncodeOptions
+from veil.protect import Protector, get_protector
+
+__all__ = ["ProtectOptions", "Summary"]
+
+
+@dataclass
+class ProtectOptions:
+    """Everything that decides how one video is protected."""
+
+    method: str = "blur"
+    method_options: dict[str, Any] = field(default_factory=dict)
+    detector: str = "centerface"
+    threshold: float | None = None
+    detect_size: int | None = DETECT_SIZE
+    # Photos have their own size, so that a run that lowers `detect_size` for speed still finds
+    # the small faces of a group photo (one detection each: a large size costs little).
+    photo_detect_size: int | None = DETECT_SIZE
+    detect_every: int = 2  # run the detector on every N-th frame; the tracker covers the others
+    on_detection_error: str = "mask"  # "mask": write the frame fully masked; "stop": fail the video
+    # Frames of a damaged stretch of the file (veil.media.damage): "mask" them whole, "protect" them
+    # like any other frame, or "stop" at the first decoding error (strict decoding).
+    on_damage: str = "mask"
+    max_pixels: int | None = MAX_PIXELS  # larger pictures are refused before they are decoded (None: no limit)
+    seed: int = 0
+    dry_run: bool = False
+    # Photos of the people whose faces stay visible (one face each; see veil.keep).
+    keep_faces: tuple[str, ...] = ()
+    keep_distance: float = KEEP_DISTANCE
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    encode: EncodeOptions = field(default_factory=EncodeOptions)
+
+    def __post_init__(self) -> None:
+        self.keep_faces = tuple(str(Path(p).resolve()) for p in self.keep_faces)
+        if not 0 < self.keep_distance < 2:
+            raise InputError(f"keep_distance must be between 0 and 2 (dlib's distances), "
+                             f"got {self.keep_distance}")
+        if self.on_detection_error not in ("mask", "stop"):
+            raise InputError(f"on_detection_error must be 'mask' or 'stop', got {self.on_detection_error!r}")
+        if self.on_damage not in ON_DAMAGE:
+            raise InputError(f"on_damage must be one of {', '.join(ON_DAMAGE)}, got {self.on_damage!r}")
+        if not 1 <= self.detect_every <= self.tracker.lookahead + 1:
+            raise InputError(f"detect_every must be between 1 and {self.tracker.lookahead + 1} "
+                             f"(the tracker holds {self.tracker.lookahead} frames back)")
+
+    def build_detector(self, threads: int = 0) -> Detector:
+        """The detector; `threads` > 0 caps the CPU threads it runs on (a worker's share of the cores)."""
+        opts: dict[str, Any] = {"detect_size": self.detect_size}
+        if self.threshold is not None:
+            opts["threshold"] = self.threshold
+        if threads > 0:
+            opts["threads"] = threads
+        return get_detector(self.detector, **opts)
+
+    def build_protector(self) -> Protector:
+        return get_protector(self.method, **self.method_options)
+
+    def build_known(self) -> KnownFaces | None:
+        """The people of `keep_faces` (None when there are none); raises `InputError` for a bad photo."""
+        return known_faces(self.keep_faces, self.keep_distance)
+
+
+@dataclass
+class Summary:
+    """What happened to one video or photo (the `--json` summary)."""
+
+    input: str
+    output: str | None
+    method: str
+    detector: str
+    kind: str = "video"  # or "photo" (one frame)
+    frames: int = 0
+    width: int = 0
+    height: int = 0
+    fps: str = ""  # "" for a photo
+    faces_per_frame: list[int] = field(default_factory=list)
+    tracks: int = 0
+    frames_detected: int = 0  # frames the detector ran on (all of them with detect_every 1)
+    frames_filled: int = 0  # frames where the tracker drew at least one face not detected in that frame
+    faces_filled: int = 0
+    frames_masked_on_error: int = 0
+    # Damaged input (veil.media.damage): frames out of damaged stretches (masked whole unless
+    # on_damage is "protect"), their time ranges in seconds, packets that failed to decode, and
+    # frames the container lists that never decoded (the output has only the decoded ones).
+    frames_damaged: int = 0
+    damaged_ranges: list[list[float]] = field(default_factory=list)
+    decode_errors: int = 0
+    frames_lost: int = 0
+    kept_per_frame: list[int] = field(default_factory=list)  # faces left as they are (--keep-face only)
+    scene_cuts: int = 0
+    audio_streams_copied: int = 0
+    seconds: float = 0.0
+    fps_processed: float = 0.0
+    method_stats: dict[str, list] = field(default_factory=dict)
+
+    @property
+    def faces(self) -> int:
+        return int(sum(self.faces_per_frame))
+
+    @property
+    def faces_kept(self) -> int:
+        return int(sum(self.kept_per_frame))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["faces"] = self.faces
+        d["faces_kept"] = self.faces_kept
+        return d
