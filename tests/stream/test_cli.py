@@ -142,3 +142,36 @@ def test_a_rotated_phone_clip_is_encoded_upright_as_veil_protect_reads_it(tmp_pa
     turned = np.ascontiguousarray(np.rot90(upright, k=2, axes=(1, 2)))
     err = lambda a, b: float(np.mean((a.astype(float) - b.astype(float)) ** 2))  # noqa: E731
     assert err(decoded, upright) < err(decoded, turned)
+
+
+def test_a_variable_frame_rate_clip_comes_back_with_its_own_timing(tmp_path, tiny_checkpoint) -> None:
+    from clips import synthetic_frames
+    from clips import write_clip as write_timed
+
+    from veil.media.read import VideoReader
+
+    pts = [0, 40, 120, 130, 300, 310, 320, 600, 640, 700, 1000, 1040]  # ms: a phone's uneven frame times
+    src = write_timed(tmp_path / "vfr.mkv", synthetic_frames(len(pts), width=64, height=48), pts=pts,
+                      time_base=Fraction(1, 1000), tone_hz=440.0)
+    stream, video = tmp_path / "vfr.veil", tmp_path / "vfr_decoded.mkv"
+    assert runner.invoke(app, ["encode", str(src), "-o", str(stream), "--checkpoint", str(tiny_checkpoint)]).exit_code == 0
+    r = runner.invoke(app, ["decode", str(stream), "-o", str(video), "--checkpoint", str(tiny_checkpoint)])
+    assert r.exit_code == 0, r.output
+    with VideoReader(video) as reader:
+        times = [round(f.time_s * 1000) for f in reader]
+    assert times == pts
+
+
+def test_chunk_timestamps_that_go_back_are_refused(tmp_path) -> None:
+    import io
+
+    from veil.stream.format import ChunkRecord, CorruptStreamError, StreamHeader, StreamReader, StreamWriter
+
+    header = StreamHeader("m", "0" * 64, "f2f", 64, 48, Fraction(12), 4, 32, 2, time_base=Fraction(1, 1000))
+    buf = io.BytesIO()
+    writer = StreamWriter(buf, header, None)
+    writer.write_chunk(ChunkRecord(0, 2, b"codes", (0, 40)))
+    writer.write_chunk(ChunkRecord(2, 2, b"codes", (40, 80)))  # 40 again: not after the last one
+    writer.close(4)
+    with pytest.raises(CorruptStreamError, match="timestamps do not increase"):
+        list(StreamReader(io.BytesIO(buf.getvalue())))

@@ -26,7 +26,7 @@ import torch
 
 from veil.errors import InputError
 from veil.media.audio import AudioPacket, AudioParams
-from veil.media.read import Colour, VideoReader
+from veil.media.read import Colour, Frame, VideoReader
 from veil.media.write import EncodeOptions, VideoWriter, check_output_path
 from veil.stream.audio import AudioDecoder, frame_features
 from veil.stream.checkpoint import Checkpoint, CheckpointError, default_checkpoint, load_checkpoint
@@ -128,12 +128,14 @@ def encode_stream(source: str | Path | BinaryIO, out: BinaryIO, ckpt: Checkpoint
     header = StreamHeader(ckpt.model_id, ckpt.sha256, cfg.kind, info.width, info.height, info.fps, chunk_frames,
                           cfg.codebook_size, cfg.num_quantizers, info.audio, key is not None,
                           key_check(key) if key is not None else "",
-                          extra={"colour": list(astuple(info.colour))})  # the receiver tags its video alike
+                          extra={"colour": list(astuple(info.colour))},  # the receiver tags its video alike
+                          time_base=info.time_base)
     writer = StreamWriter(out, header, key)
     adec = AudioDecoder(info.audio) if info.audio else None
     stats, t0 = EncodeStats(), time.perf_counter()
-    frames: list[np.ndarray] = []
+    frames: list[Frame] = []
     audio: list[AudioPacket] = []
+    last_pts = [-1]  # timestamps sent increase strictly, as the format requires
     latest_audio = Fraction(-1)
 
     def emit(n: int, eof: bool) -> None:
@@ -148,11 +150,16 @@ def encode_stream(source: str | Path | BinaryIO, out: BinaryIO, ckpt: Checkpoint
         pcm, rate, start = (adec.pcm, info.audio.sample_rate, adec.start or Fraction(0)) if adec else \
             (np.zeros(0, np.float32), 16000, Fraction(0))
         feats = frame_features(pcm, rate, start, info.fps, first, n, cfg.n_mels)
-        codes = encode_frames(model, np.stack(frames[:n]), feats, keep_tolerance)
+        codes = encode_frames(model, np.stack([f.image for f in frames[:n]]), feats, keep_tolerance)
+        pts = []
+        for k, f in enumerate(frames[:n]):
+            t = f.pts if f.pts is not None else round((first + k) / (info.fps * info.time_base))
+            last_pts[0] = max(t, last_pts[0] + 1)
+            pts.append(last_pts[0])
         key = chunk_key(cfg.scramble_seed, stats.chunks, [p.data for p in send])
         perms = chunk_scramble(key, cfg.num_quantizers, cfg.codebook_size, codes.shape[1:3])
         data = encode_indices(scramble(codes, perms), cfg.codebook_size)
-        writer.write_chunk(ChunkRecord(first, n, data))
+        writer.write_chunk(ChunkRecord(first, n, data, tuple(pts)))
         del frames[:n]
         stats.frames, stats.chunks, stats.code_bytes = first + n, stats.chunks + 1, stats.code_bytes + len(data)
         if progress:
@@ -168,7 +175,7 @@ def encode_stream(source: str | Path | BinaryIO, out: BinaryIO, ckpt: Checkpoint
                 audio.append(item)
                 latest_audio = max(latest_audio, _packet_time(item, info.audio))
             else:
-                frames.append(item.image)  # upright, as veil protect reads it
+                frames.append(item)  # upright, as veil protect reads it, with its timestamp
             while len(frames) >= chunk_frames and (
                     info.audio is None or latest_audio >= Fraction(stats.frames + chunk_frames) / info.fps
                     or len(frames) >= AUDIO_LAG_CHUNKS * chunk_frames):
@@ -229,6 +236,7 @@ def decode_stream(f: BinaryIO, out_path: str | Path | None, key: bytes | None = 
         out_path = Path(out_path)
         check_output_path(Path(str(getattr(f, "name", "<stream>"))), out_path)
         sink = VideoWriter(out_path, width=header.width, height=header.height, fps=header.fps,
+                           time_base=header.timestamps_base,
                            options=EncodeOptions(codec="libx264", crf=crf, preset="veryfast"),
                            audio=[header.audio] if header.audio else (), colour=_colour(header))
     since_chunk: list[AudioPacket] = []
@@ -266,8 +274,8 @@ def decode_stream(f: BinaryIO, out_path: str | Path | None, key: bytes | None = 
                 codes = unscramble(sent, chunk_scramble(key, cfg.num_quantizers, cfg.codebook_size, grid))
                 frames = decode_codes(model, codes, feats, header.height, header.width)
                 if sink:
-                    for image in frames:
-                        sink.write(image)
+                    for image, pts in zip(frames, rec.timestamps()):
+                        sink.write(image, pts)
                 if on_frames:
                     on_frames(frames)
                 since_chunk, chunks = [], chunks + 1

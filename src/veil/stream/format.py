@@ -13,11 +13,12 @@ fraction, the chunking, the code shape and the audio codec parameters (`StreamHe
 file can fill it in at the end without moving anything; a live encoder writing to a pipe leaves
 it 0 ("unknown") and the END record carries the count either way.
 
-A CHUNK payload is ``first_frame u32 | n_frames u16 | coded indices`` (`veil.stream.entropy`).
-Versions: 1 scrambled the code alphabet only; 2 also permuted the cells of the code grid per
-chunk; 3 (this one) also adds a keyed offset to each cell's indices (`veil.stream.keying`). A
-stream of another version would decode to noise here and is refused by its version number
-instead.
+A CHUNK payload is ``first_frame u32 | n_frames u16 | n_frames x pts i64 | coded indices``
+(`veil.stream.entropy`): each frame's timestamp, in the header's ``time_base`` (the source's, so a
+variable-frame-rate video comes back with its own timing). Versions: 1 scrambled the code
+alphabet only; 2 also permuted the cells of the code grid per chunk; 3 also added a keyed offset
+to each cell's indices (`veil.stream.keying`); 4 (this one) carries the frames' timestamps. A
+stream of another version would decode wrongly here and is refused by its version number instead.
 
 The CRC of each record catches accidental damage only: anyone can recompute it. With a key
 (AES-256-GCM, `cryptography`) every payload is ``nonce (12 bytes, fresh and random per record) |
@@ -40,6 +41,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -51,7 +53,7 @@ __all__ = ["MAGIC", "VERSION", "StreamHeader", "ChunkRecord", "EndRecord", "Stre
            "StreamWriter", "StreamReader", "read_key", "key_check"]
 
 MAGIC = b"\x89VEIL\r\n\x1a"  # high bit and CR/LF catch 7-bit and text-mode transfers
-VERSION = 3  # bump whenever a stream of the old version would decode differently
+VERSION = 4  # bump whenever a stream of the old version would decode differently
 CHUNK, AUDIO, END = 1, 2, 3
 _HEAD = struct.Struct("<8sHII")
 _REC = struct.Struct("<BII")
@@ -101,13 +103,19 @@ class StreamHeader:
     frame_count: int = 0  # 0: unknown when the header was written
     version: int = VERSION
     extra: dict = field(default_factory=dict)
+    time_base: Fraction | None = None  # of the chunks' frame timestamps; None: 1 / fps
+
+    @property
+    def timestamps_base(self) -> Fraction:
+        return self.time_base or 1 / self.fps
 
     def json_bytes(self) -> bytes:
         d = {"model_id": self.model_id, "model_sha256": self.model_sha256, "kind": self.kind,
              "width": self.width, "height": self.height, "fps": [self.fps.numerator, self.fps.denominator],
              "chunk_frames": self.chunk_frames, "codebook_size": self.codebook_size,
              "num_quantizers": self.num_quantizers, "audio": self.audio.to_dict() if self.audio else None,
-             "encrypted": self.encrypted, "key_check": self.key_check, "extra": self.extra}
+             "encrypted": self.encrypted, "key_check": self.key_check, "extra": self.extra,
+             "time_base": [self.time_base.numerator, self.time_base.denominator] if self.time_base else None}
         return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
     def to_bytes(self) -> bytes:
@@ -125,6 +133,8 @@ class StreamHeader:
         allocate without bound): sizes up to 8K-and-more, sane rates and chunking."""
         if not (0 < self.width <= MAX_SIDE and 0 < self.height <= MAX_SIDE):
             raise CorruptStreamError(f"the header declares {self.width}x{self.height} frames (at most {MAX_SIDE} a side)")
+        if self.time_base is not None and not 0 < self.time_base <= 1:
+            raise CorruptStreamError(f"the header's time base {self.time_base} is implausible: the header is damaged")
         if not (0 < self.fps <= 1000 and 0 < self.chunk_frames <= 4096 and 1 < self.codebook_size <= 65536
                 and 0 < self.num_quantizers <= 16 and self.kind in ("f2f", "v2v")):
             raise CorruptStreamError("the header's rate, chunking or codebook is implausible: the header is damaged")
@@ -136,16 +146,22 @@ class StreamHeader:
         return cls(d["model_id"], d["model_sha256"], d["kind"], int(d["width"]), int(d["height"]),
                    Fraction(*d["fps"]), int(d["chunk_frames"]), int(d["codebook_size"]),
                    int(d["num_quantizers"]), AudioParams.from_dict(d["audio"]) if d["audio"] else None,
-                   bool(d["encrypted"]), d.get("key_check", ""), frame_count, version, d.get("extra", {}))
+                   bool(d["encrypted"]), d.get("key_check", ""), frame_count, version, d.get("extra", {}),
+                   Fraction(*d["time_base"]) if d.get("time_base") else None)
 
 
 @dataclass(frozen=True)
 class ChunkRecord:
-    """Entropy-coded codes of ``n_frames`` frames starting at ``first_frame``."""
+    """Entropy-coded codes of ``n_frames`` frames starting at ``first_frame``, and the frames'
+    timestamps (in the header's time base, increasing; empty: evenly spaced, ``first_frame + i``)."""
 
     first_frame: int
     n_frames: int
     data: bytes
+    pts: tuple[int, ...] = ()
+
+    def timestamps(self) -> tuple[int, ...]:
+        return self.pts or tuple(range(self.first_frame, self.first_frame + self.n_frames))
 
 
 @dataclass(frozen=True)
@@ -200,7 +216,11 @@ class StreamWriter:
         self._seq += 1
 
     def write_chunk(self, chunk: ChunkRecord) -> None:
-        self._record(CHUNK, _CHUNK.pack(chunk.first_frame, chunk.n_frames) + chunk.data)
+        pts = chunk.timestamps()
+        if len(pts) != chunk.n_frames:
+            raise ValueError(f"a chunk of {chunk.n_frames} frames with {len(pts)} timestamps")
+        self._record(CHUNK, _CHUNK.pack(chunk.first_frame, chunk.n_frames)
+                     + np.asarray(pts, "<i8").tobytes() + chunk.data)
         self.chunks += 1
 
     def write_audio(self, p: AudioPacket) -> None:
@@ -286,6 +306,7 @@ class StreamReader:
 
     def __iter__(self) -> Iterator[ChunkRecord | AudioPacket | EndRecord]:
         chunks = audio = frames = 0
+        last_pts: int | None = None
         while self.end is None:
             kind, p = self._payload()
             try:
@@ -293,8 +314,14 @@ class StreamReader:
                     first, n = _CHUNK.unpack_from(p)
                     if first != frames:
                         raise CorruptStreamError(f"chunk {chunks} starts at frame {first}, expected {frames}")
+                    if len(p) < _CHUNK.size + 8 * n:
+                        raise CorruptStreamError(f"chunk {chunks} is too short for its {n} timestamps")
+                    pts = np.frombuffer(p, "<i8", n, _CHUNK.size)
+                    if n and ((np.diff(pts) <= 0).any() or (last_pts is not None and pts[0] <= last_pts)):
+                        raise CorruptStreamError(f"chunk {chunks}'s timestamps do not increase")
+                    last_pts = int(pts[-1]) if n else last_pts
                     chunks, frames = chunks + 1, frames + n
-                    yield ChunkRecord(first, n, p[_CHUNK.size:])
+                    yield ChunkRecord(first, n, p[_CHUNK.size + 8 * n:], tuple(int(t) for t in pts))
                 elif kind == AUDIO:
                     pts, dts, dur, keyframe = _AUDIO.unpack_from(p)
                     audio += 1
