@@ -215,7 +215,7 @@ def test_an_os_error_is_one_line_and_exit_1(face_clip, tmp_path, monkeypatch):
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device", str(tmp_path / "safe.mp4"))
 
-    monkeypatch.setattr("veil.cli.run_jobs", full_disk)
+    monkeypatch.setattr("veil.cli.protect.run_jobs", full_disk)
     result = veil("protect", face_clip, "-o", tmp_path / "safe.mp4")
     assert result.exit_code == 1
     assert result.output.strip().startswith("error: No space left on device") and "Traceback" not in result.output

@@ -165,13 +165,13 @@ METHODS = ["blur", "mosaic", "solid", "blindfold", "noise", "cartoon", "sticker"
        texts=st.lists(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=24),
                       max_size=4))
 def test_any_method_option_text_builds_a_protection_or_is_refused(method, texts):
-    from veil.cli import _parse_option
+    from veil.cli.protect import parse_option
     from veil.faces import Faces
     from veil.protect import ProtectState, get_protector, protector_options
 
     def build() -> None:
         defaults = protector_options(method)
-        options = dict(_parse_option(t, defaults) for t in texts)
+        options = dict(parse_option(t, defaults) for t in texts)
         protector = get_protector(method, **options)
         frame = np.full((40, 40, 3), 128, np.uint8)
         faces = Faces(np.array([[8.0, 8, 32, 32]], np.float32), np.full((1, 5, 2), 20, np.float32),

@@ -31,7 +31,7 @@ from veil.console import command
 from veil.console import err as console
 from veil.errors import InputError
 
-app = typer.Typer(help="Privacy-preserving action recognition (STPrivacy): train, evaluate, predict.",
+app = typer.Typer(help="Privacy-preserving action recognition (STPrivacy): evaluate, predict, make-synthetic (train: veil train action).",
                   no_args_is_help=True)
 DataArg = Annotated[Path | None, typer.Argument(help="Data root (omit for --dataset synthetic).")]
 Kind = Annotated[str, typer.Option("--dataset", help=f"One of {', '.join(KINDS)}.")]

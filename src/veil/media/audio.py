@@ -13,7 +13,8 @@ from fractions import Fraction
 
 import av
 
-__all__ = ["AudioParams", "AudioPacket", "packet_to_av", "add_audio_stream", "decoder_name"]
+__all__ = ["AudioParams", "AudioPacket", "packet_to_av", "add_audio_stream", "decoder_name", "open_decoder",
+           "AudioTranscoder"]
 
 
 @dataclass(frozen=True)
@@ -81,3 +82,42 @@ def add_audio_stream(container: av.container.OutputContainer, params: AudioParam
         stream.codec_context.extradata = params.extradata
     stream.time_base = params.time_base
     return stream
+
+
+def open_decoder(params: AudioParams) -> av.CodecContext:
+    """A decoder for the packets: the one the sender used ("mp3float"), else the codec's default."""
+    try:
+        ctx = av.CodecContext.create(params.codec, "r")
+    except (ValueError, av.error.FFmpegError):
+        ctx = av.CodecContext.create(decoder_name(params.codec), "r")
+    if params.extradata:
+        ctx.extradata = params.extradata
+    ctx.sample_rate = params.sample_rate
+    ctx.layout = params.layout
+    return ctx
+
+
+class AudioTranscoder:
+    """Re-encodes the packets of `params` as `codec` (AAC by default) into a new stream of
+    `container`, for a sink whose container cannot hold the source's codec (Opus into FLV)."""
+
+    def __init__(self, container: av.container.OutputContainer, params: AudioParams, codec: str = "aac") -> None:
+        self.params = params
+        self.decoder = open_decoder(params)
+        self.stream = container.add_stream(codec, rate=params.sample_rate)
+        self.stream.layout = params.layout
+        ctx = self.stream.codec_context
+        self.resampler = av.AudioResampler(format=ctx.format.name, layout=params.layout, rate=params.sample_rate)
+
+    def encode(self, packet: AudioPacket | None) -> list[av.Packet]:
+        """The re-encoded packets that `packet` completes (None: flush at the end)."""
+        frames = self.decoder.decode(packet_to_av(packet, self.params.time_base) if packet is not None else None)
+        out: list[av.Packet] = []
+        for frame in frames:
+            for piece in self.resampler.resample(frame):
+                out += self.stream.encode(piece)
+        if packet is None:
+            for piece in self.resampler.resample(None):
+                out += self.stream.encode(piece)
+            out += self.stream.encode(None)
+        return out

@@ -49,6 +49,11 @@ class Damage:
         return bool(self.errors or self.frames or self.lost)
 
 
+def _stalled(exc: av.FFmpegError) -> bool:
+    """An error of the transport (a timeout, a dropped connection), not of the data."""
+    return isinstance(exc, (av.ExitError, OSError))
+
+
 def decode_video(container: av.container.InputContainer, stream: av.video.stream.VideoStream, damage: Damage, *,
                  tolerate: bool, audio_stream: av.stream.Stream | None = None,
                  on_audio: Callable[[av.Packet], None] | None = None) -> Iterator[tuple[av.VideoFrame, bool]]:
@@ -65,9 +70,9 @@ def decode_video(container: av.container.InputContainer, stream: av.video.stream
             packet = next(packets)
         except StopIteration:
             return
-        except av.FFmpegError:
-            if not tolerate:
-                raise
+        except av.FFmpegError as exc:
+            if not tolerate or _stalled(exc):
+                raise  # a stream that stopped sending is not damage: the caller may reconnect
             damage.errors += 1  # the container itself cannot be read on: what is decoded is all there is
             break
         if packet.stream.type == "audio":

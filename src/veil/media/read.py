@@ -14,6 +14,7 @@ for a consumer that needs the sound while the video is still coming (``veil enco
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +28,16 @@ import numpy as np
 from veil.errors import InputError, VideoOpenError
 from veil.media.audio import AudioPacket, AudioParams
 from veil.media.damage import Damage, decode_video
-from veil.media.sources import MAX_PIXELS, Source, av_reason, check_pixels, open_container, source_name
+from veil.media.sources import (
+    MAX_PIXELS,
+    STALL_S,
+    Source,
+    av_reason,
+    check_pixels,
+    is_live,
+    open_container,
+    source_name,
+)
 
 __all__ = ["VIDEO_SUFFIXES", "Colour", "VideoInfo", "Frame", "FrameSource", "VideoReader", "probe", "read_frames",
            "upright_rgb", "av_reason"]
@@ -76,7 +86,8 @@ class VideoInfo:
 class Frame:
     """One decoded frame: `image` (H, W, 3) uint8 RGB, upright; `pts` in `time_base` units.
 
-    `damaged`: it came out of a damaged stretch of the file (see `veil.media.damage`).
+    `damaged`: it came out of a damaged stretch of the file (see `veil.media.damage`). `arrival`:
+    when it was decoded (`time.monotonic()` seconds), from which a live run measures its latency.
     """
 
     image: np.ndarray
@@ -84,6 +95,7 @@ class Frame:
     time_base: Fraction
     index: int
     damaged: bool = False
+    arrival: float = 0.0
 
     @property
     def time_s(self) -> float:
@@ -138,10 +150,10 @@ class VideoReader:
     """
 
     def __init__(self, source: Source, *, threads: bool = True, audio: bool = False, follow: bool = False,
-                 tolerate_damage: bool = False, max_pixels: int | None = MAX_PIXELS) -> None:
+                 tolerate_damage: bool = False, max_pixels: int | None = MAX_PIXELS, stall_s: float = STALL_S) -> None:
         self.name = source_name(source)
         self.path = Path(self.name)
-        self._container = open_container(source, follow=follow)
+        self._container = open_container(source, follow=follow, stall_s=stall_s)
         self._stream = self._container.streams.video[0]
         try:  # what the header declares, before a first frame of that size is decoded
             check_pixels(self.name, self._stream.codec_context.width, self._stream.codec_context.height, max_pixels)
@@ -153,8 +165,9 @@ class VideoReader:
         self.tolerate_damage = tolerate_damage
         self.damage = Damage()
         if threads:
-            # Frame and slice threads: several times faster decoding on multi-core machines.
-            self._stream.thread_type = "AUTO"
+            # Frame and slice threads: several times faster decoding on multi-core machines. A live
+            # source decodes with slice threads only: frame threads hold frames back, and burst.
+            self._stream.thread_type = "SLICE" if is_live(source) else "AUTO"
         codec_ctx = self._stream.codec_context
         try:
             codec_name = codec_ctx.name
@@ -193,6 +206,8 @@ class VideoReader:
         try:
             return next(self._frames, None)
         except av.FFmpegError as exc:
+            if isinstance(exc, (av.ExitError, OSError)):  # the transport, not the data
+                raise VideoOpenError(f"{self.name!r} stopped after {index} frames ({av_reason(exc)})") from None
             raise VideoOpenError(
                 f"{self.name!r} is damaged: decoding stopped after {index} frames ({av_reason(exc)})"
             ) from None
@@ -202,7 +217,9 @@ class VideoReader:
         if frame is None:
             raise RuntimeError("a VideoReader can be iterated once")
         # Each frame is handed out once the next one has decoded: the last frame of a file cut short
-        # may be a half-decoded one, and is known to be the last only then.
+        # may be a half-decoded one, and is known to be the last only then. (A source that does not
+        # list its frames, a live one, cannot be cut short: its frames go out at once.)
+        hold = bool(self.info.frame_count)
         held: Frame | None = None
         while frame is not None:
             decoded, damaged = frame
@@ -213,10 +230,14 @@ class VideoReader:
                 frame = self._next_frame(index)
                 continue
             out = Frame(image=upright_rgb(decoded, self.info), pts=decoded.pts,
-                        time_base=Fraction(decoded.time_base or self.info.time_base), index=index, damaged=damaged)
+                        time_base=Fraction(decoded.time_base or self.info.time_base), index=index, damaged=damaged,
+                        arrival=time.monotonic())
             if held is not None:
                 yield self._counted(held)
             held = out
+            if not hold:
+                yield self._counted(held)
+                held = None
             index += 1
             frame = self._next_frame(index)
         # A file cut short often decodes without an error, just fewer frames than its index lists.
@@ -225,7 +246,8 @@ class VideoReader:
             self.damage.lost = self.info.frame_count - index
             # The file ends before its last frame: that frame may be a half-decoded one.
             held.damaged |= held.time_s < self.info.duration_s - 2 / float(self.info.fps)
-        yield self._counted(held)
+        if held is not None:
+            yield self._counted(held)
         if cut_short and not self.tolerate_damage:
             raise VideoOpenError(f"{self.name!r} is truncated: it lists {self.info.frame_count} frames "
                                  f"but only {index} could be decoded")

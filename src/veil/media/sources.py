@@ -1,4 +1,6 @@
-"""Where a video comes from: a file, a file that is still being written, a pipe or a file object.
+"""Where a video comes from: a file, a file that is still being written, a pipe, a file object,
+a network stream (``rtsp://``, ``rtmp://``, ``srt://``, ``udp://``, ``tcp://``, ``http(s)://``
+including HLS) or a camera (``/dev/video0``, ``camera:0``).
 
 `open_container` opens any of them with PyAV and says, in a `VideoOpenError` a user can act on,
 why one cannot be read. `GrowingFile` makes a file that a recorder is still writing look like a
@@ -19,7 +21,13 @@ import av
 
 from veil.errors import InputError, VideoOpenError
 
-__all__ = ["Source", "MAX_PIXELS", "GrowingFile", "open_container", "source_name", "av_reason", "check_pixels"]
+__all__ = ["Source", "MAX_PIXELS", "LIVE_SCHEMES", "GrowingFile", "open_container", "source_name", "av_reason",
+           "check_pixels", "is_live", "is_url", "camera_device"]
+
+LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp", "http", "https")
+"""URL schemes veil reads (and, but http, writes) live; FFmpeg's own protocols."""
+STALL_S = 10.0
+"""How long a network read may wait before the source counts as stalled (seconds)."""
 
 MAX_PIXELS = 250_000_000
 """Largest picture veil decodes, in pixels (``--max-pixels``): beyond the 200-megapixel photos of
@@ -32,6 +40,8 @@ Source = Union[str, os.PathLike, BinaryIO]
 
 def av_reason(exc: Exception) -> str:
     """A short reason for a PyAV / OS error, for a message a user can act on."""
+    if isinstance(exc, av.ExitError):  # FFmpeg's name for veil's own timeout on a silent source
+        return "nothing arrived within the stall timeout"
     text = str(exc).split(":")[0] if isinstance(exc, av.FFmpegError) else str(exc)
     return getattr(exc, "strerror", None) or text or type(exc).__name__
 
@@ -71,6 +81,41 @@ def _is_path(source: Source) -> bool:
     return isinstance(source, (str, os.PathLike))
 
 
+def is_url(source: Source) -> bool:
+    """A URL of one of FFmpeg's network protocols veil takes (`LIVE_SCHEMES`)."""
+    text = str(source) if _is_path(source) else ""
+    return "://" in text and text.split("://", 1)[0].lower() in LIVE_SCHEMES
+
+
+def camera_device(source: Source) -> str | None:
+    """The V4L2 device of a camera source (``camera:0`` is ``/dev/video0``), else None."""
+    text = str(source) if _is_path(source) else ""
+    if text.startswith("camera:") and text[7:].isdigit():
+        return f"/dev/video{text[7:]}"
+    if text.startswith("/dev/video"):
+        return text
+    return None
+
+
+def is_live(source: Source) -> bool:
+    """A source that arrives as it happens: a network stream, a camera or a pipe (``-``)."""
+    return is_url(source) or camera_device(source) is not None or (_is_path(source) and str(source) == "-")
+
+
+def _url_options(url: str, stall_s: float) -> dict[str, str]:
+    """FFmpeg options that make a network source fail (not hang) when it stalls."""
+    scheme = url.split("://", 1)[0].lower()
+    stall_us = str(int(stall_s * 1e6))  # FFmpeg's unit
+    # FFmpeg analyses 5 s of a stream before handing out its first frame; live, those frames would
+    # all be late. A tenth of a second finds a camera's codec parameters.
+    options = {"rw_timeout": stall_us, "analyzeduration": "100000"}
+    if scheme.startswith("rtsp"):
+        options["rtsp_transport"] = "tcp"
+    if scheme.startswith("rtsp") or scheme in ("udp", "srt", "tcp"):
+        options["timeout"] = stall_us
+    return options
+
+
 def source_name(source: Source) -> str:
     """How messages name a source: its path, ``<stdin>``, or the file object's name."""
     if _is_path(source):
@@ -78,14 +123,16 @@ def source_name(source: Source) -> str:
     return str(getattr(source, "name", "<stream>"))
 
 
-def open_container(source: Source, *, follow: bool = False) -> av.container.InputContainer:
+def open_container(source: Source, *, follow: bool = False, stall_s: float = STALL_S) -> av.container.InputContainer:
     """The source opened for reading, with at least one video stream.
 
-    ``follow``: a path is a file still being written (read through `GrowingFile`). Raises
+    ``follow``: a path is a file still being written (read through `GrowingFile`). ``stall_s``: a
+    network source that sends nothing for this long fails (and a live run may reconnect). Raises
     `VideoOpenError` for a missing, empty, unreadable or video-less source.
     """
     name = source_name(source)
-    if _is_path(source) and str(source) != "-":
+    device = camera_device(source)
+    if _is_path(source) and str(source) != "-" and not is_url(source) and device is None:
         path = Path(source)
         if not path.exists():
             raise VideoOpenError(f"{name!r} does not exist")
@@ -96,6 +143,13 @@ def open_container(source: Source, *, follow: bool = False) -> av.container.Inpu
     try:
         if _is_path(source) and str(source) == "-":
             container = av.open(os.fdopen(os.dup(0), "rb"), "r")
+        elif is_url(source):
+            # A listening source waits for its sender as long as it takes; once open, silence stalls it.
+            listen = "listen" in str(source).split("?", 1)[-1]
+            container = av.open(str(source), "r", options=_url_options(str(source), stall_s),
+                                timeout=(None if listen else stall_s, stall_s))
+        elif device is not None:
+            container = av.open(device, "r", format="v4l2")
         elif _is_path(source) and follow:
             container = av.open(io.BufferedReader(GrowingFile(source)), "r")
         elif _is_path(source):

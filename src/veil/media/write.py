@@ -23,9 +23,10 @@ import av
 import numpy as np
 
 from veil.errors import OutputError, WriteError
-from veil.media.audio import AudioPacket, AudioParams, add_audio_stream, packet_to_av
+from veil.media.audio import AudioPacket, AudioParams, AudioTranscoder, add_audio_stream, packet_to_av
 from veil.media.outputs import check_output, publish, temporary_beside
 from veil.media.read import VIDEO_SUFFIXES, Colour
+from veil.media.sinks import is_live_target, open_live_output, target_name
 from veil.media.sources import av_reason
 
 __all__ = ["EncodeOptions", "VideoWriter", "write_frames", "check_output_path"]
@@ -88,8 +89,10 @@ class VideoWriter:
     """Encodes frames to `dst` atomically, copying the audio (and optionally metadata) of `source`.
 
     `audio`: audio streams to create instead, whose packets are handed over with `write_audio`
-    (remuxed unchanged; the muxer interleaves them with the video). Use as a context manager: the
-    file appears at `dst` only if the block finishes without error.
+    (remuxed unchanged, or re-encoded as AAC where the sink's container cannot hold them; the
+    muxer interleaves them with the video). `dst` may be a live sink (`veil.media.sinks`: a stream
+    URL, an HLS playlist, ``-``), written as it goes. Use as a context manager: a file appears at
+    `dst` only if the block finishes without error.
     """
 
     def __init__(self, dst: str | os.PathLike, *, width: int, height: int, fps: Fraction,
@@ -98,7 +101,9 @@ class VideoWriter:
                  audio: Sequence[AudioParams] = ()) -> None:
         if source is not None and audio:
             raise ValueError("audio comes from the source or from write_audio, not both")
-        self.dst = Path(dst)
+        self.live = is_live_target(dst)
+        self.dst = Path(dst)  # a file's path; a live sink is named by `name`
+        self.name = target_name(dst)
         self.options = options
         self.colour = colour
         self._reformatter = av.video.reformatter.VideoReformatter()
@@ -107,18 +112,23 @@ class VideoWriter:
         self.frames_written = 0
         self._last_pts: int | None = None
         self._source = av.open(str(source)) if source is not None else None
+        self._tmp: Path | None = None
         try:
-            self._tmp = temporary_beside(self.dst)
+            if not self.live:
+                self._tmp = temporary_beside(self.dst)
         except OutputError:
             if self._source is not None:
                 self._source.close()
             raise
         try:
-            self._container = av.open(str(self._tmp), "w", options={"fflags": "+bitexact"})
+            if self.live:
+                self._container = open_live_output(dst)
+            else:
+                self._container = av.open(str(self._tmp), "w", options={"fflags": "+bitexact"})
             self._setup_video(width, height)
             self._audio_map = self._setup_audio()
-            self._given_audio = [(add_audio_stream(self._container, p), p) for p in audio] \
-                if options.keep_audio else []
+            self._given_audio = [self._given_stream(p) for p in audio] if options.keep_audio else []
+            self._audio_dts: dict[int, int] = {}
             self._audio_packets = self._demux_audio()
             self._pending_audio: av.Packet | None = None
             if self._source is not None and options.keep_metadata:
@@ -129,7 +139,7 @@ class VideoWriter:
 
     def _setup_video(self, width: int, height: int) -> None:
         opts = self.options
-        codec = opts.codec_for(self.dst)
+        codec = (opts.codec or "libx264") if self.live else opts.codec_for(self.dst)
         try:
             stream = self._container.add_stream(codec, rate=self.fps, options=opts.codec_options(codec))
         except (av.FFmpegError, ValueError) as exc:
@@ -162,10 +172,35 @@ class VideoWriter:
             mapping[in_stream.index] = out
         return mapping
 
+    def _probe_container(self) -> av.container.OutputContainer:
+        """An in-memory container of the output's kind, to try a stream in before committing to it.
+        An HLS playlist is tried as its MPEG-TS segments: the HLS muxer itself writes files."""
+        fmt = self._container.format.name.split(",")[0]
+        return av.open(io.BytesIO(), "w", format="mpegts" if fmt == "hls" else fmt)
+
+    def _given_stream(self, params: AudioParams) -> tuple[av.stream.Stream, AudioParams, AudioTranscoder | None]:
+        """An output stream for packets of `params`: a copy where the container takes the codec,
+        else an AAC re-encoding (the sound is kept, not dropped)."""
+        probe_out = self._probe_container()
+        try:
+            add_audio_stream(probe_out, params)
+            probe_out.start_encoding()
+            fits = True
+        except (av.FFmpegError, ValueError):
+            fits = False
+        finally:
+            try:
+                probe_out.close()
+            except av.FFmpegError:
+                pass
+        if fits:
+            return add_audio_stream(self._container, params), params, None
+        transcoder = AudioTranscoder(self._container, params)
+        return transcoder.stream, params, transcoder
+
     def _check_audio_fits(self) -> None:
         """Fail before any work if the target container cannot hold the source's audio codec."""
-        fmt = self._container.format.name.split(",")[0]
-        probe_out = av.open(io.BytesIO(), "w", format=fmt)
+        probe_out = self._probe_container()
         try:
             for in_stream in self._source.streams.audio:
                 probe_out.add_stream_from_template(in_stream)
@@ -206,7 +241,15 @@ class VideoWriter:
         when ``keep_audio`` is off)."""
         if not self._given_audio:
             return
-        out, params = self._given_audio[stream]
+        out, params, transcoder = self._given_audio[stream]
+        last = self._audio_dts.get(stream)
+        if last is not None and packet.dts <= last:
+            return  # a source that restarted its clock (a reconnected stream): the muxer needs order
+        self._audio_dts[stream] = packet.dts
+        if transcoder is not None:
+            for av_packet in transcoder.encode(packet):
+                self._mux(av_packet)
+            return
         av_packet = packet_to_av(packet, params.time_base)
         av_packet.stream = out
         self._mux(av_packet)
@@ -241,6 +284,10 @@ class VideoWriter:
             raise self._write_error(exc) from None
 
     def _write_error(self, exc: OSError) -> WriteError:
+        if self.live and self.frames_written == 0:  # a stream sink connects when the first packet goes out
+            return WriteError(f"cannot open the sink {self.name!r}: {av_reason(exc)}")
+        if self.live:
+            return WriteError(f"the sink {self.name!r} closed: {av_reason(exc)}")
         return WriteError(f"cannot write {str(self.dst)!r}: {av_reason(exc)}; nothing was written there")
 
     def close(self) -> Path:
@@ -249,6 +296,10 @@ class VideoWriter:
             for packet in self._video.encode(None):
                 self._mux(packet)
             self._mux_audio_until(float("inf"))
+            for _, _, transcoder in self._given_audio:
+                if transcoder is not None:
+                    for packet in transcoder.encode(None):
+                        self._mux(packet)
             try:
                 self._container.close()
             except OSError as exc:  # the muxer's last buffered bytes
@@ -258,7 +309,8 @@ class VideoWriter:
             raise
         if self._source is not None:
             self._source.close()
-        publish(self._tmp, self.dst)
+        if self._tmp is not None:
+            publish(self._tmp, self.dst)
         return self.dst
 
     def abort(self) -> None:
@@ -269,7 +321,8 @@ class VideoWriter:
                     c.close()
             except Exception:  # noqa: BLE001 - closing a broken container must not hide the cause
                 pass
-        self._tmp.unlink(missing_ok=True)
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> VideoWriter:
         return self

@@ -9,6 +9,7 @@ written fully masked (or the run stops, by option); it is never written unprotec
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,21 +19,69 @@ import numpy as np
 
 from veil.detect import Detector, Tracker
 from veil.detect.track import is_scene_cut, scene_thumbnail
-from veil.errors import DetectionError
+from veil.errors import DetectionError, InputError
 from veil.faces import Faces
 from veil.keep import KeptTracks
+from veil.media.audio import AudioPacket
 from veil.media.background import Sink, prefetch
 from veil.media.read import Frame, FrameSource
 from veil.pipeline.options import ProtectOptions, Summary
 from veil.protect import Protector, ProtectState, mask_everything
 
-__all__ = ["FrameWriter", "HeldFrame", "protect_frames"]
+__all__ = ["FrameWriter", "HeldFrame", "LiveOptions", "Latency", "protect_frames"]
 
 
 class FrameWriter(Protocol):
-    """Where the frame loop writes: a `VideoWriter`, or anything that takes frames the same way."""
+    """Where the frame loop writes: a `VideoWriter`, or anything that takes frames the same way
+    (and, for a live source's sound, `write_audio`)."""
 
     def write(self, image: np.ndarray, pts: int | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """How a live source is protected (see `veil.pipeline.live`).
+
+    `max_delay_s`: a frame that waited longer than this since it arrived is late: it is sent
+    fully masked (`when_late` "mask") or dropped ("drop"), so the delay never grows without bound
+    and no frame goes out unprotected. `reconnect`: attempts to reopen a source that stalls or
+    drops (with backoff), 0: the stream ends there.
+    """
+
+    when_late: str = "mask"
+    max_delay_s: float = 0.5
+    reconnect: int = 0
+    stall_s: float = 10.0  # a network source silent this long has stalled (reconnect, or the stream ends)
+
+    def __post_init__(self) -> None:
+        if self.when_late not in ("mask", "drop"):
+            raise InputError(f"--when-late must be mask or drop, not {self.when_late!r}")
+        if not self.max_delay_s > 0 or self.reconnect < 0 or not self.stall_s > 0:
+            raise InputError("--max-delay and --stall-timeout must be positive and --reconnect at least 0")
+
+
+class Latency:
+    """Delays from a frame's arrival (when it was due, by the stream's clock; see `_FrameLoop._due`)
+    to its encoded packet, in ms: the last 100,000 of them (a day-long stream keeps its memory)
+    and the largest."""
+
+    def __init__(self, keep: int = 100_000) -> None:
+        self.samples: deque[float] = deque(maxlen=keep)
+        self.largest = 0.0
+
+    def add(self, seconds: float) -> None:
+        ms = 1000.0 * seconds
+        self.samples.append(ms)
+        self.largest = max(self.largest, ms)
+
+    def summary(self, last: int | None = None) -> dict[str, float]:
+        """p50, p95 and max; of the `last` samples only (what the delay is now), or of all."""
+        if not self.samples:
+            return {}
+        samples = list(self.samples)[-last:] if last else self.samples
+        p50, p95 = np.percentile(np.asarray(samples), [50, 95])
+        largest = max(samples) if last else self.largest
+        return {"p50": round(float(p50), 1), "p95": round(float(p95), 1), "max": round(largest, 1)}
 
 
 @dataclass
@@ -48,14 +97,21 @@ class HeldFrame:
     failed: bool
     detected: bool
     masked: bool = False
+    due: float = 0.0  # live: when it was due (time.monotonic() s), which its latency counts from
 
 
 def protect_frames(source: FrameSource, detector: Detector, protector: Protector, writer: FrameWriter | None,
                    options: ProtectOptions, summary: Summary,
-                   progress: Callable[[int, int], None] | None = None) -> None:
-    """The frame loop of `protect_video` (also used per segment by `veil.batch.segments`): detect,
-    track, protect and write every frame of `source` to `writer` (None: dry run), filling `summary`."""
-    _FrameLoop(source, detector, protector, writer, options, summary, progress).run()
+                   progress: Callable[[int, int], None] | None = None, *, live: LiveOptions | None = None,
+                   preview: Callable[[np.ndarray], None] | None = None,
+                   status: Callable[[Summary], None] | None = None) -> None:
+    """The frame loop of `protect_video` (also used per segment by `veil.batch.segments`, and live by
+    `veil.pipeline.live`): detect, track, protect and write every frame of `source` to `writer`
+    (None: dry run), filling `summary`. `live`: the source is live (it hands out its audio packets
+    too, from its own thread); late frames are masked or dropped and the latency is measured.
+    `preview`: also called with every protected frame (a local viewer). `status` (live): called
+    about once a second with `summary` so far, its ``latency_ms`` that of the last 10 s."""
+    _FrameLoop(source, detector, protector, writer, options, summary, progress, live, preview, status).run()
 
 
 class _FrameLoop:
@@ -70,9 +126,14 @@ class _FrameLoop:
     """
 
     def __init__(self, source: FrameSource, detector: Detector, protector: Protector, writer: FrameWriter | None,
-                 options: ProtectOptions, summary: Summary, progress: Callable[[int, int], None] | None) -> None:
+                 options: ProtectOptions, summary: Summary, progress: Callable[[int, int], None] | None,
+                 live: LiveOptions | None = None, preview: Callable[[np.ndarray], None] | None = None,
+                 status: Callable[[Summary], None] | None = None) -> None:
         self.source, self.detector, self.protector, self.writer = source, detector, protector, writer
         self.options, self.summary, self.progress = options, summary, progress
+        self.live, self.preview, self.latency = live, preview, Latency()
+        self.status, self.status_at = status, 0.0
+        self.clock: tuple[float, float] | None = None  # (arrival, stream time) of a live run's first frame
         self.tracker = Tracker(options.tracker)
         self.state = ProtectState(seed=options.seed)
         known = options.build_known()
@@ -80,17 +141,21 @@ class _FrameLoop:
         self.held: deque[HeldFrame] = deque()
         self.previous_thumb: np.ndarray | None = None
         self.last_failed = False  # whether the latest detection failed (the frames it skipped inherit it)
-        self.sink = Sink(self._finish)
+        self.sink = Sink(self._consume)
 
     def run(self) -> None:
         try:
-            for frame in prefetch(iter(self.source)):
-                self._push(frame)
+            if self.live is None:
+                for frame in prefetch(iter(self.source)):
+                    self._push(frame)
+            else:
+                self._run_live()
             self._emit(self.tracker.flush())
         except BaseException:
             self.sink.abandon()
             raise
         self.sink.close()
+        self.summary.latency_ms = self.latency.summary()
         self.summary.tracks = self.tracker.tracks_started
         self.summary.faces_filled = self.tracker.faces_filled
         damage = self.source.damage
@@ -99,9 +164,40 @@ class _FrameLoop:
         self.summary.decode_errors, self.summary.frames_lost = damage.errors, damage.lost
         self.summary.method_stats = {k: list(v) for k, v in self.state.stats.items()}
 
+    def _run_live(self) -> None:
+        """A live source's frames and sound as they come; Ctrl-C ends the stream cleanly (the
+        frames held back are still protected and written, and the sink is finalised)."""
+        try:
+            for item in self.source.demux():
+                if isinstance(item, AudioPacket):
+                    self.sink.put("audio", item)
+                else:
+                    self._push(item)
+        except KeyboardInterrupt:
+            self.summary.interrupted = True
+
+    def _due(self, frame: Frame) -> float:
+        """When a live frame was due (`time.monotonic()` s), by the stream's own clock anchored at the
+        first frame's arrival, and never later than it came. A frame that waited in the network or
+        the decoder (which its arrival time cannot see) is then as late as one that waited here. The
+        clock is anchored again where the stream's timestamps jump (more than 5 s back, 1 s ahead)."""
+        t = frame.time_s
+        if t != t:  # no timestamp
+            return frame.arrival
+        if self.clock is None or not -5.0 < self.clock[0] + t - self.clock[1] - frame.arrival < 1.0:
+            self.clock = (frame.arrival, t)
+        return min(self.clock[0] + t - self.clock[1], frame.arrival)
+
     def _push(self, frame: Frame) -> None:
         """Detect (when due) and track one decoded frame; hand on the frames that are final."""
         masked = frame.damaged and self.options.on_damage == "mask"
+        due = self._due(frame) if self.live is not None else frame.arrival
+        if self.live is not None and time.monotonic() - due > self.live.max_delay_s:
+            if self.live.when_late == "drop":  # nothing of it is sent; the frames after it catch up
+                self.summary.frames_dropped_late += 1
+                return
+            masked = True  # sent at once, whole frame masked: no detector time spent on it
+            self.summary.frames_masked_late += 1
         cut = False
         if not masked:  # a garbled frame is neither looked at for faces nor compared for a cut
             thumb = scene_thumbnail(frame.image)
@@ -125,7 +221,7 @@ class _FrameLoop:
                     held.failed = True
             self.last_failed = failed
         self.summary.scene_cuts += int(cut)
-        self.held.append(HeldFrame(frame, self.last_failed, detected, masked))
+        self.held.append(HeldFrame(frame, self.last_failed, detected, masked, due))
         info = self.source.info
         faces = faces.clipped(info.width, info.height)
         ready = self.tracker.push(faces, scene_cut=cut)
@@ -148,17 +244,34 @@ class _FrameLoop:
                 keep = self.kept.left_as_is(held.frame.index, faces)
                 summary.kept_per_frame.append(int(keep.sum()))
                 faces = faces[~keep]
-            self.sink.put(held, faces)
+            self.sink.put("frame", held, faces)
+
+    def _consume(self, kind: str, *item: object) -> None:
+        """The encode thread's work, in order: frames to protect and write, audio to forward."""
+        if kind == "audio":
+            if self.writer is not None:
+                self.writer.write_audio(item[0])
+            return
+        self._finish(*item)
 
     def _finish(self, held: HeldFrame, faces: Faces) -> None:
         """Protect and encode one frame (on the sink's thread, in frame order)."""
         frame = held.frame
         if held.failed or held.masked:
             image = mask_everything(frame.image)
-        elif self.writer is None or len(faces) == 0:
+        elif len(faces) == 0 or (self.writer is None and self.preview is None):  # nothing to hide, or a dry run
             image = frame.image
         else:
             self.state.frame_index = frame.index
             image = self.protector(frame.image, faces, self.state)
         if self.writer is not None:
             self.writer.write(image, frame.pts)
+        if self.preview is not None:
+            self.preview(image)
+        if self.live is not None:
+            now = time.monotonic()
+            self.latency.add(now - held.due)
+            if self.status is not None and now - self.status_at >= 1.0:
+                self.status_at = now
+                self.summary.latency_ms = self.latency.summary(last=10 * max(round(float(self.source.info.fps)), 1))
+                self.status(self.summary)

@@ -100,6 +100,14 @@ class Summary:
     damaged_ranges: list[list[float]] = field(default_factory=list)
     decode_errors: int = 0
     frames_lost: int = 0
+    # Live runs (veil.pipeline.live): delay from a frame's arrival to its encoded packet (p50, p95,
+    # max, ms), late frames sent masked or dropped, reconnections, and whether Ctrl-C ended it.
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    frames_masked_late: int = 0
+    frames_dropped_late: int = 0
+    reconnects: int = 0
+    interrupted: bool = False
+    stream_error: str = ""  # why a live source ended before its end (it stalled or dropped for good)
     kept_per_frame: list[int] = field(default_factory=list)  # faces left as they are (--keep-face only)
     scene_cuts: int = 0
     audio_streams_copied: int = 0

@@ -19,7 +19,7 @@ from functools import lru_cache
 import av
 import numpy as np
 
-from veil.media.audio import AudioPacket, AudioParams, decoder_name, packet_to_av
+from veil.media.audio import AudioPacket, AudioParams, open_decoder, packet_to_av
 
 __all__ = ["AudioDecoder", "mel_filterbank", "frame_features"]
 
@@ -36,14 +36,7 @@ class AudioDecoder:
 
     def __init__(self, params: AudioParams) -> None:
         self.params = params
-        try:  # the decoder the sender used ("mp3float"), else the codec's default decoder
-            self.ctx = av.CodecContext.create(params.codec, "r")
-        except (ValueError, av.error.FFmpegError):
-            self.ctx = av.CodecContext.create(decoder_name(params.codec), "r")
-        if params.extradata:
-            self.ctx.extradata = params.extradata
-        self.ctx.sample_rate = params.sample_rate
-        self.ctx.layout = params.layout
+        self.ctx = open_decoder(params)
         self.start: Fraction | None = None
         self._chunks: list[np.ndarray] = []
         self._pcm = np.zeros(0, np.float32)

