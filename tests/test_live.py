@@ -225,3 +225,40 @@ def test_the_preview_serves_the_protected_frames(clip):
     # The status line's figures, about once a second while it ran: frames so far and the latency.
     assert statuses and all(lat["p95"] >= lat["p50"] > 0 for _, lat in statuses)
     assert [n for n, _ in statuses] == sorted(n for n, _ in statuses) and statuses[-1][0] <= summary.frames
+
+
+def _with_opus(clip, path):
+    """`clip` as MPEG-TS with its sound re-encoded as Opus (a WebRTC gateway's or an OBS stream's)."""
+    with av.open(str(clip)) as src, av.open(str(path), "w", format="mpegts") as out:
+        video, audio = out.add_stream_from_template(src.streams.video[0]), out.add_stream("libopus", rate=48000)
+        for packet in src.demux(src.streams.video[0], src.streams.audio[0]):
+            if packet.stream.type == "video" and packet.size:
+                packet.stream = video
+                out.mux(packet)
+            elif packet.stream.type == "audio":
+                for frame in packet.decode():
+                    frame.pts = None
+                    out.mux(audio.encode(frame))
+        out.mux(audio.encode(None))
+    return path
+
+
+def _starts_and_lengths(path):
+    with av.open(str(path)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        codec = a.codec_context.name
+        starts = float(v.start_time * v.time_base), float(a.start_time * a.time_base)
+        frames = list(c.decode(a))
+        audio_s = sum(f.samples / f.sample_rate for f in frames)
+    return codec, starts, audio_s
+
+
+@pytest.mark.parametrize("opus, sink, codec", [(True, "out.flv", "aac"), (False, "out.webm", "opus")])
+def test_sound_the_sink_cannot_take_is_reencoded_in_sync(clip, tmp_path, opus, sink, codec):
+    """Opus is not sent over RTMP (FLV): it becomes AAC; AAC cannot go into WebM: it becomes Opus."""
+    source = _with_opus(clip, tmp_path / "opus.ts") if opus else clip
+    proc, sent = _live(["-o", tmp_path / sink, "-q"], clip=source)
+    assert proc.returncode == 0, proc.stderr
+    got, (video_start, audio_start), audio_s = _starts_and_lengths(tmp_path / sink)
+    assert got == codec and abs(video_start - audio_start) < 0.1  # in sync
+    assert abs(audio_s - sent["sent"] / 30) < 0.25  # the whole sound, not a part of it

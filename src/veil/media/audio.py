@@ -99,15 +99,19 @@ def open_decoder(params: AudioParams) -> av.CodecContext:
 
 class AudioTranscoder:
     """Re-encodes the packets of `params` as `codec` (AAC by default) into a new stream of
-    `container`, for a sink whose container cannot hold the source's codec (Opus into FLV)."""
+    `container`, for a sink whose container cannot hold the source's codec (AAC into WebM, Opus
+    sent over RTMP). Opus takes 8, 12, 16, 24 or 48 kHz: other rates are resampled to 48 kHz."""
 
     def __init__(self, container: av.container.OutputContainer, params: AudioParams, codec: str = "aac") -> None:
         self.params = params
         self.decoder = open_decoder(params)
-        self.stream = container.add_stream(codec, rate=params.sample_rate)
+        rate = params.sample_rate
+        if codec == "libopus" and rate not in (8000, 12000, 16000, 24000, 48000):
+            rate = 48000
+        self.stream = container.add_stream(codec, rate=rate)
         self.stream.layout = params.layout
         ctx = self.stream.codec_context
-        self.resampler = av.AudioResampler(format=ctx.format.name, layout=params.layout, rate=params.sample_rate)
+        self.resampler = av.AudioResampler(format=ctx.format.name, layout=params.layout, rate=rate)
 
     def encode(self, packet: AudioPacket | None) -> list[av.Packet]:
         """The re-encoded packets that `packet` completes (None: flush at the end)."""

@@ -180,9 +180,14 @@ class VideoWriter:
 
     def _given_stream(self, params: AudioParams) -> tuple[av.stream.Stream, AudioParams, AudioTranscoder | None]:
         """An output stream for packets of `params`: a copy where the container takes the codec,
-        else an AAC re-encoding (the sound is kept, not dropped)."""
+        else a re-encoding, as Opus for WebM and Ogg, as AAC for the others (the sound is kept, not
+        dropped). FLV (RTMP) is sent AAC or MP3 only: the servers and players that take RTMP do
+        not read the other codecs that FFmpeg's FLV muxer writes."""
+        fmt = self._container.format.name.split(",")[0]
         probe_out = self._probe_container()
         try:
+            if fmt == "flv" and params.codec not in ("aac", "mp3"):
+                raise ValueError("not for RTMP")
             add_audio_stream(probe_out, params)
             probe_out.start_encoding()
             fits = True
@@ -195,7 +200,7 @@ class VideoWriter:
                 pass
         if fits:
             return add_audio_stream(self._container, params), params, None
-        transcoder = AudioTranscoder(self._container, params)
+        transcoder = AudioTranscoder(self._container, params, "libopus" if fmt in ("webm", "ogg") else "aac")
         return transcoder.stream, params, transcoder
 
     def _check_audio_fits(self) -> None:

@@ -10,8 +10,8 @@ The same frame loop as a file (`veil.pipeline.frames`), with three differences:
   longer than ``--max-delay`` is sent fully masked or dropped (``--when-late``), so the delay never
   grows without bound and no frame is ever sent unprotected; the summary has the latency (p50,
   p95, max) and the late frames;
-- the source's audio packets are forwarded as they come (re-encoded as AAC only where the sink's
-  container cannot hold them).
+- the source's audio packets are forwarded as they come (re-encoded only where the sink cannot
+  take them: AAC over RTMP, Opus into WebM).
 
 Ctrl-C ends the stream cleanly: the frames held back are still protected and sent, and a file sink
 is finalised and playable. `protect_stream` gives the protected frames to Python code instead.
@@ -34,6 +34,7 @@ from veil.errors import VeilError
 from veil.media.audio import AudioPacket
 from veil.media.damage import Damage
 from veil.media.read import Frame, VideoInfo, VideoReader
+from veil.media.sinks import is_live_target
 from veil.media.sources import Source, source_name
 from veil.media.write import VideoWriter
 from veil.pipeline.frames import LiveOptions, protect_frames
@@ -153,11 +154,16 @@ class LiveFeed:
         return replace(frame, image=image, index=index, pts=pts, time_base=self.info.time_base)
 
 
-def _live_options(options: ProtectOptions) -> ProtectOptions:
-    """Live encoding: x264 without its look-ahead and B-frames, so a frame leaves at once."""
+def _live_options(options: ProtectOptions, sink: str | Path | None) -> ProtectOptions:
+    """Live encoding: each frame leaves at once. x264 without its look-ahead and B-frames
+    (``zerolatency``); libvpx (a WebM file sink) in real-time mode without frames held back."""
     encode = options.encode
-    if (encode.codec or "libx264") in ("libx264", "libx265") and "tune" not in encode.extra:
+    live_target = sink is None or is_live_target(sink)
+    codec = (encode.codec or "libx264") if live_target else encode.codec_for(Path(sink))
+    if codec in ("libx264", "libx265") and "tune" not in encode.extra:
         encode = replace(encode, extra={**encode.extra, "tune": "zerolatency"})
+    elif codec in ("libvpx-vp9", "libvpx"):
+        encode = replace(encode, extra={"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", **encode.extra})
     return replace(options, encode=encode)
 
 
@@ -181,7 +187,7 @@ def protect_live(source: Source, sink: str | Path | None, options: ProtectOption
     summary so far (frames, late frames, reconnections, the latency of the last 10 s).
     """
     start = time.perf_counter()
-    options = _live_options(options)
+    options = _live_options(options, sink)
     # The models load before the source opens: a live source does not wait for them.
     detector, protector = detector or options.build_detector(), protector or options.build_protector()
     feed = LiveFeed(source, reconnect=live.reconnect, follow=follow, tolerate_damage=options.on_damage != "stop",
