@@ -85,7 +85,10 @@ def run(clip: Path, middle: list[str], report: Path | None) -> dict:
     received = {"frames": 0}
 
     def receive() -> None:
-        with av.open(f"tcp://127.0.0.1:{port_out}?listen", "r", timeout=(120, 20)) as c:
+        # A live viewer's probing (as veil's own): FFmpeg's default analyses 5 s of the stream, and
+        # waits for about 20 frames to guess their rate, before the first frame is shown.
+        with av.open(f"tcp://127.0.0.1:{port_out}?listen", "r", timeout=(120, 20),
+                     options={"analyzeduration": "100000"}) as c:
             stream = c.streams.video[0]
             first = None
             for packet in c.demux(stream):

@@ -18,6 +18,14 @@ def veil(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
 
+def refused(result, *words: str, output=None) -> None:
+    """Exit 2 with one line that names the problem, and no output file."""
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert all(w in lines[0] for w in words), (words, lines)
+    assert output is None or not output.exists()
+
+
 @pytest.fixture
 def face_clip(media, tmp_path):
     path = tmp_path / "face.mp4"
@@ -92,14 +100,15 @@ def test_missing_input_and_same_path(face_clip, tmp_path):
 def test_unwritable_output_folder_is_exit_2(face_clip, tmp_path):
     blocker = tmp_path / "file.txt"
     blocker.write_text("a file where a folder should be")
-    result = veil("protect", face_clip, "-o", blocker / "out.mp4", "-q")
-    assert result.exit_code == 2 and "cannot" in result.output
+    refused(veil("protect", face_clip, "-o", blocker / "out.mp4", "-q"), "cannot", "file.txt")
+    assert blocker.read_text() == "a file where a folder should be"
 
 
 def test_bad_option_is_exit_2(face_clip, tmp_path):
-    assert veil("protect", face_clip, "-o", tmp_path / "o.mp4", "--method", "nope").exit_code == 2
-    assert veil("protect", face_clip, "-o", tmp_path / "o.mp4", "-O", "nonsense=1").exit_code == 2
-    assert veil("protect", face_clip, "-o", tmp_path / "o.mp4", "--mask-scale", "-2").exit_code == 2
+    out = tmp_path / "o.mp4"
+    refused(veil("protect", face_clip, "-o", out, "--method", "nope"), "nope", "blur", output=out)
+    refused(veil("protect", face_clip, "-o", out, "-O", "nonsense=1"), "nonsense", output=out)
+    refused(veil("protect", face_clip, "-o", out, "--mask-scale", "-2"), "mask", output=out)
 
 
 def test_folder_is_mirrored_bad_files_reported_others_done(face_clip, clip, tmp_path):
@@ -121,7 +130,8 @@ def test_folder_is_mirrored_bad_files_reported_others_done(face_clip, clip, tmp_
 
 def test_folder_without_output_folder_is_exit_2(tmp_path):
     (tmp_path / "d").mkdir()
-    assert veil("protect", tmp_path / "d").exit_code == 2
+    refused(veil("protect", tmp_path / "d"), "-o")
+    assert not list((tmp_path / "d").iterdir())
 
 
 @pytest.fixture
@@ -164,7 +174,10 @@ def test_detection_failure_can_stop_the_run(broken_detector, clip, tmp_path):
 def test_models_list_and_version():
     result = veil("models", "list")
     assert result.exit_code == 0 and "mtcnn/pnet.pt" in result.output and "facenet-pytorch" in result.output
-    assert veil("version").exit_code == 0
+    from veil import __version__
+
+    version = veil("version")
+    assert version.exit_code == 0 and __version__ in version.output
 
 
 def test_detect_every_two_runs_the_detector_on_half_the_frames_and_still_covers_all(face_clip, tmp_path):
@@ -177,7 +190,8 @@ def test_detect_every_two_runs_the_detector_on_half_the_frames_and_still_covers_
 
 
 def test_detect_every_is_bounded_by_the_lookahead(face_clip, tmp_path):
-    assert veil("protect", face_clip, "-o", tmp_path / "o.mp4", "--detect-every", "9").exit_code == 2
+    refused(veil("protect", face_clip, "-o", tmp_path / "o.mp4", "--detect-every", "9"), "detect", "between 1 and",
+            output=tmp_path / "o.mp4")
 
 
 def _commands():

@@ -262,3 +262,54 @@ def test_sound_the_sink_cannot_take_is_reencoded_in_sync(clip, tmp_path, opus, s
     got, (video_start, audio_start), audio_s = _starts_and_lengths(tmp_path / sink)
     assert got == codec and abs(video_start - audio_start) < 0.1  # in sync
     assert abs(audio_s - sent["sent"] / 30) < 0.25  # the whole sound, not a part of it
+
+
+def _wait_until_bound(port: int, timeout: float = 60) -> None:
+    """Wait until something (veil) has bound UDP `port` on 127.0.0.1."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on udp port {port}")
+
+
+def test_a_udp_source_is_protected(clip, tmp_path):
+    """MPEG-TS over UDP, as an IP camera or an encoder box sends it: nothing waits for the receiver."""
+    port, out, report = _port(), tmp_path / "udp.mp4", tmp_path / "udp.json"
+    proc = subprocess.Popen([*VEIL, "protect", f"udp://127.0.0.1:{port}", "-o", str(out), "--json", str(report),
+                             "--stall-timeout", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_until_bound(port)
+    time.sleep(0.5)
+    thread, sent = send_in_background(clip, f"udp://127.0.0.1:{port}?pkt_size=1316")
+    thread.join(timeout=60)
+    _, errors = proc.communicate(timeout=60)
+    # UDP has no end: the source falls silent, and the run ends there (exit 1 says it stalled)
+    assert proc.returncode == 1 and "ended early" in errors, errors
+    summary = json.loads(report.read_text())["files"][0]
+    assert sent == {"sent": 72} and summary["frames"] >= 60 and summary["faces"] >= 50
+    with VideoReader(out) as reader:
+        frames = [f.image for f in reader]
+        assert reader.info.audio_streams == 1
+    assert len(frames) == summary["frames"] and _covered(frames) == 0
+
+
+def test_a_sink_that_goes_away_mid_stream_is_exit_1(clip):
+    port = _port()
+
+    def receive_a_little() -> None:
+        with socket.create_server(("127.0.0.1", port)) as server:
+            server.settimeout(60)
+            conn, _ = server.accept()
+            conn.recv(20000)  # a few frames, then the viewer hangs up
+            conn.close()
+
+    receiver = threading.Thread(target=receive_a_little, daemon=True)
+    receiver.start()
+    proc, _ = _live(["-o", f"tcp://127.0.0.1:{port}", "-q"], {"hold_s": 2}, clip)
+    receiver.join(timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "tcp://127.0.0.1" in lines[0], proc.stderr

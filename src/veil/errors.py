@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-__all__ = ["VeilError", "InputError", "VideoOpenError", "OutputError", "WriteError", "DetectionError"]
+__all__ = ["VeilError", "InputError", "VideoOpenError", "OutputError", "WriteError", "DetectionError", "ProtectionError"]
 
 
 class VeilError(Exception):
@@ -37,3 +37,8 @@ class WriteError(VeilError):
 
 class DetectionError(VeilError):
     """The face detector failed on a frame."""
+
+
+class ProtectionError(VeilError):
+    """The protection method failed on a frame (with ``--on-error stop``; otherwise the frame is
+    written fully masked)."""

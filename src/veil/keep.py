@@ -16,7 +16,8 @@ known person (a protected frame now and then), never on a bystander. A photo has
 one match is enough there.
 
 `KEEP_DISTANCE` is stricter than dlib's same-person threshold (0.6): on the store's photos,
-Obama against Obama is 0.35-0.46 and Obama against Biden 0.74-0.86.
+Obama against Obama is 0.35-0.46 and Obama against Biden 0.74-0.86. `--keep-distance` may not go
+beyond that threshold (`MAX_KEEP_DISTANCE`): there dlib itself says "another person".
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ import numpy as np
 from veil.errors import InputError
 from veil.faces import Faces
 
-__all__ = ["KEEP_DISTANCE", "KnownFaces", "KeptTracks", "known_faces"]
+__all__ = ["KEEP_DISTANCE", "MAX_KEEP_DISTANCE", "KnownFaces", "KeptTracks", "known_faces"]
 
 KEEP_DISTANCE = 0.5
+MAX_KEEP_DISTANCE = 0.6
 STREAK = 2  # matching detections in a row before a track's face is left as it is
 
 Describe = Callable[[np.ndarray, np.ndarray], np.ndarray]  # image (H, W, 3), landmarks (N, 5, 2) -> (N, 128)
@@ -58,12 +60,17 @@ class KnownFaces:
 
         Fails closed: where the recognizer raises, no face matches.
         """
+        found = self.recognised(image, faces)
+        return np.zeros(len(faces), bool) if found is None else found
+
+    def recognised(self, image: np.ndarray, faces: Faces) -> np.ndarray | None:
+        """`matches`, or None where the recognizer raised."""
         if len(faces) == 0:
             return np.zeros(0, bool)
         try:
             found = np.asarray(self.describe(image, faces.landmarks), np.float32)
         except Exception:  # noqa: BLE001 - an unrecognised face is protected, whatever the reason
-            return np.zeros(len(faces), bool)
+            return None
         gaps = np.linalg.norm(found[:, None, :] - self.references[None, :, :], axis=-1)
         return gaps.min(axis=1) < self.distance
 
@@ -84,10 +91,15 @@ class KeptTracks:
         # Per track: frame indices of its detections and the matching streak at each.
         self._frames: dict[int, list[int]] = {}
         self._streaks: dict[int, list[int]] = {}
+        self.failures = 0  # detected frames whose faces the recognizer could not describe
 
     def observe(self, index: int, image: np.ndarray, faces: Faces, track_ids: np.ndarray) -> None:
         """Record the detections `faces` of frame `index` and the tracks they were given."""
-        for track, match in zip(track_ids.tolist(), self.known.matches(image, faces)):
+        found = self.known.recognised(image, faces)
+        if found is None:  # none of them matches: their tracks' streaks start again
+            self.failures += 1
+            found = np.zeros(len(faces), bool)
+        for track, match in zip(track_ids.tolist(), found):
             frames = self._frames.setdefault(track, [])
             streaks = self._streaks.setdefault(track, [])
             streaks.append(streaks[-1] + 1 if match and streaks else int(match))

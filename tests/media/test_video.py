@@ -10,6 +10,7 @@ import pytest
 from clips import synthetic_frames
 
 import veil
+from veil.detect import get_detector
 from veil.errors import OutputError, VideoOpenError
 from veil.media.read import VideoReader, probe, read_frames
 from veil.media.write import EncodeOptions, write_frames
@@ -104,6 +105,25 @@ def test_rotation_is_applied_so_output_displays_the_same(clip, tmp_path):
         assert (reader.info.width, reader.info.height) == (48, 80)
         got = [f.image for f in reader]
     np.testing.assert_array_equal(got[0], np.rot90(frames[0], k=1))
+
+
+def test_a_rotated_phone_video_is_protected_upright(media, clip, tmp_path):
+    """Stored sideways with a 90 degree display matrix, as phones record: protect finds the face in
+    the upright picture and writes an upright video (no matrix left to apply) with the face hidden."""
+    upright = [f for _, f in zip(range(24), read_frames(media("single_face.mp4")))]
+    src = clip("phone.mp4", [np.ascontiguousarray(np.rot90(f, k=-1)) for f in upright], rotation=90)
+    summary = veil.protect(src, tmp_path / "out.mp4")
+    with VideoReader(tmp_path / "out.mp4") as reader:
+        assert reader.info.rotation == 0 and (reader.info.width, reader.info.height) == (640, 360)
+        out = [f.image for f in reader]
+    assert summary.faces == 24 and len(out) == 24
+    judge = get_detector("mtcnn", detect_size=None)
+    assert sum(len(judge.detect(f)) for f in out[::4]) == 0
+    # upright: away from the face the picture is the original's, up to the encoder
+    box = judge.detect(upright[0]).boxes[0].astype(int)
+    keep = np.ones((360, 640), bool)
+    keep[max(box[1] - 60, 0):box[3] + 60, max(box[0] - 60, 0):box[2] + 60] = False
+    assert np.abs(out[0][keep].astype(int) - upright[0][keep].astype(int)).mean() < 4
 
 
 @pytest.mark.parametrize("content", [b"", b"this is not a video\n", b"\x00" * 4096])

@@ -12,7 +12,7 @@ from veil.errors import InputError
 from veil.faces import Faces
 from veil.media.read import read_frames
 from veil.protect import ProtectState, face_mask, get_protector, protector_names
-from veil.protect.classic import Blur, eye_band, mosaic
+from veil.protect.classic import eye_band, mosaic
 
 CLASSIC = ["blur", "mosaic", "solid", "noise", "cartoon", "sticker"]
 PHOTOS = ["obama.jpg", "biden.jpg", "0-f15-hao-ph.jpg", "multi_face.jpg"]
@@ -135,11 +135,15 @@ def test_sticker_covers_the_face_and_shows_only_blur_where_transparent(faces_of,
     cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
     red = out[cy - side // 4 + 2:cy + side // 4 - 2, cx - side // 4 + 2:cx + side // 4 - 2]
     assert (red == (255, 0, 0)).all()
-    crop = image[y0:y1, x0:x1]
-    blurred = Blur(strength=2.0).transform(crop, float(faces.sizes[0]), np.random.default_rng())
-    corner = (slice(y0, y0 + 10), slice(x0, x0 + 10))  # transparent: the strong blur, not the face
-    np.testing.assert_array_equal(out[corner], blurred[:10, :10])
-    assert np.abs(out[corner].astype(int) - image[corner].astype(int)).mean() > 3
+    # Where the sticker is transparent the face is blurred, judged without veil's own blur: the
+    # fine detail (variance of the Laplacian) is mostly gone and the pixels are not the face's.
+    border = (slice(y0, y1), slice(x0, x0 + max(side // 5, 8)))  # the sticker's transparent left edge
+
+    def detail(a):
+        return cv2.Laplacian(cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
+
+    assert detail(out[border]) < 0.2 * detail(image[border])
+    assert np.abs(out[border].astype(int) - image[border].astype(int)).mean() > 3
 
 
 def test_sticker_image_must_exist(tmp_path):

@@ -31,6 +31,7 @@ from veil.detect import Detector
 from veil.detect.track import TrackerConfig
 from veil.errors import OutputError, VideoOpenError
 from veil.media.damage import Damage, decode_video
+from veil.media.metadata import video_metadata_dropped
 from veil.media.outputs import publish, temporary_beside
 from veil.media.read import Frame, VideoInfo, probe, upright_rgb
 from veil.media.write import EncodeOptions, VideoWriter, check_output_path
@@ -183,6 +184,10 @@ def protect_segment(src: str | os.PathLike, segment: Segment, options: ProtectOp
     summary.frames = sum(keep)
     if summary.frames == 0:
         raise VideoOpenError(f"{str(src)!r}: segment {segment.index} decoded no frame")
+    if segment.index == 0:  # what the joined file will lack of the source, said once
+        with av.open(str(src)) as source:
+            summary.metadata_dropped = video_metadata_dropped(source, keep_metadata=options.encode.keep_metadata,
+                                                              keep_audio=options.encode.keep_audio)
     return summary
 
 
@@ -260,6 +265,8 @@ def merge_summaries(parts: list[Summary], *, output: Path | None, seconds: float
         merged.frames_filled += s.frames_filled
         merged.faces_filled += s.faces_filled
         merged.frames_masked_on_error += s.frames_masked_on_error
+        merged.recognizer_failures += s.recognizer_failures
+        merged.metadata_dropped += s.metadata_dropped
         merged.frames_damaged += s.frames_damaged
         merged.damaged_ranges += s.damaged_ranges
         merged.decode_errors += s.decode_errors

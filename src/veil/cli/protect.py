@@ -112,7 +112,7 @@ def protect(
     reconnect: Annotated[int, typer.Option(help="Live: times to reopen a source that stalls or drops (with backoff; 0: the stream ends).")] = 0,
     stall_timeout: Annotated[float, typer.Option(help="Live: seconds a network source may send nothing before it counts as stalled.")] = 10.0,
     preview: Annotated[Optional[int], typer.Option(help="Live: serve the protected frames as MJPEG on http://127.0.0.1:PORT/ (0: any free port).")] = None,
-    on_error: Annotated[str, typer.Option(help="When detection fails on a frame: mask (whole frame masked) or stop.")] = "mask",
+    on_error: Annotated[str, typer.Option(help="When detection or protection fails on a frame: mask (whole frame masked) or stop.")] = "mask",
     max_pixels: Annotated[int, typer.Option(help="Refuse photos and videos larger than this many pixels, before decoding them (0: no limit).")] = MAX_PIXELS,
     on_damage: Annotated[str, typer.Option(help="Frames of a damaged stretch of the file (decoded past the damage, as FFmpeg does): mask (whole frame masked), protect (like any frame) or stop (refuse the file).")] = "mask",
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Worker processes (or Ray actors), each loading the models once.")] = 1,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from veil.errors import InputError, WriteError
+from veil.media.metadata import photo_metadata_dropped
 from veil.media.outputs import check_output, publish, temporary_beside
 from veil.media.sources import MAX_PIXELS, check_pixels
 
@@ -81,6 +82,12 @@ class Photo:
     dpi: tuple[float, float] | None
     exif: bytes | None  # orientation reset to 1
     jpeg_subsampling: int = -1  # the source's chroma subsampling (JPEG), -1: unknown
+    # What of the file's metadata a written photo lacks (`veil.media.metadata`): without
+    # keep_metadata, and with it.
+    dropped: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+
+    def metadata_dropped(self, keep_metadata: bool) -> list[str]:
+        return list(self.dropped[int(keep_metadata)])
 
     @property
     def width(self) -> int:
@@ -146,6 +153,7 @@ def read_photo(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> 
                 raise InputError(f"{str(path)!r} is an animated or multi-page image; convert it to a "
                                  "video to protect every frame")
             image.load()
+            dropped = tuple(tuple(photo_metadata_dropped(image, keep_metadata=k)) for k in (False, True))
             info = dict(image.info)
             if image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 info.pop("icc_profile", None)  # a profile of another colour space than the RGB written
@@ -164,7 +172,7 @@ def read_photo(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> 
     dpi = info.get("dpi")
     return Photo(rgb, alpha, gray, info.get("icc_profile"),
                  tuple(float(d) for d in dpi) if dpi else None, exif.tobytes() if len(exif) else None,
-                 subsampling)
+                 subsampling, dropped)
 
 
 def check_photo_output(src: Path, dst: Path) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 from veil.errors import InputError, VideoOpenError
 from veil.media.audio import AudioPacket, AudioParams
 from veil.media.damage import Damage, decode_video
+from veil.media.metadata import video_metadata_dropped
 from veil.media.sources import (
     MAX_PIXELS,
     STALL_S,
@@ -256,6 +257,10 @@ class VideoReader:
         if frame.damaged:
             self.damage.add_frame(frame.time_s)
         return frame
+
+    def metadata_dropped(self, *, keep_metadata: bool, keep_audio: bool) -> list[str]:
+        """What of the file's metadata and streams a protected copy lacks (`veil.media.metadata`)."""
+        return video_metadata_dropped(self._container, keep_metadata=keep_metadata, keep_audio=keep_audio)
 
     def demux(self) -> Iterator[Frame | AudioPacket]:
         """The frames and the audio packets (with ``audio=True``) in the order they arrive."""

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from veil.detect import Detector
-from veil.errors import DetectionError, InputError
+from veil.errors import DetectionError, InputError, ProtectionError
 from veil.faces import Faces
 from veil.media.photo import check_photo_output, is_photo, read_photo, write_photo
 from veil.media.read import VideoReader
@@ -69,6 +69,8 @@ def protect_video(src: str | Path, dst: str | Path | None, options: ProtectOptio
         if writer is not None:
             writer.close()
             summary.audio_streams_copied = info.audio_streams if options.encode.keep_audio else 0
+            summary.metadata_dropped = reader.metadata_dropped(keep_metadata=options.encode.keep_metadata,
+                                                               keep_audio=options.encode.keep_audio)
     finally:
         reader.close()
     summary.seconds = time.perf_counter() - start
@@ -94,8 +96,8 @@ def protect_photo(src: str | Path, dst: str | Path | None, options: ProtectOptio
     """Protect every face of the photo `src` and write `dst`, a photo (nothing written on a dry run).
 
     The detector sees the photo at `options.photo_detect_size`. Fails closed as `protect_video`
-    does: a photo whose detection raised is written fully masked (or the call raises
-    `DetectionError` with ``on_detection_error="stop"``).
+    does: a photo whose detection or protection raised is written fully masked (or the call raises
+    `DetectionError` / `ProtectionError` with ``on_detection_error="stop"``).
     """
     src = Path(src)
     start = time.perf_counter()
@@ -116,7 +118,9 @@ def protect_photo(src: str | Path, dst: str | Path | None, options: ProtectOptio
     known = options.build_known()
     hidden = faces  # the faces to protect: all but those --keep-face leaves
     if known is not None and not failed:
-        keep = known.matches(photo.rgb, faces)
+        keep = known.recognised(photo.rgb, faces)
+        summary.recognizer_failures = int(keep is None)
+        keep = np.zeros(len(faces), bool) if keep is None else keep
         summary.kept_per_frame = [int(keep.sum())]
         hidden = faces[~keep]
     if failed:
@@ -124,9 +128,15 @@ def protect_photo(src: str | Path, dst: str | Path | None, options: ProtectOptio
     elif options.dry_run or len(hidden) == 0:
         image = photo.rgb
     else:
-        image = protector(photo.rgb, hidden, state)
+        try:
+            image = protector(photo.rgb, hidden, state)
+        except Exception as exc:  # noqa: BLE001 - a protection that fails must fail closed
+            if options.on_detection_error == "stop":
+                raise ProtectionError(f"protection failed on {str(src)!r}: {exc}") from exc
+            image, failed = mask_everything(photo.rgb), True
     if not options.dry_run:
         write_photo(dst, photo, image, keep_metadata=options.encode.keep_metadata)
+        summary.metadata_dropped = photo.metadata_dropped(options.encode.keep_metadata)
     summary.frames = summary.frames_detected = 1
     summary.faces_per_frame = [len(faces)]
     summary.tracks = len(faces)

@@ -19,7 +19,7 @@ import numpy as np
 
 from veil.detect import Detector, Tracker
 from veil.detect.track import is_scene_cut, scene_thumbnail
-from veil.errors import DetectionError, InputError
+from veil.errors import DetectionError, InputError, ProtectionError
 from veil.faces import Faces
 from veil.keep import KeptTracks
 from veil.media.audio import AudioPacket
@@ -141,6 +141,7 @@ class _FrameLoop:
         self.held: deque[HeldFrame] = deque()
         self.previous_thumb: np.ndarray | None = None
         self.last_failed = False  # whether the latest detection failed (the frames it skipped inherit it)
+        self.protect_failures = 0  # frames masked whole because the protection raised (counted on the sink's thread)
         self.sink = Sink(self._consume)
 
     def run(self) -> None:
@@ -155,6 +156,9 @@ class _FrameLoop:
             self.sink.abandon()
             raise
         self.sink.close()
+        self.summary.frames_masked_on_error += self.protect_failures
+        if self.kept is not None:
+            self.summary.recognizer_failures = self.kept.failures
         self.summary.latency_ms = self.latency.summary()
         self.summary.tracks = self.tracker.tracks_started
         self.summary.faces_filled = self.tracker.faces_filled
@@ -195,6 +199,9 @@ class _FrameLoop:
         if self.live is not None and time.monotonic() - due > self.live.max_delay_s:
             if self.live.when_late == "drop":  # nothing of it is sent; the frames after it catch up
                 self.summary.frames_dropped_late += 1
+                # The frames held back for the tracker go now: no later frame may come in time to
+                # release them (a stream that stays behind drops every one).
+                self._emit(self.tracker.flush())
                 return
             masked = True  # sent at once, whole frame masked: no detector time spent on it
             self.summary.frames_masked_late += 1
@@ -263,7 +270,13 @@ class _FrameLoop:
             image = frame.image
         else:
             self.state.frame_index = frame.index
-            image = self.protector(frame.image, faces, self.state)
+            try:
+                image = self.protector(frame.image, faces, self.state)
+            except Exception as exc:  # noqa: BLE001 - a protection that fails must fail closed
+                if self.options.on_detection_error == "stop":
+                    raise ProtectionError(f"protection failed on frame {frame.index}: {exc}") from exc
+                image = mask_everything(frame.image)
+                self.protect_failures += 1
         if self.writer is not None:
             self.writer.write(image, frame.pts)
         if self.preview is not None:

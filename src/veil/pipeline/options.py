@@ -9,7 +9,7 @@ from typing import Any
 
 from veil.detect import DETECT_SIZE, Detector, TrackerConfig, get_detector
 from veil.errors import InputError
-from veil.keep import KEEP_DISTANCE, KnownFaces, known_faces
+from veil.keep import KEEP_DISTANCE, MAX_KEEP_DISTANCE, KnownFaces, known_faces
 from veil.media.damage import ON_DAMAGE
 from veil.media.sources import MAX_PIXELS
 from veil.media.write import EncodeOptions
@@ -31,7 +31,8 @@ class ProtectOptions:
     # the small faces of a group photo (one detection each: a large size costs little).
     photo_detect_size: int | None = DETECT_SIZE
     detect_every: int = 2  # run the detector on every N-th frame; the tracker covers the others
-    on_detection_error: str = "mask"  # "mask": write the frame fully masked; "stop": fail the video
+    # A detection or a protection that raises: "mask" writes the frame fully masked; "stop" fails the video.
+    on_detection_error: str = "mask"
     # Frames of a damaged stretch of the file (veil.media.damage): "mask" them whole, "protect" them
     # like any other frame, or "stop" at the first decoding error (strict decoding).
     on_damage: str = "mask"
@@ -46,9 +47,9 @@ class ProtectOptions:
 
     def __post_init__(self) -> None:
         self.keep_faces = tuple(str(Path(p).resolve()) for p in self.keep_faces)
-        if not 0 < self.keep_distance < 2:
-            raise InputError(f"keep_distance must be between 0 and 2 (dlib's distances), "
-                             f"got {self.keep_distance}")
+        if not 0 < self.keep_distance <= MAX_KEEP_DISTANCE:
+            raise InputError(f"--keep-distance must be above 0 and at most {MAX_KEEP_DISTANCE} (dlib's own "
+                             f"same-person threshold: beyond it a stranger would be kept), got {self.keep_distance}")
         if self.on_detection_error not in ("mask", "stop"):
             raise InputError(f"on_detection_error must be 'mask' or 'stop', got {self.on_detection_error!r}")
         if self.on_damage not in ON_DAMAGE:
@@ -92,7 +93,8 @@ class Summary:
     frames_detected: int = 0  # frames the detector ran on (all of them with detect_every 1)
     frames_filled: int = 0  # frames where the tracker drew at least one face not detected in that frame
     faces_filled: int = 0
-    frames_masked_on_error: int = 0
+    frames_masked_on_error: int = 0  # a detection or a protection failed on them (or they leaned on one)
+    recognizer_failures: int = 0  # --keep-face: detected frames whose faces could not be recognised (protected)
     # Damaged input (veil.media.damage): frames out of damaged stretches (masked whole unless
     # on_damage is "protect"), their time ranges in seconds, packets that failed to decode, and
     # frames the container lists that never decoded (the output has only the decoded ones).
@@ -111,6 +113,9 @@ class Summary:
     kept_per_frame: list[int] = field(default_factory=list)  # faces left as they are (--keep-face only)
     scene_cuts: int = 0
     audio_streams_copied: int = 0
+    # What of the source's metadata the output lacks: tags (place, device, dates), subtitle and
+    # data streams (telemetry), chapters; for a photo XMP, IPTC, thumbnails, extra pictures.
+    metadata_dropped: list[str] = field(default_factory=list)
     seconds: float = 0.0
     fps_processed: float = 0.0
     method_stats: dict[str, list] = field(default_factory=dict)

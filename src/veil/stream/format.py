@@ -23,9 +23,12 @@ stream of another version would decode wrongly here and is refused by its versio
 The CRC of each record catches accidental damage only: anyone can recompute it. With a key
 (AES-256-GCM, `cryptography`) every payload is ``nonce (12 bytes, fresh and random per record) |
 ciphertext | tag``, authenticated together with the header's digest, the record's type and its
-sequence number, so a changed, reordered, dropped or transplanted record fails authentication;
-a stream cut short lacks the authenticated END record. The header stays readable (size, fps,
-frame count, audio codec are not secret) but is authenticated through that digest.
+sequence number, so a changed, reordered, dropped or duplicated record fails authentication;
+a stream cut short lacks the authenticated END record. A keyed stream's header carries a random
+``stream_id``, so the digest differs between two streams of one key even where everything else
+in their headers is equal: a record transplanted from another stream fails too. The header
+stays readable (size, fps, frame count, audio codec are not secret) but is authenticated through
+that digest.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
@@ -104,6 +107,7 @@ class StreamHeader:
     version: int = VERSION
     extra: dict = field(default_factory=dict)
     time_base: Fraction | None = None  # of the chunks' frame timestamps; None: 1 / fps
+    stream_id: str = ""  # keyed streams: 16 random bytes (hex) that tie every record to this stream
 
     @property
     def timestamps_base(self) -> Fraction:
@@ -116,6 +120,8 @@ class StreamHeader:
              "num_quantizers": self.num_quantizers, "audio": self.audio.to_dict() if self.audio else None,
              "encrypted": self.encrypted, "key_check": self.key_check, "extra": self.extra,
              "time_base": [self.time_base.numerator, self.time_base.denominator] if self.time_base else None}
+        if self.stream_id:
+            d["stream_id"] = self.stream_id
         return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
     def to_bytes(self) -> bytes:
@@ -147,7 +153,7 @@ class StreamHeader:
                    Fraction(*d["fps"]), int(d["chunk_frames"]), int(d["codebook_size"]),
                    int(d["num_quantizers"]), AudioParams.from_dict(d["audio"]) if d["audio"] else None,
                    bool(d["encrypted"]), d.get("key_check", ""), frame_count, version, d.get("extra", {}),
-                   Fraction(*d["time_base"]) if d.get("time_base") else None)
+                   Fraction(*d["time_base"]) if d.get("time_base") else None, str(d.get("stream_id", "")))
 
 
 @dataclass(frozen=True)
@@ -200,6 +206,8 @@ class StreamWriter:
     def __init__(self, f: BinaryIO, header: StreamHeader, key: bytes | None = None) -> None:
         if header.encrypted != (key is not None):
             raise ValueError("header.encrypted must match whether a key is given")
+        if key is not None and not header.stream_id:
+            header = replace(header, stream_id=os.urandom(16).hex())
         self.f, self.header, self._seq = f, header, 0
         self._aead = AESGCM(key) if key is not None else None
         self._start = f.tell() if f.seekable() else None
