@@ -79,7 +79,7 @@ def test_place_device_dates_chapters_and_telemetry_are_gone_and_listed(frames, t
     listed = "\n".join(summary.metadata_dropped)
     if kind == "iphone.mov":
         assert "com.apple.quicktime.location.ISO6709" in listed and "com.apple.quicktime.model" in listed
-        assert "creation_time" in listed and "chapters: 1 ('Kitchen')" in listed
+        assert "stream 0 tags: creation_time" in listed and "chapters: 1 ('Kitchen')" in listed
     else:
         assert "stream 1: data (klv)" in listed
 
