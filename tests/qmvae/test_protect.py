@@ -41,6 +41,7 @@ def test_only_the_faces_change(protector, load_rgb):
     frame = load_rgb("multi_face.jpg")
     faces = detect(frame)
     assert len(faces) == 5
+    faces = faces[:2]  # two of the five: the others must stay as they are too
     state = ProtectState()
     out = protector(frame, faces, state)
     assert out.shape == frame.shape and out.dtype == np.uint8
@@ -51,7 +52,7 @@ def test_only_the_faces_change(protector, load_rgb):
         cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1)
         near[max(0, int(cy - half)):int(cy + half), max(0, int(cx - half)):int(cx + half)] = True
     assert changed.any() and not (changed & ~near).any()
-    assert state.stats["qmvae_faces"] == [5]
+    assert state.stats["qmvae_faces"] == [2]
     assert np.array_equal(protector(frame, Faces.empty(), state), frame)
 
 
