@@ -5,6 +5,8 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Test processes (pytest-xdist); each file's tests stay in one process, sharing its fixtures.
+TEST_WORKERS ?= 2
 
 .PHONY: setup models browser demo test test-slow bench clean
 
@@ -32,10 +34,10 @@ browser:
 	  echo "chromium not installed: the HTML report screenshot test will be skipped"
 
 test: models browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: models
-	VEIL_SLOW=1 $(BIN)/python -m pytest -q
+	VEIL_SLOW=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: models
 	$(BIN)/python bench/protect_speed.py
