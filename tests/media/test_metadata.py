@@ -144,3 +144,28 @@ def test_a_phone_photos_xmp_iptc_thumbnail_and_depth_map_are_gone_and_listed(loa
     listed = "\n".join(summary.metadata_dropped)
     for what in ("EXIF (GPS, device, dates)", "embedded thumbnail", "XMP", "IPTC", "1 more pictures"):
         assert what in listed, (what, listed)
+
+
+def test_a_subtitle_track_is_gone_and_listed(frames, tmp_path):
+    """Subtitles can name and place people ("Alice, 12 Main St"): never written to the output."""
+    srt = tmp_path / "names.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,400\nAlice Example, 12 Main St\n\n")
+    src = tmp_path / "talk.mkv"
+    with av.open(str(srt)) as subs, av.open(str(src), "w") as out:
+        video = out.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        text = out.add_stream_from_template(subs.streams[0])
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = i
+            out.mux(video.encode(frame))
+            for packet in subs.demux(subs.streams[0]) if i == 0 else ():
+                if packet.size:
+                    packet.stream = text
+                    out.mux(packet)
+        out.mux(video.encode(None))
+    assert b"12 Main St" in src.read_bytes()
+    summary = veil.protect(src, tmp_path / "out.mkv")
+    _, types, _, raw = _everything_in(tmp_path / "out.mkv")
+    assert types == ["video"] and b"Main St" not in raw and b"Alice" not in raw
+    assert "stream 1: subtitle (srt)" in summary.metadata_dropped
