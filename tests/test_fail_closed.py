@@ -153,3 +153,45 @@ def test_a_recognizer_failing_mid_run_protects_the_known_person_from_then_on(med
     assert _faces_shown(frames[20::2], judge) == 0
     report = summary.to_dict()
     assert report["recognizer_failures"] > 0 and json.dumps(report)
+
+
+class _Interrupted:
+    """A video of which only frames 3, 9, 15, ... come out whole; the others come out masked (a
+    damaged file, or a live run's late frames). Each frame shown is off the --detect-every cadence
+    and has masked frames on both sides: no detection before or after it to lean on."""
+
+    def __init__(self, clip) -> None:
+        from dataclasses import replace
+
+        from veil.media.damage import Damage
+        from veil.media.read import VideoReader
+
+        with VideoReader(clip) as reader:
+            self.info = reader.info
+            self.frames = [replace(f, damaged=f.index % 6 != 3) for f in reader]
+        self.damage = Damage()
+
+    def __iter__(self):
+        return iter(self.frames)
+
+
+@pytest.mark.parametrize("every", [2, 4])
+def test_the_first_frame_shown_after_masked_ones_is_always_detected(clip, judge, every):
+    """Frames masked unseen (damage, lateness) push nothing to the tracker: the first frame shown
+    after them must be detected whatever the --detect-every cadence, or its face is not covered."""
+    from veil.detect import get_detector as detector_named
+    from veil.pipeline import Summary, protect_frames
+
+    shown: list[np.ndarray] = []
+
+    class Collect:
+        def write(self, image, pts=None):
+            shown.append(image)
+
+    source = _Interrupted(clip)
+    options = ProtectOptions(detect_every=every)
+    protect_frames(source, detector_named("centerface"), get_protector("blur"), Collect(), options,
+                   Summary(input="x", output=None, method="blur", detector="centerface"))
+    visible = [f for f, src in zip(shown, source.frames) if not src.damaged]
+    assert len(shown) == 72 and len(visible) == 12
+    assert _faces_shown(visible, judge) == 0

@@ -141,6 +141,9 @@ class _FrameLoop:
         self.held: deque[HeldFrame] = deque()
         self.previous_thumb: np.ndarray | None = None
         self.last_failed = False  # whether the latest detection failed (the frames it skipped inherit it)
+        # The next frame shown is detected whatever the cadence: the frames before it were masked
+        # or dropped unseen, so the tracker has nothing recent to cover it with.
+        self.detect_next = False
         self.protect_failures = 0  # frames masked whole because the protection raised (counted on the sink's thread)
         self.sink = Sink(self._consume)
 
@@ -202,6 +205,7 @@ class _FrameLoop:
                 # The frames held back for the tracker go now: no later frame may come in time to
                 # release them (a stream that stays behind drops every one).
                 self._emit(self.tracker.flush())
+                self.detect_next = True
                 return
             masked = True  # sent at once, whole frame masked: no detector time spent on it
             self.summary.frames_masked_late += 1
@@ -210,7 +214,8 @@ class _FrameLoop:
             thumb = scene_thumbnail(frame.image)
             cut = is_scene_cut(self.previous_thumb, thumb)
             self.previous_thumb = thumb
-        detected = not masked and (cut or frame.index % self.options.detect_every == 0)
+        detected = not masked and (cut or self.detect_next or frame.index % self.options.detect_every == 0)
+        self.detect_next = masked
         faces, failed = Faces.empty(), False
         if detected:
             try:
