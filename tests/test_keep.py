@@ -90,17 +90,21 @@ def two_people(load_rgb, tmp_path_factory):
     """A 480x270 clip of Obama (left) and Biden (right) drifting a pixel a frame, 16 frames; and
     where each face is."""
     obama, biden = _scaled(load_rgb("obama2.jpg"), 250), _scaled(load_rgb("biden.jpg"), 250)
+    return _drifting_pair(obama, biden, tmp_path_factory.mktemp("keep") / "two.mkv")
+
+
+def _drifting_pair(left: np.ndarray, right: np.ndarray, path):
+    """A 480x270 clip of `left` and `right` (250 px tall) drifting a pixel a frame towards each
+    other, 16 frames: its path, its frames, and the two faces' boxes on frame 0, left first."""
     frames = []
     for i in range(16):
         frame = np.full((270, 480, 3), 90, np.uint8)
-        frame[10:260, 20 + i:20 + i + obama.shape[1]] = obama
-        frame[10:260, 300 - i:300 - i + biden.shape[1]] = biden
+        frame[10:260, 20 + i:20 + i + left.shape[1]] = left
+        frame[10:260, 300 - i:300 - i + right.shape[1]] = right
         frames.append(frame)
-    path = write_clip(tmp_path_factory.mktemp("keep") / "two.mkv", frames)
     found = get_detector("centerface").detect(frames[0])
     assert len(found) == 2
-    order = np.argsort(found.boxes[:, 0])
-    return path, frames, found.boxes[order].astype(int)  # left (Obama), right (Biden)
+    return write_clip(path, frames), frames, found.boxes[np.argsort(found.boxes[:, 0])].astype(int)
 
 
 def _region_changed(before: np.ndarray, after: np.ndarray, box: np.ndarray, shift: int) -> float:
@@ -226,16 +230,8 @@ def look_alike(load_rgb, media, tmp_path_factory):
         lo, hi = (weight, hi) if d > 0.56 else (lo, weight)
         weight = (lo + hi) / 2
     assert 0.52 <= d <= 0.56, d
-    left = _scaled(obama, 250)
-    frames = []
-    for i in range(16):
-        frame = np.full((270, 480, 3), 90, np.uint8)
-        frame[10:260, 20 + i:20 + i + left.shape[1]] = left
-        frame[10:260, 300 - i:300 - i + face.shape[1]] = face
-        frames.append(frame)
-    found = get_detector("centerface").detect(frames[0])
-    boxes = found.boxes[np.argsort(found.boxes[:, 0])].astype(int)
-    return write_clip(tmp_path_factory.mktemp("alike") / "alike.mkv", frames), frames, boxes, d
+    path, frames, boxes = _drifting_pair(_scaled(obama, 250), face, tmp_path_factory.mktemp("alike") / "alike.mkv")
+    return path, frames, boxes, d
 
 
 def test_a_look_alike_just_beyond_the_distance_is_protected_on_every_frame(look_alike, media, tmp_path):
