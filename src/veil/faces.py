@@ -1,8 +1,14 @@
-"""`Faces`: the faces found in one frame, as parallel numpy arrays.
+"""`Faces`: what was found in one frame (faces, and with ``--targets`` people and plates), as
+parallel numpy arrays.
 
-"No face" is ``len(faces) == 0`` with arrays of shape ``(0, ...)``, never ``None``.
+"Nothing found" is ``len(faces) == 0`` with arrays of shape ``(0, ...)``, never ``None``.
 Landmarks are the five key points of MTCNN / CenterFace, in image coordinates and this order:
 left eye, right eye, nose, left mouth corner, right mouth corner ("left" as seen in the image).
+A person or a plate has no face landmarks: its five points sit at its box's centre.
+
+Each detection has a kind (`KINDS`: face, person, plate). A person may carry a silhouette: a
+bool mask, True where the person is, over its box grown by `SILHOUETTE_MARGIN` on each side
+(`silhouette_frame`; the mask may be of any size, it is stretched to that frame when used).
 """
 
 from __future__ import annotations
@@ -11,9 +17,37 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Faces", "LANDMARK_NAMES"]
+__all__ = ["Faces", "LANDMARK_NAMES", "KINDS", "FACE", "PERSON", "PLATE", "centre_points", "SILHOUETTE_MARGIN",
+           "silhouette_frame"]
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+# The kinds of target, by their index in `Faces.kinds` (``--targets faces,people,plates``).
+KINDS = ("face", "person", "plate")
+FACE, PERSON, PLATE = range(3)
+
+
+# A silhouette covers its person's box grown by this share of the box's width and height on each
+# side: a raised arm or loose hair reaches beyond a detector's box.
+SILHOUETTE_MARGIN = 0.1
+
+
+def silhouette_frame(box: np.ndarray) -> tuple[int, int, int, int]:
+    """The pixels a person's silhouette covers (its box grown by `SILHOUETTE_MARGIN`), xyxy,
+    not clipped to the frame."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    mx, my = SILHOUETTE_MARGIN * (x2 - x1), SILHOUETTE_MARGIN * (y2 - y1)
+    fx1, fy1 = int(np.floor(x1 - mx)), int(np.floor(y1 - my))
+    return fx1, fy1, max(fx1 + 1, int(np.ceil(x2 + mx))), max(fy1 + 1, int(np.ceil(y2 + my)))
+
+
+def centre_points(boxes: np.ndarray) -> np.ndarray:
+    """The stand-in landmarks of targets that are not faces: five times the box centre.
+
+    Shape: boxes (N, 4) -> (N, 5, 2)
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    centre = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+    return np.repeat(centre[:, None, :], 5, axis=1)
 
 
 def _f32(a: np.ndarray | list, shape_tail: tuple[int, ...]) -> np.ndarray:
@@ -33,6 +67,8 @@ class Faces:
         - scores: (N,) float32 in [0, 1]
         - track_ids: (N,) int64, -1 where not tracked
         - filled: (N,) bool, True where a tracker kept a face alive without a detection
+        - kinds: (N,) int8, an index into `KINDS` (0: face)
+        - silhouettes: N entries, each None or an (h, w) bool mask over `silhouette_frame(box)`
     """
 
     boxes: np.ndarray
@@ -40,6 +76,8 @@ class Faces:
     scores: np.ndarray
     track_ids: np.ndarray = field(default=None)  # type: ignore[assignment]
     filled: np.ndarray = field(default=None)  # type: ignore[assignment]
+    kinds: np.ndarray = field(default=None)  # type: ignore[assignment]
+    silhouettes: tuple[np.ndarray | None, ...] = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self.boxes = _f32(self.boxes, (4,))
@@ -50,6 +88,11 @@ class Faces:
                           else np.asarray(self.track_ids, np.int64).reshape(n))
         self.filled = (np.zeros(n, bool) if self.filled is None
                        else np.asarray(self.filled, bool).reshape(n))
+        self.kinds = (np.zeros(n, np.int8) if self.kinds is None
+                      else np.asarray(self.kinds, np.int8).reshape(n))
+        self.silhouettes = (None,) * n if self.silhouettes is None else tuple(self.silhouettes)
+        if len(self.silhouettes) != n:
+            raise ValueError(f"silhouettes must have {n} entries, got {len(self.silhouettes)}")
         if self.boxes.shape != (n, 4):
             raise ValueError(f"boxes must be (N, 4), got {self.boxes.shape}")
         if self.landmarks.shape != (n, 5, 2):
@@ -67,8 +110,9 @@ class Faces:
     def __getitem__(self, index: int | slice | np.ndarray) -> Faces:
         if isinstance(index, (int, np.integer)):
             index = slice(int(index), int(index) + 1) if index != -1 else slice(-1, None)
-        return Faces(self.boxes[index], self.landmarks[index], self.scores[index],
-                     self.track_ids[index], self.filled[index])
+        picked = np.arange(len(self))[index]
+        return Faces(self.boxes[index], self.landmarks[index], self.scores[index], self.track_ids[index],
+                     self.filled[index], self.kinds[index], tuple(self.silhouettes[i] for i in picked))
 
     @classmethod
     def concatenate(cls, items: list[Faces]) -> Faces:
@@ -77,20 +121,29 @@ class Faces:
             return cls.empty()
         return cls(np.concatenate([f.boxes for f in items]), np.concatenate([f.landmarks for f in items]),
                    np.concatenate([f.scores for f in items]), np.concatenate([f.track_ids for f in items]),
-                   np.concatenate([f.filled for f in items]))
+                   np.concatenate([f.filled for f in items]), np.concatenate([f.kinds for f in items]),
+                   tuple(m for f in items for m in f.silhouettes))
+
+    def of_kind(self, kind: int) -> Faces:
+        """The detections of one kind (`FACE`, `PERSON`, `PLATE`)."""
+        return self[self.kinds == kind]
 
     def scaled(self, factor: float) -> Faces:
         """The same faces with coordinates multiplied by ``factor`` (detection at another size)."""
-        return Faces(self.boxes * factor, self.landmarks * factor, self.scores, self.track_ids, self.filled)
+        return Faces(self.boxes * factor, self.landmarks * factor, self.scores, self.track_ids, self.filled,
+                     self.kinds, self.silhouettes)
 
     def clipped(self, width: int, height: int) -> Faces:
-        """Boxes clipped to the frame; faces left with no area are dropped."""
+        """Boxes clipped to the frame; faces left with no area are dropped. A silhouette whose box
+        was cut is dropped too (the whole box is then masked): it no longer matches its box."""
         boxes = self.boxes.copy()
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        cut = (boxes != self.boxes).any(axis=1)
         out = self[keep]
         out.boxes = boxes[keep]
+        out.silhouettes = tuple(None if c else m for c, m in zip(cut[keep], out.silhouettes))
         return out
 
     @property

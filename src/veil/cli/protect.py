@@ -20,6 +20,7 @@ from veil.media.write import EncodeOptions, check_output_path
 from veil.pipeline import ProtectOptions, Summary
 from veil.pipeline.frames import LiveOptions
 from veil.pipeline.live import LIVE_LOOKAHEAD, protect_live
+from veil.pipeline.options import TARGETS
 from veil.protect import protector_names, protector_options
 
 __all__ = ["protect", "parse_option"]
@@ -77,6 +78,7 @@ def protect(
     inputs: Annotated[list[str], typer.Argument(help="Video files, photos or folders (searched recursively); or one live source: a stream URL (rtsp://, rtmp://, srt://, udp://, tcp://, http(s):// incl. HLS), a camera (/dev/video0, camera:0) or - (a pipe).")],
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Output file, or folder for several inputs / a folder input (default: <name>_protected.<ext> beside the input); live: a file, a stream URL (rtmp://, rtsp://, srt://, udp://, tcp://), an HLS playlist (out/index.m3u8) or - (MPEG-TS to stdout).")] = None,
     method: Annotated[str, typer.Option("--method", "-m", help=f"Protection: {', '.join(protector_names())}.")] = "blur",
+    targets: Annotated[str, typer.Option(help=f"What to find and protect, comma-separated: {', '.join(TARGETS)} (people: their silhouettes).")] = "faces",
     detector: Annotated[str, typer.Option(help=f"Face detector: {', '.join(detector_names())}.")] = "centerface",
     threshold: Annotated[Optional[float], typer.Option(help="Detection score threshold (lower finds more faces).")] = None,
     detect_size: Annotated[int, typer.Option(help="Longest side, in pixels, of the frame the detector sees (0: full size; smaller is faster but loses small faces).")] = ProtectOptions.detect_size,
@@ -93,7 +95,7 @@ def protect(
     cloak_mode: Annotated[Optional[str], typer.Option(help="cloak: low, mid or high (budget and iteration cap).")] = None,
     no_reuse: Annotated[bool, typer.Option("--no-reuse", help="cloak: start every frame from scratch (the paper's baseline).")] = False,
     checkpoint: Annotated[Optional[Path], typer.Option(help="qmvae: model checkpoint (default: the shipped one).")] = None,
-    targets: Annotated[Optional[Path], typer.Option(help="cloak: folder of photos of other people to add to the target bank.")] = None,
+    cloak_targets: Annotated[Optional[Path], typer.Option(help="cloak: folder of photos of other people to add to the target bank.")] = None,
     sticker_image: Annotated[Optional[Path], typer.Option(help="sticker: the image put over each face (PNG transparency respected; default: a drawn smiley).")] = None,
     keep_face: Annotated[Optional[list[Path]], typer.Option("--keep-face", metavar="PHOTO", help="Photo of a person to leave unprotected, one face in it (repeatable); everyone else is protected.")] = None,
     keep_distance: Annotated[float, typer.Option(help="--keep-face: largest dlib distance that counts as the same person (stricter below 0.5).")] = ProtectOptions.keep_distance,
@@ -122,6 +124,8 @@ def protect(
     threads: Annotated[Optional[int], typer.Option(help="CPU threads per worker (default: the cores shared evenly).")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Skip the files the output folder's manifest records as done (--no-resume: redo them).")] = True,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write a JSON summary here.")] = None,
+    export_tracks: Annotated[Optional[Path], typer.Option(help="Write every box per frame (track, kind, score, detected or filled, kept) to FILE.json or FILE.csv; a folder: one <name>.tracks.json per input.")] = None,
+    export_masks: Annotated[Optional[Path], typer.Option(help="Write every frame's protection mask as PNG into DIR/<name>/.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only detect and summarise; write nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -132,7 +136,7 @@ def protect(
         "block_pixels": block_pixels, "color": _color(color), "noise_scale": noise_scale,
         "mode": cloak_mode, "reuse": False if no_reuse else None,
         "checkpoint": str(checkpoint) if checkpoint else None,
-        "targets_dir": str(targets) if targets else None,
+        "targets_dir": str(cloak_targets) if cloak_targets else None,
         "image": str(sticker_image) if sticker_image else None,
     }
     defaults = protector_options(method)
@@ -140,7 +144,7 @@ def protect(
         key, value = parse_option(text, defaults)
         method_options[key] = value
     options = ProtectOptions(
-        method=method, method_options=method_options, detector=detector, threshold=threshold,
+        method=method, method_options=method_options, targets=targets, detector=detector, threshold=threshold,
         detect_size=detect_size or None, photo_detect_size=photo_detect_size or None,
         detect_every=detect_every, on_detection_error=on_error, on_damage=on_damage,
         max_pixels=max_pixels or None, seed=seed, dry_run=dry_run,
@@ -149,6 +153,8 @@ def protect(
                               LIVE_LOOKAHEAD if is_live_run else TrackerConfig.lookahead),
         encode=EncodeOptions(codec=codec, crf=crf, preset=preset, keep_audio=not no_audio,
                              keep_metadata=keep_metadata),
+        export_tracks=str(export_tracks) if export_tracks else None,
+        export_masks=str(export_masks) if export_masks else None,
     )
     protector = options.build_protector()  # bad method options fail now, before any file is opened
     options.build_known()  # and so does a --keep-face photo without exactly one face
@@ -163,6 +169,7 @@ def protect(
         err.print(f"[yellow]skipped[/yellow] {path} (neither a video nor a photo)", highlight=False)
     if not jobs_list:
         fail("no videos or photos to protect")
+    _check_exports(options, jobs_list, segment_seconds)
     try:
         report = run_jobs(jobs_list, options, console=err, show_progress=not quiet, workers=jobs,
                           use_ray=ray or ray_address is not None, ray_address=ray_address,
@@ -189,6 +196,23 @@ def protect(
             err.print(f"[yellow]damaged[/yellow] {summary.input}: {_damage_note(summary, options.on_damage)}",
                       highlight=False)
     raise typer.Exit(report.exit_code)
+
+
+def _check_exports(options: ProtectOptions, jobs: list, segment_seconds: float | None) -> None:
+    """Refuse exports that would land on one another, or that segments cannot give."""
+    if not (options.export_tracks or options.export_masks):
+        return
+    if segment_seconds is not None:
+        fail(InputError("--export-tracks and --export-masks need whole files: drop --segment-seconds"))
+    if len(jobs) > 1:
+        if options.export_tracks and Path(options.export_tracks).suffix.lower() in (".json", ".csv"):
+            fail(InputError(f"--export-tracks {options.export_tracks}: one file for {len(jobs)} inputs; "
+                            "give a folder (one <name>.tracks.json each)"))
+        stems = [job.src.stem for job in jobs]
+        twice = sorted({s for s in stems if stems.count(s) > 1})
+        if twice:
+            fail(InputError(f"--export-tracks/--export-masks name files after the inputs, and several are "
+                            f"called {twice[0]!r}; export them in separate runs"))
 
 
 def _damage_note(summary: Any, on_damage: str) -> str:

@@ -111,6 +111,7 @@ class Cloak:
     max_jump: float = 0.3  # landmark_jump above which the previous cloak is not reused
     mask_scale: float = 1.2
     temporal: bool = True  # the adjacent-frame terms of Eq. (5)
+    faces_only = True  # a cloak is aimed at face recognition, through the face's landmarks
     _bank: TargetBank | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -3,7 +3,8 @@
 A detector misses a face now and then (motion blur, a turned head); a blur that vanishes for one
 frame shows the face to anyone who steps through the video. The tracker therefore:
 
-- matches detections to tracks by overlap with the track's predicted box (constant velocity);
+- matches detections to tracks by overlap with the track's predicted box (constant velocity),
+  a detection only to a track of its own kind (a face never continues a person's track);
 - keeps a missed track alive for `max_missing` frames at its predicted, slowly growing box;
 - holds the last `lookahead` frames back, so that when a track is detected again after a gap the
   missing frames get boxes *interpolated* between the two detections, and a new track is also
@@ -98,6 +99,7 @@ class _Entry:
     points: np.ndarray
     score: float
     filled: bool
+    kind: int = 0
 
 
 @dataclass
@@ -107,6 +109,7 @@ class _Track:
     points: np.ndarray
     smooth: np.ndarray
     last_frame: int
+    kind: int = 0
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
     missing: int = 0
 
@@ -153,7 +156,7 @@ class Tracker:
                 self._tracks.remove(track)
                 continue
             box = _grow(track.predicted(t), 1 + self.config.grow_per_missed * track.missing)
-            entries[track.id] = _Entry(box, _move_points(track.points, track.box, box), 0.0, True)
+            entries[track.id] = _Entry(box, _move_points(track.points, track.box, box), 0.0, True, track.kind)
         for d in range(len(faces)):
             if d not in taken:
                 self.assigned[d] = self._start(faces, d, t, entries)
@@ -169,6 +172,7 @@ class Tracker:
             return []
         predicted = np.stack([tr.predicted(t) for tr in self._tracks])
         iou = iou_matrix(predicted, faces.boxes)
+        iou[np.array([tr.kind for tr in self._tracks])[:, None] != faces.kinds[None, :]] = -1
         pairs = []
         while iou.size and iou.max() >= self.config.iou_match:
             i, d = np.unravel_index(int(iou.argmax()), iou.shape)
@@ -186,7 +190,7 @@ class Tracker:
         track.velocity = (0.5 * track.velocity + 0.5 * (box - track.box) / gap).astype(np.float32)
         track.smooth = (a * box + (1 - a) * (track.smooth + track.velocity * gap)).astype(np.float32)
         track.box, track.points, track.last_frame, track.missing = box, points, t, 0
-        entries[track.id] = _Entry(_union(box, track.smooth), points, float(faces.scores[d]), False)
+        entries[track.id] = _Entry(_union(box, track.smooth), points, float(faces.scores[d]), False, track.kind)
 
     def _interpolate(self, track: _Track, box: np.ndarray, points: np.ndarray, t: int) -> None:
         """Replace the predicted boxes of a gap by the line between the two detections."""
@@ -198,20 +202,20 @@ class Tracker:
             frame = self._buffer[f - self._buffer_start]
             old = frame.get(track.id)
             # The union with the earlier prediction keeps whatever was covered already.
-            frame[track.id] = _Entry(ibox if old is None else _union(old.box, ibox), ipts, 0.0, True)
+            frame[track.id] = _Entry(ibox if old is None else _union(old.box, ibox), ipts, 0.0, True, track.kind)
 
     def _start(self, faces: Faces, d: int, t: int, entries: dict[int, _Entry]) -> int:
         box, points = faces.boxes[d], faces.landmarks[d]
-        track = _Track(self._next_id, box, points, box.copy(), t)
+        track = _Track(self._next_id, box, points, box.copy(), t, kind=int(faces.kinds[d]))
         self._next_id += 1
         self.tracks_started += 1
         self._tracks.append(track)
-        entries[track.id] = _Entry(box, points, float(faces.scores[d]), False)
+        entries[track.id] = _Entry(box, points, float(faces.scores[d]), False, track.kind)
         for f in range(max(t - self.config.lookahead, self._buffer_start, self._cut_at), t):
             frame = self._buffer[f - self._buffer_start]
             if track.id not in frame:
                 grown = _grow(box, 1 + self.config.grow_per_missed * (t - f))
-                frame[track.id] = _Entry(grown, _move_points(points, box, grown), 0.0, True)
+                frame[track.id] = _Entry(grown, _move_points(points, box, grown), 0.0, True, track.kind)
         return track.id
 
     def _pop(self, keep: int) -> list[Faces]:
@@ -230,4 +234,4 @@ class Tracker:
         filled = np.array([x.filled for x in e])
         self.faces_filled += int(filled.sum())
         return Faces(np.stack([x.box for x in e]), np.stack([x.points for x in e]),
-                     np.array([x.score for x in e]), np.array(ids), filled)
+                     np.array([x.score for x in e]), np.array(ids), filled, np.array([x.kind for x in e]))

@@ -15,7 +15,8 @@ import numpy as np
 
 from veil.detect import Detector
 from veil.errors import DetectionError, InputError, ProtectionError
-from veil.faces import Faces
+from veil.export import Exports
+from veil.faces import FACE, PERSON, PLATE, Faces
 from veil.media.photo import check_photo_output, is_photo, read_photo, write_photo
 from veil.media.read import VideoReader
 from veil.media.write import EncodeOptions, VideoWriter, check_output_path
@@ -57,17 +58,23 @@ def protect_video(src: str | Path, dst: str | Path | None, options: ProtectOptio
         dst, detector, protector = _prepare(src, dst, options, detector, protector, check_output_path)
         summary = Summary(input=str(src), output=None if dst is None else str(dst), method=options.method,
                           detector=detector.name, width=info.width, height=info.height, fps=str(info.fps))
+        exports = _exports(src, options, protector)
         writer = None if options.dry_run else VideoWriter(
             dst, width=info.width, height=info.height, fps=info.fps, time_base=info.time_base,
             source=src, options=options.encode, colour=info.colour)
         try:
-            protect_frames(reader, detector, protector, writer, options, summary, progress)
+            protect_frames(reader, detector, protector, writer, options, summary, progress, exports=exports)
         except BaseException:
             if writer is not None:
                 writer.abort()
+            if exports is not None:
+                exports.abort()
             raise
         if writer is not None:
             writer.close()
+        if exports is not None:
+            exports.finish(video=export_header(src, info.width, info.height, str(info.fps)),
+                           detector=detector.name, targets=list(options.targets))
             summary.audio_streams_copied = info.audio_streams if options.encode.keep_audio else 0
             summary.metadata_dropped = reader.metadata_dropped(keep_metadata=options.encode.keep_metadata,
                                                                keep_audio=options.encode.keep_audio)
@@ -76,6 +83,16 @@ def protect_video(src: str | Path, dst: str | Path | None, options: ProtectOptio
     summary.seconds = time.perf_counter() - start
     summary.fps_processed = summary.frames / summary.seconds if summary.seconds else 0.0
     return summary
+
+
+def _exports(src: Path, options: ProtectOptions, protector: Protector) -> Exports | None:
+    tracks, masks = options.export_paths(src)
+    return None if tracks is None and masks is None else Exports(tracks, masks, str(src), protector)
+
+
+def export_header(src: Path, width: int, height: int, fps: str) -> dict[str, Any]:
+    """The ``video`` entry of a track export."""
+    return {"path": str(src), "width": width, "height": height, "fps": fps}
 
 
 def _detect_at(detector: Detector, image: np.ndarray, detect_size: int | None) -> Faces:
@@ -113,16 +130,27 @@ def protect_photo(src: str | Path, dst: str | Path | None, options: ProtectOptio
             raise DetectionError(f"face detection failed on {str(src)!r}: {exc}") from exc
         faces, failed = Faces.empty(), True
     # Each face its own "track": the learned protections keep per-person state by track id.
-    faces = Faces(faces.boxes, faces.landmarks, faces.scores, np.arange(len(faces)))
+    faces = Faces(faces.boxes, faces.landmarks, faces.scores, np.arange(len(faces)), kinds=faces.kinds)
     state = ProtectState(seed=options.seed)
     known = options.build_known()
-    hidden = faces  # the faces to protect: all but those --keep-face leaves
-    if known is not None and not failed:
-        keep = known.recognised(photo.rgb, faces)
-        summary.recognizer_failures = int(keep is None)
-        keep = np.zeros(len(faces), bool) if keep is None else keep
+    exports = _exports(src, options, protector)
+    keep = None
+    if known is not None and not failed:  # people and plates are never kept
+        own = faces.kinds == FACE
+        found = known.recognised(photo.rgb, faces[own])
+        summary.recognizer_failures = int(found is None)
+        keep = np.zeros(len(faces), bool)
+        keep[own] = False if found is None else found
         summary.kept_per_frame = [int(keep.sum())]
-        hidden = faces[~keep]
+    if exports is not None:
+        exports.frame(0, 0.0, faces, keep, "detection failed" if failed else None)
+    hidden = faces if keep is None else faces[~keep]  # all but those --keep-face leaves
+    outline = getattr(detector, "outline", None)
+    if outline is not None and len(hidden) and not failed:
+        try:
+            hidden = outline(photo.rgb, hidden)
+        except Exception:  # noqa: BLE001 - the person's whole box is masked instead
+            summary.silhouette_failures += 1
     if failed:
         image = mask_everything(photo.rgb)
     elif options.dry_run or len(hidden) == 0:
@@ -134,11 +162,26 @@ def protect_photo(src: str | Path, dst: str | Path | None, options: ProtectOptio
             if options.on_detection_error == "stop":
                 raise ProtectionError(f"protection failed on {str(src)!r}: {exc}") from exc
             image, failed = mask_everything(photo.rgb), True
-    if not options.dry_run:
-        write_photo(dst, photo, image, keep_metadata=options.encode.keep_metadata)
-        summary.metadata_dropped = photo.metadata_dropped(options.encode.keep_metadata)
+            if exports is not None:
+                exports.protection_failed(0)
+    try:
+        if exports is not None:
+            exports.mask(0, photo.rgb.shape, hidden, failed)
+        if not options.dry_run:
+            write_photo(dst, photo, image, keep_metadata=options.encode.keep_metadata)
+            summary.metadata_dropped = photo.metadata_dropped(options.encode.keep_metadata)
+        if exports is not None:
+            exports.finish(video=export_header(src, photo.width, photo.height, ""), detector=detector.name,
+                           targets=list(options.targets))
+    except BaseException:
+        if exports is not None:
+            exports.abort()
+        raise
     summary.frames = summary.frames_detected = 1
-    summary.faces_per_frame = [len(faces)]
+    summary.faces_per_frame = [int((faces.kinds == FACE).sum())]
+    if getattr(detector, "kinds", (FACE,)) != (FACE,):
+        summary.people_per_frame = [int((faces.kinds == PERSON).sum())]
+        summary.plates_per_frame = [int((faces.kinds == PLATE).sum())]
     summary.tracks = len(faces)
     summary.frames_masked_on_error = int(failed)
     summary.method_stats = {k: list(v) for k, v in state.stats.items()}

@@ -20,7 +20,8 @@ import numpy as np
 from veil.detect import Detector, Tracker
 from veil.detect.track import is_scene_cut, scene_thumbnail
 from veil.errors import DetectionError, InputError, ProtectionError
-from veil.faces import Faces
+from veil.export import Exports
+from veil.faces import FACE, PERSON, PLATE, Faces
 from veil.keep import KeptTracks
 from veil.media.audio import AudioPacket
 from veil.media.background import Sink, prefetch
@@ -90,13 +91,15 @@ class HeldFrame:
 
     `failed`: its detection failed, or it leans on one that did (a frame the detector skipped
     before a failed detection): it is written fully masked. `detected`: the detector ran on it.
-    `masked`: it came out of a damaged stretch of the file and is written fully masked.
+    `masked`: it came out of a damaged stretch of the file, or it is a late live frame (`late`),
+    and is written fully masked.
     """
 
     frame: Frame
     failed: bool
     detected: bool
     masked: bool = False
+    late: bool = False
     due: float = 0.0  # live: when it was due (time.monotonic() s), which its latency counts from
 
 
@@ -104,14 +107,16 @@ def protect_frames(source: FrameSource, detector: Detector, protector: Protector
                    options: ProtectOptions, summary: Summary,
                    progress: Callable[[int, int], None] | None = None, *, live: LiveOptions | None = None,
                    preview: Callable[[np.ndarray], None] | None = None,
-                   status: Callable[[Summary], None] | None = None) -> None:
+                   status: Callable[[Summary], None] | None = None, exports: Exports | None = None) -> None:
     """The frame loop of `protect_video` (also used per segment by `veil.batch.segments`, and live by
     `veil.pipeline.live`): detect, track, protect and write every frame of `source` to `writer`
     (None: dry run), filling `summary`. `live`: the source is live (it hands out its audio packets
     too, from its own thread); late frames are masked or dropped and the latency is measured.
     `preview`: also called with every protected frame (a local viewer). `status` (live): called
-    about once a second with `summary` so far, its ``latency_ms`` that of the last 10 s."""
-    _FrameLoop(source, detector, protector, writer, options, summary, progress, live, preview, status).run()
+    about once a second with `summary` so far, its ``latency_ms`` that of the last 10 s. `exports`:
+    given every frame's boxes and masks (``--export-tracks``, ``--export-masks``)."""
+    _FrameLoop(source, detector, protector, writer, options, summary, progress, live, preview, status,
+               exports).run()
 
 
 class _FrameLoop:
@@ -128,11 +133,16 @@ class _FrameLoop:
     def __init__(self, source: FrameSource, detector: Detector, protector: Protector, writer: FrameWriter | None,
                  options: ProtectOptions, summary: Summary, progress: Callable[[int, int], None] | None,
                  live: LiveOptions | None = None, preview: Callable[[np.ndarray], None] | None = None,
-                 status: Callable[[Summary], None] | None = None) -> None:
+                 status: Callable[[Summary], None] | None = None, exports: Exports | None = None) -> None:
         self.source, self.detector, self.protector, self.writer = source, detector, protector, writer
         self.options, self.summary, self.progress = options, summary, progress
         self.live, self.preview, self.latency = live, preview, Latency()
         self.status, self.status_at = status, 0.0
+        self.exports = exports
+        # A detector of people also outlines them (their silhouettes), frame by frame on the encoder's
+        # thread, at the boxes the tracker settled on.
+        self.outline = getattr(detector, "outline", None)
+        self.counts_kinds = getattr(detector, "kinds", (FACE,)) != (FACE,)
         self.clock: tuple[float, float] | None = None  # (arrival, stream time) of a live run's first frame
         self.tracker = Tracker(options.tracker)
         self.state = ProtectState(seed=options.seed)
@@ -198,6 +208,7 @@ class _FrameLoop:
     def _push(self, frame: Frame) -> None:
         """Detect (when due) and track one decoded frame; hand on the frames that are final."""
         masked = frame.damaged and self.options.on_damage == "mask"
+        late = False
         due = self._due(frame) if self.live is not None else frame.arrival
         if self.live is not None and time.monotonic() - due > self.live.max_delay_s:
             if self.live.when_late == "drop":  # nothing of it is sent; the frames after it catch up
@@ -207,7 +218,7 @@ class _FrameLoop:
                 self._emit(self.tracker.flush())
                 self.detect_next = True
                 return
-            masked = True  # sent at once, whole frame masked: no detector time spent on it
+            masked = late = True  # sent at once, whole frame masked: no detector time spent on it
             self.summary.frames_masked_late += 1
         cut = False
         if not masked:  # a garbled frame is neither looked at for faces nor compared for a cut
@@ -233,12 +244,13 @@ class _FrameLoop:
                     held.failed = True
             self.last_failed = failed
         self.summary.scene_cuts += int(cut)
-        self.held.append(HeldFrame(frame, self.last_failed, detected, masked, due))
+        self.held.append(HeldFrame(frame, self.last_failed, detected, masked, late, due))
         info = self.source.info
         faces = faces.clipped(info.width, info.height)
         ready = self.tracker.push(faces, scene_cut=cut)
-        if self.kept is not None and detected and not failed:
-            self.kept.observe(frame.index, frame.image, faces, self.tracker.assigned)
+        if self.kept is not None and detected and not failed:  # people and plates are never kept
+            own = faces.kinds == FACE
+            self.kept.observe(frame.index, frame.image, faces[own], self.tracker.assigned[own])
         self._emit(ready)
         if self.progress is not None:
             self.progress(frame.index + 1, info.frame_count)
@@ -248,15 +260,33 @@ class _FrameLoop:
         summary = self.summary
         for faces in ready:
             held = self.held.popleft()
-            summary.faces_per_frame.append(len(faces))
+            summary.faces_per_frame.append(int((faces.kinds == FACE).sum()))
+            if self.counts_kinds:
+                summary.people_per_frame.append(int((faces.kinds == PERSON).sum()))
+                summary.plates_per_frame.append(int((faces.kinds == PLATE).sum()))
             summary.frames_filled += int(faces.filled.any())
             summary.frames_masked_on_error += int(held.failed)
             summary.frames += 1
+            keep = None
             if self.kept is not None:
                 keep = self.kept.left_as_is(held.frame.index, faces)
                 summary.kept_per_frame.append(int(keep.sum()))
+            if self.exports is not None:
+                whole = ("detection failed" if held.failed else "late" if held.late else
+                         "damaged" if held.masked else None)
+                self.exports.frame(held.frame.index, held.frame.time_s, faces, keep, whole)
+            if keep is not None:
                 faces = faces[~keep]
             self.sink.put("frame", held, faces)
+
+    def _outlined(self, image: np.ndarray, faces: Faces) -> Faces:
+        """`faces` with its people's silhouettes; a person the segmentation fails on keeps its box
+        (masked whole), so a failure here costs looks, never privacy."""
+        try:
+            return self.outline(image, faces)
+        except Exception:  # noqa: BLE001 - the box stays the mask
+            self.summary.silhouette_failures += 1
+            return faces
 
     def _consume(self, kind: str, *item: object) -> None:
         """The encode thread's work, in order: frames to protect and write, audio to forward."""
@@ -269,9 +299,13 @@ class _FrameLoop:
     def _finish(self, held: HeldFrame, faces: Faces) -> None:
         """Protect and encode one frame (on the sink's thread, in frame order)."""
         frame = held.frame
-        if held.failed or held.masked:
+        whole = held.failed or held.masked
+        drawn = self.writer is not None or self.preview is not None  # False: a dry run
+        if (drawn or self.exports is not None) and not whole and self.outline is not None and len(faces):
+            faces = self._outlined(frame.image, faces)
+        if whole:
             image = mask_everything(frame.image)
-        elif len(faces) == 0 or (self.writer is None and self.preview is None):  # nothing to hide, or a dry run
+        elif len(faces) == 0 or not drawn:  # nothing to hide, or a dry run
             image = frame.image
         else:
             self.state.frame_index = frame.index
@@ -281,7 +315,12 @@ class _FrameLoop:
                 if self.options.on_detection_error == "stop":
                     raise ProtectionError(f"protection failed on frame {frame.index}: {exc}") from exc
                 image = mask_everything(frame.image)
+                whole = True
                 self.protect_failures += 1
+                if self.exports is not None:
+                    self.exports.protection_failed(frame.index)
+        if self.exports is not None:
+            self.exports.mask(frame.index, frame.image.shape, faces, whole)
         if self.writer is not None:
             self.writer.write(image, frame.pts)
         if self.preview is not None:

@@ -14,8 +14,11 @@ from veil.media.damage import ON_DAMAGE
 from veil.media.sources import MAX_PIXELS
 from veil.media.write import EncodeOptions
 from veil.protect import Protector, get_protector
+from veil.protect.base import FACES_ONLY, whole_target_methods
 
-__all__ = ["ProtectOptions", "Summary"]
+__all__ = ["ProtectOptions", "Summary", "TARGETS"]
+
+TARGETS = ("faces", "people", "plates")
 
 
 @dataclass
@@ -24,6 +27,8 @@ class ProtectOptions:
 
     method: str = "blur"
     method_options: dict[str, Any] = field(default_factory=dict)
+    # What is found and protected (``--targets``): any of TARGETS; the face detector is `detector`.
+    targets: tuple[str, ...] = ("faces",)
     detector: str = "centerface"
     threshold: float | None = None
     detect_size: int | None = DETECT_SIZE
@@ -44,8 +49,19 @@ class ProtectOptions:
     keep_distance: float = KEEP_DISTANCE
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     encode: EncodeOptions = field(default_factory=EncodeOptions)
+    # Exports beside the output (`veil.export`): a .json/.csv file (or a folder that gets one
+    # <input stem>.tracks.json each) and a folder of per-frame mask PNGs (<folder>/<input stem>/).
+    export_tracks: str | None = None
+    export_masks: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.targets, str):
+            self.targets = tuple(t.strip() for t in self.targets.split(",") if t.strip())
+        self.targets = tuple(self.targets)
+        unknown = [t for t in self.targets if t not in TARGETS]
+        if unknown or not self.targets or len(set(self.targets)) != len(self.targets):
+            raise InputError(f"--targets takes one or more of {', '.join(TARGETS)} (comma-separated, each once), "
+                             f"got {','.join(self.targets) or 'nothing'}")
         self.keep_faces = tuple(str(Path(p).resolve()) for p in self.keep_faces)
         if not 0 < self.keep_distance <= MAX_KEEP_DISTANCE:
             raise InputError(f"--keep-distance must be above 0 and at most {MAX_KEEP_DISTANCE} (dlib's own "
@@ -59,16 +75,38 @@ class ProtectOptions:
                              f"(the tracker holds {self.tracker.lookahead} frames back)")
 
     def build_detector(self, threads: int = 0) -> Detector:
-        """The detector; `threads` > 0 caps the CPU threads it runs on (a worker's share of the cores)."""
+        """The detector of the targets (the face detector alone for faces); `threads` > 0 caps the
+        CPU threads it runs on (a worker's share of the cores)."""
         opts: dict[str, Any] = {"detect_size": self.detect_size}
         if self.threshold is not None:
             opts["threshold"] = self.threshold
         if threads > 0:
             opts["threads"] = threads
-        return get_detector(self.detector, **opts)
+        if self.targets == ("faces",):
+            return get_detector(self.detector, **opts)
+        from veil.detect.targets import TargetDetector
+
+        faces = get_detector(self.detector, **opts) if "faces" in self.targets else None
+        return TargetDetector(faces, people="people" in self.targets, plates="plates" in self.targets,
+                              detect_size=self.detect_size, threads=threads)
 
     def build_protector(self) -> Protector:
-        return get_protector(self.method, **self.method_options)
+        protector = get_protector(self.method, **self.method_options)
+        if self.targets != ("faces",) and getattr(protector, FACES_ONLY, False):
+            raise InputError(f"--method {self.method} protects faces only; for --targets "
+                             f"{','.join(self.targets)} choose one of {', '.join(whole_target_methods())}")
+        return protector
+
+    def export_paths(self, src: str | Path) -> tuple[Path | None, Path | None]:
+        """Where the exports of the input `src` go: (tracks file, masks folder), None where not asked."""
+        stem = Path(src).stem
+        tracks = None
+        if self.export_tracks:
+            tracks = Path(self.export_tracks)
+            if tracks.suffix.lower() not in (".json", ".csv"):
+                tracks = tracks / f"{stem}.tracks.json"
+        masks = Path(self.export_masks) / stem if self.export_masks else None
+        return tracks, masks
 
     def build_known(self) -> KnownFaces | None:
         """The people of `keep_faces` (None when there are none); raises `InputError` for a bad photo."""
@@ -111,6 +149,11 @@ class Summary:
     interrupted: bool = False
     stream_error: str = ""  # why a live source ended before its end (it stalled or dropped for good)
     kept_per_frame: list[int] = field(default_factory=list)  # faces left as they are (--keep-face only)
+    # --targets people / plates: how many of each per frame (empty when they are not targets), and
+    # frames where a person's silhouette could not be found (the person's whole box was masked).
+    people_per_frame: list[int] = field(default_factory=list)
+    plates_per_frame: list[int] = field(default_factory=list)
+    silhouette_failures: int = 0
     scene_cuts: int = 0
     audio_streams_copied: int = 0
     # What of the source's metadata the output lacks: tags (place, device, dates), subtitle and

@@ -22,11 +22,12 @@ import cv2
 import numpy as np
 
 from veil.errors import InputError
-from veil.faces import Faces
+from veil.faces import FACE, PERSON, PLATE, SILHOUETTE_MARGIN, Faces, silhouette_frame
 
 __all__ = [
     "Protector", "ProtectState", "register", "register_lazy", "get_protector", "protector_names", "protector_options",
-    "face_mask", "ellipse_boxes", "rng_for", "mask_everything",
+    "face_mask", "ellipse_boxes", "rng_for", "mask_everything", "target_regions", "protection_mask", "KIND_SCALE",
+    "FACES_ONLY", "whole_target_methods",
 ]
 
 
@@ -89,6 +90,12 @@ def protector_options(name: str) -> dict[str, Any]:
             for f in dataclasses.fields(cls) if f.init}
 
 
+def whole_target_methods() -> list[str]:
+    """The methods that protect people and plates as well as faces (the learned ones, registered
+    lazily, are all made for faces)."""
+    return sorted(n for n, cls in _REGISTRY.items() if n not in _LAZY and not getattr(cls, FACES_ONLY, False))
+
+
 def _lookup(name: str) -> type:
     if name not in _REGISTRY and name in _LAZY:
         importlib.import_module(_LAZY[name])
@@ -123,6 +130,78 @@ def ellipse_boxes(faces: Faces, mask_scale: float) -> np.ndarray:
     c = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1)
     half = np.stack([(b[:, 2] - b[:, 0]) / 2, (b[:, 3] - b[:, 1]) / 2], axis=1) * mask_scale
     return np.concatenate([c - half, c + half], axis=1)
+
+
+# How much a box that is not a face is grown before it is masked (``--mask-scale`` is the face's):
+# a person's, to the frame its silhouette covers and room for the silhouette's border; a plate's
+# box is tight around the characters.
+KIND_SCALE = {PERSON: 1 + 2 * SILHOUETTE_MARGIN + 0.06, PLATE: 1.15}
+# A person's silhouette is grown by this share of the box height (at least 2 pixels) before it is
+# masked: the segmentation's edge is soft and a pixel of hair or sleeve must not be left.
+SILHOUETTE_BORDER = 0.03
+
+# The attribute a protection sets when it works on faces only (it needs their landmarks).
+FACES_ONLY = "faces_only"
+
+
+def _region(box: np.ndarray, scale: float, shape: tuple[int, ...]) -> tuple[tuple[float, float, float, float],
+                                                                          tuple[int, int, int, int]] | None:
+    x1, y1, x2, y2 = ellipse_boxes(Faces(box[None], np.zeros((1, 5, 2)), np.zeros(1)), scale)[0]
+    h, w = shape[:2]
+    ix1, iy1 = max(0, int(np.floor(x1))), max(0, int(np.floor(y1)))
+    ix2, iy2 = min(w, int(np.ceil(x2))), min(h, int(np.ceil(y2)))
+    if ix2 <= ix1 or iy2 <= iy1:
+        return None
+    return (x1, y1, x2, y2), (ix1, iy1, ix2, iy2)
+
+
+def _silhouette_in(region: tuple[int, int, int, int], box: np.ndarray, silhouette: np.ndarray) -> np.ndarray:
+    """A person's silhouette placed in `region`'s pixels and grown by its border."""
+    ix1, iy1, ix2, iy2 = region
+    fx1, fy1, fx2, fy2 = silhouette_frame(box)
+    person = cv2.resize(silhouette.astype(np.uint8), (fx2 - fx1, fy2 - fy1), interpolation=cv2.INTER_NEAREST)
+    mask = np.zeros((iy2 - iy1, ix2 - ix1), np.uint8)
+    ox1, oy1, ox2, oy2 = max(fx1, ix1), max(fy1, iy1), min(fx2, ix2), min(fy2, iy2)  # the overlap
+    if ox2 > ox1 and oy2 > oy1:
+        mask[oy1 - iy1:oy2 - iy1, ox1 - ix1:ox2 - ix1] = person[oy1 - fy1:oy2 - fy1, ox1 - fx1:ox2 - fx1]
+    border = max(2, int(round(SILHOUETTE_BORDER * (box[3] - box[1]))))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * border + 1, 2 * border + 1))
+    return cv2.dilate(mask, kernel).astype(bool)
+
+
+def target_regions(shape: tuple[int, ...], faces: Faces, mask_scale: float, ellipse: bool = True):
+    """Where each detection is masked: ``(i, (ix1, iy1, ix2, iy2), mask)`` per detection inside the
+    frame, `mask` an (iy2-iy1, ix2-ix1) bool array over that pixel region, or None for all of it.
+
+    A face: the ellipse (`ellipse`) or box inscribed in its box grown by `mask_scale`. A person:
+    its silhouette grown by a border when it has one, else the whole (grown) box. A plate: its box.
+    """
+    for i in range(len(faces)):
+        kind = int(faces.kinds[i])
+        found = _region(faces.boxes[i], mask_scale if kind == FACE else KIND_SCALE[kind], shape)
+        if found is None:
+            continue
+        (x1, y1, x2, y2), (ix1, iy1, ix2, iy2) = found
+        if kind == PERSON and faces.silhouettes[i] is not None:
+            yield i, (ix1, iy1, ix2, iy2), _silhouette_in((ix1, iy1, ix2, iy2), faces.boxes[i], faces.silhouettes[i])
+        elif kind == FACE and ellipse:
+            mask = np.zeros((iy2 - iy1, ix2 - ix1), np.uint8)
+            center = ((x1 + x2) / 2 - ix1, (y1 + y2) / 2 - iy1)
+            cv2.ellipse(mask, (int(round(center[0])), int(round(center[1]))),
+                        (max(1, int(np.ceil((x2 - x1) / 2))), max(1, int(np.ceil((y2 - y1) / 2)))),
+                        0, 0, 360, 1, thickness=-1)
+            yield i, (ix1, iy1, ix2, iy2), mask.astype(bool)
+        else:
+            yield i, (ix1, iy1, ix2, iy2), None
+
+
+def protection_mask(shape: tuple[int, ...], faces: Faces, protector: object) -> np.ndarray:
+    """The pixels `protector` may change in a frame with `faces`: its own ``mask`` where it has one,
+    else the face ellipses at its ``mask_scale`` (1.3 when it has none). Shape: returns (H, W) bool."""
+    own = getattr(protector, "mask", None)
+    if callable(own):
+        return own(shape, faces)
+    return face_mask(shape, faces, getattr(protector, "mask_scale", 1.3))
 
 
 def face_mask(shape: tuple[int, ...], faces: Faces, mask_scale: float = 1.3, ellipse: bool = True) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The classic de-identifications: blur, mosaic, solid, blindfold (eye band), noise, cartoon, sticker.
 
-Each works face by face inside an ellipse (or box) grown from the face box by `mask_scale`, and
-leaves every pixel outside those masks untouched. Blindfold, mosaic and noise follow the QM-VAE
+Each works target by target inside its mask (`veil.protect.base.target_regions`: for a face an
+ellipse or box grown from its box by `mask_scale`, for a person its silhouette, for a plate its
+box), and leaves every pixel outside those masks untouched; blindfold covers the eyes of faces only. Blindfold, mosaic and noise follow the QM-VAE
 paper's Eq. 1-3; cartoon replaces the paper's UGATIT network (its weights are not obtainable)
 with an edge-preserving OpenCV stylisation: smoothed, colour-quantised regions with dark edges.
 """
@@ -16,7 +17,7 @@ import cv2
 import numpy as np
 
 from veil.faces import Faces
-from veil.protect.base import ProtectState, ellipse_boxes, register, rng_for
+from veil.protect.base import ProtectState, register, rng_for, target_regions
 
 __all__ = ["Blur", "Mosaic", "Solid", "Blindfold", "Noise", "Cartoon", "Sticker", "mosaic", "cartoon", "eye_band",
            "smiley"]
@@ -41,24 +42,23 @@ class _Masked(ABC):
 
     def __call__(self, frame: np.ndarray, faces: Faces, state: ProtectState) -> np.ndarray:
         out = frame.copy()
-        h, w = frame.shape[:2]
-        for i, (x1, y1, x2, y2) in enumerate(ellipse_boxes(faces, self.mask_scale)):
-            ix1, iy1 = max(0, int(np.floor(x1))), max(0, int(np.floor(y1)))
-            ix2, iy2 = min(w, int(np.ceil(x2))), min(h, int(np.ceil(y2)))
-            if ix2 <= ix1 or iy2 <= iy1:
-                continue
+        for i, (ix1, iy1, ix2, iy2), mask in target_regions(frame.shape, faces, self.mask_scale,
+                                                            self.mask_shape == "ellipse"):
             rng = rng_for(state.seed, int(faces.track_ids[i]), state.frame_index)
             crop = out[iy1:iy2, ix1:ix2]
             changed = self.transform(crop, float(faces.sizes[i]), rng)
-            if self.mask_shape == "box":
+            if mask is None:
                 out[iy1:iy2, ix1:ix2] = changed
-                continue
-            mask = np.zeros(crop.shape[:2], np.uint8)
-            center = ((x1 + x2) / 2 - ix1, (y1 + y2) / 2 - iy1)
-            cv2.ellipse(mask, (int(round(center[0])), int(round(center[1]))),
-                        (max(1, int(np.ceil((x2 - x1) / 2))), max(1, int(np.ceil((y2 - y1) / 2)))),
-                        0, 0, 360, 1, thickness=-1)
-            np.copyto(crop, changed, where=mask.astype(bool)[..., None])
+            else:
+                np.copyto(crop, changed, where=mask[..., None])
+        return out
+
+    def mask(self, shape: tuple[int, ...], faces: Faces) -> np.ndarray:
+        """The pixels this protection replaces. Shape: returns (H, W) bool."""
+        out = np.zeros(shape[:2], bool)
+        for _, (ix1, iy1, ix2, iy2), mask in target_regions(shape, faces, self.mask_scale,
+                                                            self.mask_shape == "ellipse"):
+            out[iy1:iy2, ix1:ix2] |= True if mask is None else mask
         return out
 
 
@@ -252,6 +252,7 @@ class Blindfold:
 
     band_width: float = 2.2
     band_height: float = 0.7
+    faces_only = True  # the band is placed by the eyes' landmarks
 
     def __call__(self, frame: np.ndarray, faces: Faces, state: ProtectState) -> np.ndarray:
         out = frame.copy()
@@ -259,3 +260,11 @@ class Blindfold:
             corners = eye_band(points, self.band_width, self.band_height)
             cv2.fillConvexPoly(out, np.round(corners).astype(np.int32), (0, 0, 0), lineType=cv2.LINE_8)
         return out
+
+    def mask(self, shape: tuple[int, ...], faces: Faces) -> np.ndarray:
+        """The eye bands' pixels. Shape: returns (H, W) bool."""
+        out = np.zeros(shape[:2], np.uint8)
+        for points in faces.landmarks:
+            corners = eye_band(points, self.band_width, self.band_height)
+            cv2.fillConvexPoly(out, np.round(corners).astype(np.int32), 1, lineType=cv2.LINE_8)
+        return out.astype(bool)

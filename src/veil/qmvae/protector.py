@@ -63,6 +63,7 @@ class QMVAEProtect:
     feather: float = 0.08
     service_steps: int = 8
     model: QMVAE = field(init=False, repr=False)
+    faces_only = True  # the model draws aligned faces
 
     def __post_init__(self) -> None:
         if not 0 < self.mask_radius <= 0.6 or not 0 <= self.feather < self.mask_radius:
