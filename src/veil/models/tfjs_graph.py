@@ -25,7 +25,7 @@ from torch import nn
 
 from veil.models.tfjs import TfjsFormatError, conv_filter_to_torch, depthwise_filter_to_torch, pad_same, same_padding
 
-__all__ = ["GraphModule"]
+__all__ = ["GraphModule", "resize_bilinear"]
 
 
 def _attr_ints(node: dict, key: str) -> list[int]:
@@ -53,6 +53,30 @@ def _channels_last_const(value: torch.Tensor, other: torch.Tensor) -> torch.Tens
     return value
 
 
+_NHWC_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}  # an NHWC axis of a 4-D tensor, NCHW here
+
+
+def resize_bilinear(x: torch.Tensor, size: tuple[int, int], half_pixel: bool, align_corners: bool = False) -> torch.Tensor:
+    """TensorFlow's ``ResizeBilinear`` on an NCHW tensor (differentiable).
+
+    ``half_pixel`` is torch's ``align_corners=False``; without it (tfjs' default, TF1's resize)
+    output pixel i samples input position ``i * in / out``, top-left aligned, which torch lacks.
+    """
+    h, w = size
+    if align_corners or half_pixel:
+        return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=align_corners)
+
+    def axis(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        src = torch.arange(n_out, dtype=torch.float64) * (n_in / n_out)
+        i0 = src.floor().long().clamp(max=n_in - 1)
+        return i0, (i0 + 1).clamp(max=n_in - 1), (src - i0).to(x.dtype)
+
+    y0, y1, wy = axis(x.shape[-2], h)
+    x0, x1, wx = axis(x.shape[-1], w)
+    rows = x[..., y0, :] * (1 - wy)[:, None] + x[..., y1, :] * wy[:, None]
+    return rows[..., x0] * (1 - wx) + rows[..., x1] * wx
+
+
 @dataclass
 class _ConvStep:
     """A convolution with folded per-channel affine and clamp; writes ``output``."""
@@ -69,10 +93,12 @@ class _ConvStep:
 class GraphModule(nn.Module):
     """Execute a tfjs GraphDef with torch ops (NCHW inside, differentiable).
 
-    Supported ops: Placeholder, Const, Identity, Conv2D, DepthwiseConv2dNative, _FusedConv2D
-    (BiasAdd, optionally Relu or Relu6), Add, AddV2, BiasAdd, Sub, Mul, Relu, Relu6, Minimum,
-    Maximum, Mean, MaxPool, MatMul, _FusedMatMul (BiasAdd, Relu), Sigmoid, Softmax. Any other op
-    raises :class:`TfjsFormatError` at construction, naming it.
+    Supported ops: Placeholder, Const, Identity, Conv2D, DepthwiseConv2dNative, _FusedConv2D and
+    FusedDepthwiseConv2dNative (BiasAdd, optionally Relu or Relu6), Conv2DBackpropInput (a
+    transposed convolution), Add, AddV2, AddN, BiasAdd, Sub, Mul, Relu, Relu6, Minimum, Maximum,
+    Mean, MaxPool, AvgPool (VALID), ResizeBilinear (to a constant size), ConcatV2, MatMul,
+    _FusedMatMul (BiasAdd, Relu), Sigmoid, Softmax. Any other op raises :class:`TfjsFormatError`
+    at construction, naming it.
 
     Args:
         nodes: the ``modelTopology.node`` list.
@@ -88,9 +114,10 @@ class GraphModule(nn.Module):
     _SUPPORTED = {
         "Placeholder", "Const", "Identity", "Conv2D", "DepthwiseConv2dNative", "_FusedConv2D", "Add",
         "AddV2", "BiasAdd", "Sub", "Mul", "Relu", "Relu6", "Minimum", "Maximum", "Mean", "MaxPool",
-        "MatMul", "_FusedMatMul", "Sigmoid", "Softmax",
+        "MatMul", "_FusedMatMul", "Sigmoid", "Softmax", "FusedDepthwiseConv2dNative", "Conv2DBackpropInput",
+        "AddN", "AvgPool", "ResizeBilinear", "ConcatV2",
     }
-    _CONVS = ("Conv2D", "DepthwiseConv2dNative", "_FusedConv2D")
+    _CONVS = ("Conv2D", "DepthwiseConv2dNative", "_FusedConv2D", "FusedDepthwiseConv2dNative")
     _FUSED_CONV = {("BiasAdd",): (None, None), ("BiasAdd", "Relu"): (0.0, None), ("BiasAdd", "Relu6"): (0.0, 6.0)}
     _BINARY = {"Add": torch.add, "AddV2": torch.add, "BiasAdd": torch.add, "Sub": torch.sub,
                "Mul": torch.mul, "Minimum": torch.minimum, "Maximum": torch.maximum}
@@ -168,14 +195,14 @@ class GraphModule(nn.Module):
             raise TfjsFormatError(f"{node['name']}: only NHWC graphs are supported")
         if (_attr_ints(node, "dilations")[1:3] or [1, 1]) != [1, 1]:
             raise TfjsFormatError(f"{node['name']}: dilated convolutions are not supported")
-        depthwise = node["op"] == "DepthwiseConv2dNative"
+        depthwise = node["op"] in ("DepthwiseConv2dNative", "FusedDepthwiseConv2dNative")
         raw = self._consts[_input_names(node)[1]].astype(np.float32)
         w = (depthwise_filter_to_torch if depthwise else conv_filter_to_torch)(raw).clone()
         bias = torch.zeros(w.shape[0])
         cur = node["name"]
         lo: float | None = None
         hi: float | None = None
-        if node["op"] == "_FusedConv2D":  # conv + BiasAdd (+ Relu/Relu6) already fused by the converter
+        if node["op"] in ("_FusedConv2D", "FusedDepthwiseConv2dNative"):  # conv + BiasAdd (+ Relu/Relu6), fused
             fused = tuple(_attr_strs(node, "fused_ops"))
             if fused not in self._FUSED_CONV or len(_input_names(node)) != 3:
                 raise TfjsFormatError(f"{node['name']}: fused ops {list(fused)} are not supported")
@@ -271,7 +298,36 @@ class GraphModule(nn.Module):
             return self._matmul(node, ins)
         if op == "Sigmoid":
             return torch.sigmoid(ins[0])
+        if op == "AddN":
+            return torch.stack(ins).sum(dim=0)
+        if op == "AvgPool":
+            if _attr_str(node, "padding") != "VALID":
+                raise TfjsFormatError(f"{node['name']}: only VALID average pooling is supported")
+            return F.avg_pool2d(ins[0], tuple(_attr_ints(node, "ksize")[1:3]), tuple(_attr_ints(node, "strides")[1:3]))
+        if op == "ResizeBilinear":
+            h, w = (int(v) for v in ins[1].reshape(-1).tolist())
+            attr = node.get("attr", {})
+            return resize_bilinear(ins[0], (h, w), bool(attr.get("half_pixel_centers", {}).get("b")),
+                                   bool(attr.get("align_corners", {}).get("b")))
+        if op == "ConcatV2":
+            axis = int(ins[-1].reshape(-1)[0])
+            return torch.cat(ins[:-1], dim=_NHWC_AXIS[axis % 4] if ins[0].dim() == 4 else axis)
+        if op == "Conv2DBackpropInput":
+            return self._transposed_conv(node, ins)
         return torch.softmax(ins[0], dim=-1)  # Softmax, the last supported op
+
+    @staticmethod
+    def _transposed_conv(node: dict, ins: list[torch.Tensor]) -> torch.Tensor:
+        """Conv2DBackpropInput(output size (NHWC), filter (kh, kw, out, in), x): a transposed convolution."""
+        height, width = (int(v) for v in ins[0].reshape(-1).tolist()[1:3])
+        w = ins[1].permute(3, 2, 0, 1).to(ins[2].dtype)
+        stride = tuple(_attr_ints(node, "strides")[1:3])
+        y = F.conv_transpose2d(ins[2], w, stride=stride)
+        top = left = 0
+        if _attr_str(node, "padding") == "SAME":
+            top = same_padding(height, w.shape[-2], stride[0])[0]
+            left = same_padding(width, w.shape[-1], stride[1])[0]
+        return y[..., top:top + height, left:left + width]
 
     @staticmethod
     def _max_pool(node: dict, x: torch.Tensor) -> torch.Tensor:
