@@ -17,6 +17,7 @@ import pytest
 from live_sender import send_in_background
 
 from veil.detect import get_detector
+from veil.export import read_tracks
 from veil.media.read import VideoReader
 
 VEIL = [sys.executable, "-c", "from veil.cli import main; main()"]
@@ -90,10 +91,13 @@ def test_a_live_stream_is_forwarded_to_another_stream(clip, tmp_path):
 def test_late_frames_are_masked_or_dropped_never_sent_unprotected(clip, tmp_path):
     out, report = tmp_path / "late.mp4", tmp_path / "late.json"
     # a 1 ms budget: every frame that waits behind a detection is late, and is sent fully masked
-    proc, _ = _live(["-o", out, "--json", report, "--max-delay", "0.001"], clip=clip)
+    proc, _ = _live(["-o", out, "--json", report, "--max-delay", "0.001", "--export-tracks", tmp_path / "t.csv"],
+                    clip=clip)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(report.read_text())["files"][0]
     assert summary["frames"] == 72 and summary["frames_masked_late"] >= 10 and summary["frames_dropped_late"] == 0
+    late = read_tracks(tmp_path / "t.csv").masked  # the export lists them, with the reason
+    assert len(late) == summary["frames_masked_late"] and set(late.values()) == {"late"}
     with VideoReader(out) as reader:
         frames = [f.image for f in reader]
     assert sum(f.max() <= 16 for f in frames) >= summary["frames_masked_late"]  # masked whole

@@ -20,7 +20,6 @@ from veil.media.write import EncodeOptions, check_output_path
 from veil.pipeline import ProtectOptions, Summary
 from veil.pipeline.frames import LiveOptions
 from veil.pipeline.live import LIVE_LOOKAHEAD, protect_live
-from veil.pipeline.options import TARGETS
 from veil.protect import protector_names, protector_options
 
 __all__ = ["protect", "parse_option"]
@@ -78,7 +77,7 @@ def protect(
     inputs: Annotated[list[str], typer.Argument(help="Video files, photos or folders (searched recursively); or one live source: a stream URL (rtsp://, rtmp://, srt://, udp://, tcp://, http(s):// incl. HLS), a camera (/dev/video0, camera:0) or - (a pipe).")],
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Output file, or folder for several inputs / a folder input (default: <name>_protected.<ext> beside the input); live: a file, a stream URL (rtmp://, rtsp://, srt://, udp://, tcp://), an HLS playlist (out/index.m3u8) or - (MPEG-TS to stdout).")] = None,
     method: Annotated[str, typer.Option("--method", "-m", help=f"Protection: {', '.join(protector_names())}.")] = "blur",
-    targets: Annotated[str, typer.Option(help=f"What to find and protect, comma-separated: {', '.join(TARGETS)} (people: their silhouettes).")] = "faces",
+    targets: Annotated[str, typer.Option(help="What to find and protect, comma-separated: faces, people (their silhouettes); plates has no detector yet.")] = "faces",
     detector: Annotated[str, typer.Option(help=f"Face detector: {', '.join(detector_names())}.")] = "centerface",
     threshold: Annotated[Optional[float], typer.Option(help="Detection score threshold (lower finds more faces).")] = None,
     detect_size: Annotated[int, typer.Option(help="Longest side, in pixels, of the frame the detector sees (0: full size; smaller is faster but loses small faces).")] = ProtectOptions.detect_size,

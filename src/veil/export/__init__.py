@@ -1,5 +1,9 @@
 """What a run exports beside the protected video: its tracks (`veil.export.tracks`) and its
-per-frame masks (`veil.export.masks`), both written only when the whole file succeeded."""
+per-frame masks (`veil.export.masks`), both written only when the whole file succeeded.
+
+May import: `veil.errors`, `veil.faces`, `veil.protect` (the protection's own masks) and
+`veil.media` (atomic outputs). Imported by `veil.pipeline` and the command line.
+"""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@
   `protect`, the Python API's call.
 
 May import: the core (`veil.detect`, `veil.protect`, `veil.faces`, `veil.models`, `veil.errors`),
-`veil.media` and `veil.keep`. Imported by `veil.batch`, the command line and the package's API.
+`veil.media`, `veil.keep` and `veil.export`. Imported by `veil.batch`, the command line and the package's API.
 """
 
 from veil.pipeline.files import protect, protect_file, protect_photo, protect_video

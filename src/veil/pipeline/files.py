@@ -72,12 +72,12 @@ def protect_video(src: str | Path, dst: str | Path | None, options: ProtectOptio
             raise
         if writer is not None:
             writer.close()
-        if exports is not None:
-            exports.finish(video=export_header(src, info.width, info.height, str(info.fps)),
-                           detector=detector.name, targets=list(options.targets))
             summary.audio_streams_copied = info.audio_streams if options.encode.keep_audio else 0
             summary.metadata_dropped = reader.metadata_dropped(keep_metadata=options.encode.keep_metadata,
                                                                keep_audio=options.encode.keep_audio)
+        if exports is not None:
+            exports.finish(video=export_header(src, info.width, info.height, str(info.fps)),
+                           detector=detector.name, targets=list(options.targets))
     finally:
         reader.close()
     summary.seconds = time.perf_counter() - start
@@ -88,6 +88,12 @@ def protect_video(src: str | Path, dst: str | Path | None, options: ProtectOptio
 def _exports(src: Path, options: ProtectOptions, protector: Protector) -> Exports | None:
     tracks, masks = options.export_paths(src)
     return None if tracks is None and masks is None else Exports(tracks, masks, str(src), protector)
+
+
+def live_exports(name: str, options: ProtectOptions, protector: Protector) -> Exports | None:
+    """The exports of a live source: named after a growing file (--follow), else "stream"."""
+    stem = Path(name).stem if "://" not in name and Path(name).is_file() else "stream"
+    return _exports(Path(f"{stem}.live"), options, protector)
 
 
 def export_header(src: Path, width: int, height: int, fps: str) -> dict[str, Any]:

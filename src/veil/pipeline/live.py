@@ -37,6 +37,7 @@ from veil.media.read import Frame, VideoInfo, VideoReader
 from veil.media.sinks import is_live_target
 from veil.media.sources import Source, source_name
 from veil.media.write import VideoWriter
+from veil.pipeline.files import export_header, live_exports
 from veil.pipeline.frames import LiveOptions, protect_frames
 from veil.pipeline.options import ProtectOptions, Summary
 from veil.protect import Protector
@@ -197,19 +198,25 @@ def protect_live(source: Source, sink: str | Path | None, options: ProtectOption
     summary = Summary(input=source_name(source), output=None if sink is None else str(sink), method=options.method,
                       detector=detector.name, width=info.width, height=info.height, fps=str(info.fps))
     writer = None
+    exports = live_exports(source_name(source), options, protector)
     if sink is not None:
         writer = VideoWriter(sink, width=info.width, height=info.height, fps=info.fps, time_base=info.time_base,
                              options=options.encode, colour=info.colour, audio=[info.audio] if info.audio else ())
     try:
         protect_frames(feed, detector, protector, writer, options, summary, progress, live=live, preview=preview,
-                       status=None if status is None else _with_reconnects(status, feed))
+                       status=None if status is None else _with_reconnects(status, feed), exports=exports)
     except BaseException:
         feed.stop()
         if writer is not None:
             writer.abort()
+        if exports is not None:
+            exports.abort()
         raise
     if writer is not None:
         writer.close()
+    if exports is not None:  # written when the stream ends (or Ctrl-C ends it)
+        exports.finish(video=export_header(Path(summary.input), info.width, info.height, str(info.fps)),
+                       detector=detector.name, targets=list(options.targets))
         summary.audio_streams_copied = int(info.audio is not None and options.encode.keep_audio)
     summary.reconnects = feed.reconnects
     summary.seconds = time.perf_counter() - start
