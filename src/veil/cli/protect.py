@@ -78,6 +78,7 @@ def protect(
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Output file, or folder for several inputs / a folder input (default: <name>_protected.<ext> beside the input); live: a file, a stream URL (rtmp://, rtsp://, srt://, udp://, tcp://), an HLS playlist (out/index.m3u8) or - (MPEG-TS to stdout).")] = None,
     method: Annotated[str, typer.Option("--method", "-m", help=f"Protection: {', '.join(protector_names())}.")] = "blur",
     targets: Annotated[str, typer.Option(help="What to find and protect, comma-separated: faces, people (their silhouettes); plates has no detector yet.")] = "faces",
+    people_threshold: Annotated[float, typer.Option(help="--targets people: person score that counts (lower finds more people, and more things that are not).")] = ProtectOptions.people_threshold,
     detector: Annotated[str, typer.Option(help=f"Face detector: {', '.join(detector_names())}.")] = "centerface",
     threshold: Annotated[Optional[float], typer.Option(help="Detection score threshold (lower finds more faces).")] = None,
     detect_size: Annotated[int, typer.Option(help="Longest side, in pixels, of the frame the detector sees (0: full size; smaller is faster but loses small faces).")] = ProtectOptions.detect_size,
@@ -143,7 +144,7 @@ def protect(
         key, value = parse_option(text, defaults)
         method_options[key] = value
     options = ProtectOptions(
-        method=method, method_options=method_options, targets=targets, detector=detector, threshold=threshold,
+        method=method, method_options=method_options, targets=targets, people_threshold=people_threshold, detector=detector, threshold=threshold,
         detect_size=detect_size or None, photo_detect_size=photo_detect_size or None,
         detect_every=detect_every, on_detection_error=on_error, on_damage=on_damage,
         max_pixels=max_pixels or None, seed=seed, dry_run=dry_run,

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from veil.detect.base import Detector
+from veil.detect.people import PEOPLE_THRESHOLD, PeopleDetector
 from veil.errors import InputError
 from veil.faces import FACE, PERSON, Faces
 
@@ -31,18 +32,17 @@ class TargetDetector:
     """
 
     def __init__(self, faces: Detector | None, *, people: bool, plates: bool = False,
-                 detect_size: int | None = None, threads: int = 0) -> None:
+                 people_threshold: float = PEOPLE_THRESHOLD) -> None:
         if plates:
             raise InputError("--targets plates: no licence-plate detector ships its weights inside a registry "
                              "package veil can pin yet; protect faces and people")
         self.faces, self.people = faces, None
         if people:
-            from veil.detect.people import PeopleDetector
             from veil.models.people import PACKAGE
             from veil.models.store import StoreError
 
             try:
-                self.people = PeopleDetector()
+                self.people = PeopleDetector(people_threshold)
             except StoreError as exc:
                 raise _models_missing("people", PACKAGE, exc) from None
         self.kinds = tuple(k for k, on in ((FACE, faces is not None), (PERSON, people)) if on)

@@ -29,6 +29,7 @@ class ProtectOptions:
     method_options: dict[str, Any] = field(default_factory=dict)
     # What is found and protected (``--targets``): any of TARGETS; the face detector is `detector`.
     targets: tuple[str, ...] = ("faces",)
+    people_threshold: float = 0.2  # CenterNet's person score that counts (Human's own default)
     detector: str = "centerface"
     threshold: float | None = None
     detect_size: int | None = DETECT_SIZE
@@ -58,6 +59,8 @@ class ProtectOptions:
         if isinstance(self.targets, str):
             self.targets = tuple(t.strip() for t in self.targets.split(",") if t.strip())
         self.targets = tuple(self.targets)
+        if not 0 < self.people_threshold < 1:
+            raise InputError(f"--people-threshold must be between 0 and 1, got {self.people_threshold}")
         unknown = [t for t in self.targets if t not in TARGETS]
         if unknown or not self.targets or len(set(self.targets)) != len(self.targets):
             raise InputError(f"--targets takes one or more of {', '.join(TARGETS)} (comma-separated, each once), "
@@ -88,7 +91,7 @@ class ProtectOptions:
 
         faces = get_detector(self.detector, **opts) if "faces" in self.targets else None
         return TargetDetector(faces, people="people" in self.targets, plates="plates" in self.targets,
-                              detect_size=self.detect_size, threads=threads)
+                              people_threshold=self.people_threshold)
 
     def build_protector(self) -> Protector:
         protector = get_protector(self.method, **self.method_options)
