@@ -177,3 +177,20 @@ def test_cli_exports_and_refuses_one_file_for_several_inputs(clip, tmp_path):
     result = runner.invoke(app, ["protect", str(clip), str(clip), "-o", str(tmp_path / "out"), "-q",
                                  "--export-tracks", str(tmp_path / "t2.json")])
     assert result.exit_code == 2 and "--export-tracks" in result.output
+
+
+def test_a_folder_run_on_two_workers_exports_one_file_per_input(clip, tmp_path):
+    import shutil
+
+    (tmp_path / "in").mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        shutil.copy(clip, tmp_path / "in" / name)
+    result = runner.invoke(app, ["protect", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-q", "--jobs", "2",
+                                 "--export-tracks", str(tmp_path / "tracks"), "--export-masks", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    for name in ("a", "b"):
+        assert read_tracks(tmp_path / "tracks" / f"{name}.tracks.json").frame_count == 72
+        assert len(list((tmp_path / "m" / name).glob("*.png"))) == 72
+    result = runner.invoke(app, ["protect", str(tmp_path / "in"), "-o", str(tmp_path / "out2"), "-q",
+                                 "--segment-seconds", "1", "--export-tracks", str(tmp_path / "tracks")])
+    assert result.exit_code == 2 and "--segment-seconds" in result.output
