@@ -30,12 +30,13 @@ models: setup
 demo: models
 	$(BIN)/veil demo
 
-# The HTML report test screenshots the report in headless Chromium (Debian's package); without it
-# that one test is skipped and says why.
+# The HTML report and veil review's page are tested in headless Chromium and its driver (Debian's
+# chromium and chromium-driver); without them those tests are skipped and say why.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
-	  echo "chromium not installed: the HTML report screenshot test will be skipped"
+	@{ command -v chromium && command -v chromedriver ; } >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq chromium chromium-driver >/dev/null) ; } || \
+	  echo "chromium or chromium-driver not installed: the browser tests will be skipped"
 
 test: models browser
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile

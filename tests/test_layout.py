@@ -32,19 +32,20 @@ MAY_IMPORT: dict[str, set[str]] = {
     "veil.keep": CORE | {"veil.media"},
     "veil.export": {"veil.errors", "veil.faces", "veil.media", "veil.protect"},
     "veil.pipeline": CORE | {"veil.media", "veil.keep", "veil.export"},
+    "veil.review": CORE | {"veil.media", "veil.export", "veil.console", "veil.pipeline"},
     "veil.batch": CORE | {"veil", "veil.media", "veil.keep", "veil.pipeline"},
     "veil.stream": {"veil.errors", "veil.models", "veil.media", "veil.console"},
     "veil.action": {"veil.errors", "veil.models", "veil.media", "veil.console"},
     "veil.evaluate": CORE | {"veil.media", "veil.console"},
     "veil.cli": {"veil", "veil.console", "veil.errors", "veil.models", "veil.detect", "veil.protect", "veil.media",
-                 "veil.export",
+                 "veil.export", "veil.review",
                  "veil.pipeline", "veil.batch", "veil.qmvae", "veil.stream", "veil.action", "veil.evaluate"},
     "veil": {"veil.detect", "veil.faces", "veil.media", "veil.pipeline", "veil.protect"},
 }
 # Modules of the learned systems that are part of the core: arrays in, arrays out, no media code.
 SYSTEM_MATH = {"veil.cloak.protector", "veil.cloak.optimise", "veil.cloak.ops", "veil.qmvae.model", "veil.qmvae.deidentify", "veil.qmvae.paste", "veil.qmvae.search",
                "veil.qmvae.protector", "veil.qmvae.checkpoint"}
-IO = {"veil.media", "veil.export", "veil.pipeline", "veil.batch", "veil.keep", "veil.cli", "veil.console", "veil.evaluate"}
+IO = {"veil.media", "veil.export", "veil.review", "veil.pipeline", "veil.batch", "veil.keep", "veil.cli", "veil.console", "veil.evaluate"}
 
 
 def _module_name(path: Path) -> str:

@@ -6,7 +6,7 @@ Landmarks are the five key points of MTCNN / CenterFace, in image coordinates an
 left eye, right eye, nose, left mouth corner, right mouth corner ("left" as seen in the image).
 A person or a plate has no face landmarks: its five points sit at its box's centre.
 
-Each detection has a kind (`KINDS`: face, person, plate). A person may carry a silhouette: a
+Each detection has a kind (`KINDS`: face, person, plate, region). A person may carry a silhouette: a
 bool mask, True where the person is, over its box grown by `SILHOUETTE_MARGIN` on each side
 (`silhouette_frame`; the mask may be of any size, it is stretched to that frame when used).
 """
@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Faces", "LANDMARK_NAMES", "KINDS", "FACE", "PERSON", "PLATE", "centre_points", "SILHOUETTE_MARGIN",
+__all__ = ["Faces", "LANDMARK_NAMES", "KINDS", "FACE", "PERSON", "PLATE", "REGION", "centre_points", "SILHOUETTE_MARGIN",
            "silhouette_frame"]
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 # The kinds of target, by their index in `Faces.kinds` (``--targets faces,people,plates``).
-KINDS = ("face", "person", "plate")
-FACE, PERSON, PLATE = range(3)
+# A region is a box a person drew in `veil review` (a name tag, a screen): masked as a box.
+KINDS = ("face", "person", "plate", "region")
+FACE, PERSON, PLATE, REGION = range(4)
 
 
 # A silhouette covers its person's box grown by this share of the box's width and height on each

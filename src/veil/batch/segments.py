@@ -36,6 +36,7 @@ from veil.media.outputs import publish, temporary_beside
 from veil.media.read import Frame, VideoInfo, probe, upright_rgb
 from veil.media.write import EncodeOptions, VideoWriter, check_output_path
 from veil.pipeline import ProtectOptions, Summary, protect_frames
+from veil.pipeline.files import reviewed
 from veil.protect import Protector
 
 __all__ = ["Segment", "SegmentFrames", "plan_segments", "protect_segment", "join_parts", "merge_summaries"]
@@ -173,7 +174,7 @@ def protect_segment(src: str | os.PathLike, segment: Segment, options: ProtectOp
     gate = _SegmentWriter(writer, segment)
     try:
         frames = SegmentFrames(src, segment, info, tolerate_damage=options.on_damage != "stop")
-        protect_frames(frames, detector, protector, gate, options, summary, progress)
+        protect_frames(frames, detector, protector, gate, options, summary, progress, review=reviewed(src, options))
         writer.close()
     except BaseException:
         writer.abort()

@@ -48,6 +48,12 @@ def _register_train() -> None:
     app.add_typer(train_app, name="train")
 
 
+def _register_review() -> None:
+    from veil.cli.review import review_command
+
+    app.command("review")(review_command)
+
+
 def _register_action() -> None:
     from veil.action.cli import app as action_app
 
@@ -58,7 +64,7 @@ def _register_action() -> None:
 # import torch models, codecs and plotting; importing only the one a command line names keeps
 # `veil protect` starting fast.
 _LAZY = {"evaluate": _register_evaluate, "encode": _register_stream, "decode": _register_stream,
-         "train": _register_train, "action": _register_action}
+         "train": _register_train, "action": _register_action, "review": _register_review}
 
 
 _REGISTERED: set = set()

@@ -126,6 +126,7 @@ def protect(
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write a JSON summary here.")] = None,
     export_tracks: Annotated[Optional[Path], typer.Option(help="Write every box per frame (track, kind, score, detected or filled, kept) to FILE.json or FILE.csv; a folder: one <name>.tracks.json per input.")] = None,
     export_masks: Annotated[Optional[Path], typer.Option(help="Write every frame's protection mask as PNG into DIR/<name>/.")] = None,
+    review: Annotated[Optional[Path], typer.Option(help="Protect exactly the boxes of a `veil review` sidecar (NAME.veil-review.json); nothing is detected.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only detect and summarise; write nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -155,6 +156,7 @@ def protect(
                              keep_metadata=keep_metadata),
         export_tracks=str(export_tracks) if export_tracks else None,
         export_masks=str(export_masks) if export_masks else None,
+        review=str(review) if review else None,
     )
     protector = options.build_protector()  # bad method options fail now, before any file is opened
     options.build_known()  # and so does a --keep-face photo without exactly one face
@@ -170,6 +172,8 @@ def protect(
     if not jobs_list:
         fail("no videos or photos to protect")
     _check_exports(options, jobs_list, segment_seconds)
+    if options.review is not None and len(jobs_list) > 1:
+        fail(InputError("--review belongs to one video: give that video alone"))
     try:
         report = run_jobs(jobs_list, options, console=err, show_progress=not quiet, workers=jobs,
                           use_ray=ray or ray_address is not None, ray_address=ray_address,

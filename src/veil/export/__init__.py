@@ -1,5 +1,6 @@
 """What a run exports beside the protected video: its tracks (`veil.export.tracks`) and its
-per-frame masks (`veil.export.masks`), both written only when the whole file succeeded.
+per-frame masks (`veil.export.masks`), both written only when the whole file succeeded; and the
+decisions of a review (`veil.export.review`), which ``veil protect --review`` applies.
 
 May import: `veil.errors`, `veil.faces`, `veil.protect` (the protection's own masks) and
 `veil.media` (atomic outputs). Imported by `veil.pipeline` and the command line.

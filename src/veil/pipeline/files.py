@@ -16,6 +16,7 @@ import numpy as np
 from veil.detect import Detector
 from veil.errors import DetectionError, InputError, ProtectionError
 from veil.export import Exports
+from veil.export.review import Review, check_video, load_review
 from veil.faces import FACE, PERSON, PLATE, Faces
 from veil.media.photo import check_photo_output, is_photo, read_photo, write_photo
 from veil.media.read import VideoReader
@@ -62,8 +63,10 @@ def protect_video(src: str | Path, dst: str | Path | None, options: ProtectOptio
         writer = None if options.dry_run else VideoWriter(
             dst, width=info.width, height=info.height, fps=info.fps, time_base=info.time_base,
             source=src, options=options.encode, colour=info.colour)
+        review = reviewed(src, options)
         try:
-            protect_frames(reader, detector, protector, writer, options, summary, progress, exports=exports)
+            protect_frames(reader, detector, protector, writer, options, summary, progress, exports=exports,
+                           review=review)
         except BaseException:
             if writer is not None:
                 writer.abort()
@@ -88,6 +91,15 @@ def protect_video(src: str | Path, dst: str | Path | None, options: ProtectOptio
 def _exports(src: Path, options: ProtectOptions, protector: Protector) -> Exports | None:
     tracks, masks = options.export_paths(src)
     return None if tracks is None and masks is None else Exports(tracks, masks, str(src), protector)
+
+
+def reviewed(src: Path, options: ProtectOptions) -> Review | None:
+    """The review sidecar of `options`, checked against the video (None without ``--review``)."""
+    if options.review is None:
+        return None
+    review = load_review(options.review)
+    check_video(review, src, Path(options.review))
+    return review
 
 
 def live_exports(name: str, options: ProtectOptions, protector: Protector) -> Exports | None:
@@ -123,6 +135,8 @@ def protect_photo(src: str | Path, dst: str | Path | None, options: ProtectOptio
     `DetectionError` / `ProtectionError` with ``on_detection_error="stop"``).
     """
     src = Path(src)
+    if options.review is not None:
+        raise InputError(f"--review is for videos; {str(src)!r} is a photo")
     start = time.perf_counter()
     photo = read_photo(src, max_pixels=options.max_pixels)
     dst, detector, protector = _prepare(src, dst, options, detector, protector, check_photo_output)

@@ -21,6 +21,7 @@ from veil.detect import Detector, Tracker
 from veil.detect.track import is_scene_cut, scene_thumbnail
 from veil.errors import DetectionError, InputError, ProtectionError
 from veil.export import Exports
+from veil.export.review import Review
 from veil.faces import FACE, PERSON, PLATE, Faces
 from veil.keep import KeptTracks
 from veil.media.audio import AudioPacket
@@ -107,16 +108,18 @@ def protect_frames(source: FrameSource, detector: Detector, protector: Protector
                    options: ProtectOptions, summary: Summary,
                    progress: Callable[[int, int], None] | None = None, *, live: LiveOptions | None = None,
                    preview: Callable[[np.ndarray], None] | None = None,
-                   status: Callable[[Summary], None] | None = None, exports: Exports | None = None) -> None:
+                   status: Callable[[Summary], None] | None = None, exports: Exports | None = None,
+                   review: Review | None = None) -> None:
     """The frame loop of `protect_video` (also used per segment by `veil.batch.segments`, and live by
     `veil.pipeline.live`): detect, track, protect and write every frame of `source` to `writer`
     (None: dry run), filling `summary`. `live`: the source is live (it hands out its audio packets
     too, from its own thread); late frames are masked or dropped and the latency is measured.
     `preview`: also called with every protected frame (a local viewer). `status` (live): called
     about once a second with `summary` so far, its ``latency_ms`` that of the last 10 s. `exports`:
-    given every frame's boxes and masks (``--export-tracks``, ``--export-masks``)."""
+    given every frame's boxes and masks (``--export-tracks``, ``--export-masks``). `review`: the boxes
+    of a review sidecar are protected as they are (``--review``): nothing is detected or tracked."""
     _FrameLoop(source, detector, protector, writer, options, summary, progress, live, preview, status,
-               exports).run()
+               exports, review).run()
 
 
 class _FrameLoop:
@@ -133,12 +136,13 @@ class _FrameLoop:
     def __init__(self, source: FrameSource, detector: Detector, protector: Protector, writer: FrameWriter | None,
                  options: ProtectOptions, summary: Summary, progress: Callable[[int, int], None] | None,
                  live: LiveOptions | None = None, preview: Callable[[np.ndarray], None] | None = None,
-                 status: Callable[[Summary], None] | None = None, exports: Exports | None = None) -> None:
+                 status: Callable[[Summary], None] | None = None, exports: Exports | None = None,
+                 review: Review | None = None) -> None:
         self.source, self.detector, self.protector, self.writer = source, detector, protector, writer
         self.options, self.summary, self.progress = options, summary, progress
         self.live, self.preview, self.latency = live, preview, Latency()
         self.status, self.status_at = status, 0.0
-        self.exports = exports
+        self.exports, self.review = exports, review
         # A detector of people also outlines them (their silhouettes), frame by frame on the encoder's
         # thread, at the boxes the tracker settled on.
         self.outline = getattr(detector, "outline", None)
@@ -220,6 +224,9 @@ class _FrameLoop:
                 return
             masked = late = True  # sent at once, whole frame masked: no detector time spent on it
             self.summary.frames_masked_late += 1
+        if self.review is not None:
+            self._push_reviewed(frame, masked, late, due)
+            return
         cut = False
         if not masked:  # a garbled frame is neither looked at for faces nor compared for a cut
             thumb = scene_thumbnail(frame.image)
@@ -254,6 +261,16 @@ class _FrameLoop:
         self._emit(ready)
         if self.progress is not None:
             self.progress(frame.index + 1, info.frame_count)
+
+    def _push_reviewed(self, frame: Frame, masked: bool, late: bool, due: float) -> None:
+        """A frame of a reviewed video: its boxes are the sidecar's, final as they are. A frame the
+        review does not cover (the file decodes to more frames than it did) is masked whole."""
+        unknown = frame.index >= self.review.frame_count
+        faces = Faces.empty() if masked or unknown else self.review.at(frame.index)
+        self.held.append(HeldFrame(frame, unknown, False, masked, late, due))
+        self._emit([faces])
+        if self.progress is not None:
+            self.progress(frame.index + 1, self.source.info.frame_count)
 
     def _emit(self, ready: list[Faces]) -> None:
         """The tracker's final faces for the oldest held frames: count them, send them to be written."""

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from veil.detect import Detector
-from veil.errors import VeilError
+from veil.errors import InputError, VeilError
 from veil.media.audio import AudioPacket
 from veil.media.damage import Damage
 from veil.media.read import Frame, VideoInfo, VideoReader
@@ -187,6 +187,8 @@ def protect_live(source: Source, sink: str | Path | None, options: ProtectOption
     why). Setting `stop` ends it as Ctrl-C does. `status` is called about once a second with the
     summary so far (frames, late frames, reconnections, the latency of the last 10 s).
     """
+    if options.review is not None:
+        raise InputError("--review is for video files, not live sources")
     start = time.perf_counter()
     options = _live_options(options, sink)
     # The models load before the source opens: a live source does not wait for them.

@@ -54,11 +54,15 @@ class ProtectOptions:
     # <input stem>.tracks.json each) and a folder of per-frame mask PNGs (<folder>/<input stem>/).
     export_tracks: str | None = None
     export_masks: str | None = None
+    # A review sidecar (`veil review`): its boxes are protected as they are, nothing is detected.
+    review: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.targets, str):
             self.targets = tuple(t.strip() for t in self.targets.split(",") if t.strip())
         self.targets = tuple(self.targets)
+        if self.review is not None and self.keep_faces:
+            raise InputError("--review already says which faces stay as they are: drop --keep-face")
         if not 0 < self.people_threshold < 1:
             raise InputError(f"--people-threshold must be between 0 and 1, got {self.people_threshold}")
         unknown = [t for t in self.targets if t not in TARGETS]

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from veil.errors import InputError
-from veil.faces import FACE, PERSON, PLATE, SILHOUETTE_MARGIN, Faces, silhouette_frame
+from veil.faces import FACE, PERSON, PLATE, REGION, SILHOUETTE_MARGIN, Faces, silhouette_frame
 
 __all__ = [
     "Protector", "ProtectState", "register", "register_lazy", "get_protector", "protector_names", "protector_options",
@@ -135,7 +135,7 @@ def ellipse_boxes(faces: Faces, mask_scale: float) -> np.ndarray:
 # How much a box that is not a face is grown before it is masked (``--mask-scale`` is the face's):
 # a person's, to the frame its silhouette covers and room for the silhouette's border; a plate's
 # box is tight around the characters.
-KIND_SCALE = {PERSON: 1 + 2 * SILHOUETTE_MARGIN + 0.06, PLATE: 1.15}
+KIND_SCALE = {PERSON: 1 + 2 * SILHOUETTE_MARGIN + 0.06, PLATE: 1.15, REGION: 1.0}
 # A person's silhouette is grown by this share of the box height (at least 2 pixels) before it is
 # masked: the segmentation's edge is soft and a pixel of hair or sleeve must not be left.
 SILHOUETTE_BORDER = 0.03
