@@ -301,3 +301,32 @@ def test_the_page_adds_a_missed_face_leaves_a_track_and_renders(served, judge):
     right = [len(judge.detect(np.ascontiguousarray(f[:, HALF:]))) for f in out]
     assert sum(left) == 0  # the face drawn by hand is covered on every frame
     assert sum(right) >= FRAMES - 1  # the track turned off is left visible
+
+
+def test_the_command_serves_until_the_page_stops_it(media, tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    video = tmp_path / "clip.mp4"
+    shutil.copy(media("single_face.mp4"), video)
+    proc = subprocess.Popen([sys.executable, "-c", "from veil.cli import main; main()", "review", str(video),
+                             "--no-open"], stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        for line in proc.stderr:
+            if (found := re.search(r"(http://127\.0\.0\.1:\d+)/\?token=(\S+)", line)):
+                url, token = found.groups()
+                break
+        assert url is not None
+        with urllib.request.urlopen(urllib.request.Request(f"{url}/api/state", headers={TOKEN_HEADER: token}),
+                                    timeout=30) as r:
+            state = json.loads(r.read())
+        assert state["frames"] == 72 and len(state["tracks"]) == 1 and state["command"].startswith("veil protect")
+        request = urllib.request.Request(f"{url}/api/stop", data=b"{}", method="POST", headers={TOKEN_HEADER: token})
+        urllib.request.urlopen(request, timeout=30).read()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+    result = runner.invoke(app, ["review", str(tmp_path / "missing.mp4"), "--no-open"])
+    assert result.exit_code == 2 and "missing.mp4" in result.output

@@ -25,6 +25,7 @@ kept flag from the export (``--keep-face``) counts as ``on: false`` on that fram
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -258,13 +259,20 @@ def save_review(path: str | Path, review: Review) -> Path:
     return path
 
 
-def check_video(review: Review, video: Path, sidecar: Path) -> None:
-    """Refuse a sidecar made for another file (by the sha256 of its bytes)."""
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """A file's sha256, once per process for the same file (the segments of one video share it)."""
     digest = hashlib.sha256()
-    with open(video, "rb") as fh:
+    with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    digest = digest.hexdigest()
+    return digest.hexdigest()
+
+
+def check_video(review: Review, video: Path, sidecar: Path) -> None:
+    """Refuse a sidecar made for another file (by the sha256 of its bytes)."""
+    stat = Path(video).stat()
+    digest = _sha256(str(Path(video).resolve()), stat.st_size, stat.st_mtime_ns)
     if digest != review.video["sha256"]:
         raise InputError(f"--review {str(sidecar)!r} was made for another file ({review.video['path']}, "
                          f"sha256 {review.video['sha256'][:12]}...), not {str(video)!r} ({digest[:12]}...)")
