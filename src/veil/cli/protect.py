@@ -145,7 +145,8 @@ def protect(
         key, value = parse_option(text, defaults)
         method_options[key] = value
     options = ProtectOptions(
-        method=method, method_options=method_options, targets=targets, people_threshold=people_threshold, detector=detector, threshold=threshold,
+        method=method, method_options=method_options, targets=targets, people_threshold=people_threshold,
+        detector=detector, threshold=threshold,
         detect_size=detect_size or None, photo_detect_size=photo_detect_size or None,
         detect_every=detect_every, on_detection_error=on_error, on_damage=on_damage,
         max_pixels=max_pixels or None, seed=seed, dry_run=dry_run,

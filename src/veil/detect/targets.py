@@ -34,8 +34,9 @@ class TargetDetector:
     def __init__(self, faces: Detector | None, *, people: bool, plates: bool = False,
                  people_threshold: float = PEOPLE_THRESHOLD) -> None:
         if plates:
-            raise InputError("--targets plates: no licence-plate detector ships its weights inside a registry "
-                             "package veil can pin yet; protect faces and people")
+            raise InputError("--targets plates: no licence-plate detector that ships inside a registry package "
+                             "finds real plates yet (the candidates are listed in the README); protect faces "
+                             "and people")
         self.faces, self.people = faces, None
         if people:
             from veil.models.people import PACKAGE

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from veil.detect import DETECT_SIZE, Detector, TrackerConfig, get_detector
+from veil.detect.people import PEOPLE_THRESHOLD
 from veil.errors import InputError
 from veil.keep import KEEP_DISTANCE, MAX_KEEP_DISTANCE, KnownFaces, known_faces
 from veil.media.damage import ON_DAMAGE
@@ -29,7 +30,7 @@ class ProtectOptions:
     method_options: dict[str, Any] = field(default_factory=dict)
     # What is found and protected (``--targets``): any of TARGETS; the face detector is `detector`.
     targets: tuple[str, ...] = ("faces",)
-    people_threshold: float = 0.2  # CenterNet's person score that counts (Human's own default)
+    people_threshold: float = PEOPLE_THRESHOLD  # CenterNet's person score that counts
     detector: str = "centerface"
     threshold: float | None = None
     detect_size: int | None = DETECT_SIZE
