@@ -127,6 +127,7 @@ class Review:
     tracks: dict[str, Any]
     edits: list[dict[str, Any]] = field(default_factory=list)
     _rows: dict[int, list[tuple[int, int, list[float], bool, bool, float]]] | None = field(default=None, repr=False)
+    _adds: tuple[tuple[int, int], dict[int, dict[int, list[float]]]] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "version": VERSION, "video": self.video, "tracks": self.tracks,
@@ -170,10 +171,10 @@ class Review:
                           "score": score, "protected": not kept, "source": "auto"}
         for e in edits:
             if e["op"] == "add":
-                for f, *box in e["boxes"]:
-                    if f == frame:
-                        out[e["track"]] = {"track": e["track"], "kind": e["kind"], "box": box, "detected": False,
-                                           "score": 0.0, "protected": True, "source": "added"}
+                box = self._added(edits)[id(e)].get(frame)
+                if box is not None:
+                    out[e["track"]] = {"track": e["track"], "kind": e["kind"], "box": list(box), "detected": False,
+                                       "score": 0.0, "protected": True, "source": "added"}
             elif e["op"] == "region" and e["from"] <= frame <= e["to"]:
                 out[e["track"]] = {"track": e["track"], "kind": KINDS[REGION], "box": list(e["box"]),
                                    "detected": False, "score": 0.0, "protected": True, "source": "region"}
@@ -190,6 +191,14 @@ class Review:
                     if b["track"] == root(e["track"]):
                         b["protected"] = e["on"]
         return list(out.values())
+
+    def _added(self, edits: list[dict[str, Any]]) -> dict[int, dict[int, list[float]]]:
+        """Each ``add`` edit's boxes by frame (built once per list of edits: a long video's added
+        track has a box on thousands of frames, and every frame asks)."""
+        key = (id(edits), len(edits))
+        if self._adds is None or self._adds[0] != key:
+            self._adds = (key, {id(e): {f: box for f, *box in e["boxes"]} for e in edits if e["op"] == "add"})
+        return self._adds[1]
 
     def at(self, frame: int) -> Faces:
         """The boxes to protect on a frame (those left as they are removed), as `Faces`."""
