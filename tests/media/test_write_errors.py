@@ -105,3 +105,20 @@ def test_two_runs_writing_one_file_leave_one_whole_video(media, tmp_path):
     from veil.media.read import probe
 
     assert probe(out).frame_count == 72 and sorted(p.name for p in tmp_path.iterdir()) == ["safe.mp4"]
+
+
+def test_a_temporary_still_being_written_by_another_run_is_not_cleaned_up(tmp_path):
+    """A run that cleans up what a killed run left must not remove the file of a run still writing."""
+    from veil.batch.run import remove_temporaries
+
+    dst = tmp_path / "safe.mp4"
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from veil.media.outputs import temporary_beside; "
+        f"print(temporary_beside(Path({str(dst)!r})), flush=True); sys.stdin.read()")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        held = Path(writer.stdout.readline().strip())
+        assert held.exists() and remove_temporaries(dst) == 0 and held.exists()
+    finally:
+        writer.communicate("")  # the writer ends as a killed run would: its lock goes with it
+    assert remove_temporaries(dst) == 1 and not held.exists()

@@ -32,6 +32,7 @@ from veil.batch.plan import Job
 from veil.batch.segments import merge_summaries, plan_segments
 from veil.batch.workers import InlineRunner, ProcessRunner, Task, TaskResult
 from veil.errors import InputError
+from veil.media.outputs import in_use
 from veil.media.photo import is_photo
 from veil.pipeline import ProtectOptions, Summary
 
@@ -72,7 +73,7 @@ def remove_temporaries(dst: Path) -> int:
         return 0
     pattern, removed = _temp_pattern(dst), 0
     for path in dst.parent.iterdir():
-        if pattern.match(path.name):
+        if pattern.match(path.name) and not in_use(path):
             path.unlink(missing_ok=True)
             removed += 1
     return removed
@@ -91,7 +92,7 @@ def _remove_stale_temporaries(outputs: list[Path]) -> None:
             continue
         for path in folder.iterdir():
             match = _TEMP_NAME.match(path.name)
-            if match and (match["stem"], match["suffix"]) in names:
+            if match and (match["stem"], match["suffix"]) in names and not in_use(path):
                 path.unlink(missing_ok=True)
 
 

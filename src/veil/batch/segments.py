@@ -32,7 +32,7 @@ from veil.detect.track import TrackerConfig
 from veil.errors import OutputError, VideoOpenError
 from veil.media.damage import Damage, decode_video
 from veil.media.metadata import video_metadata_dropped
-from veil.media.outputs import publish, temporary_beside
+from veil.media.outputs import discard, publish, temporary_beside
 from veil.media.read import Frame, VideoInfo, probe, upright_rgb
 from veil.media.write import EncodeOptions, VideoWriter, check_output_path
 from veil.pipeline import ProtectOptions, Summary, protect_frames
@@ -243,7 +243,7 @@ def join_parts(src: str | os.PathLike, parts: tuple[Path, ...] | list[Path], dst
                 out.mux(waiting)
                 waiting = next(audio, None)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise
     finally:
         source.close()

@@ -40,7 +40,7 @@ from veil.export.tracks import COLUMNS as TRACK_COLUMNS
 from veil.export.tracks import SCHEMA as TRACK_SCHEMA
 from veil.export.tracks import VERSION as TRACK_VERSION
 from veil.faces import KINDS, REGION, Faces, centre_points
-from veil.media.outputs import publish, temporary_beside
+from veil.media.outputs import discard, publish, temporary_beside
 
 __all__ = ["SCHEMA", "VERSION", "OPS", "Review", "sidecar_path", "load_review", "save_review", "check_edit",
            "check_video"]
@@ -262,7 +262,7 @@ def save_review(path: str | Path, review: Review) -> Path:
     try:
         tmp.write_text(json.dumps(review.to_dict(), separators=(",", ":")) + "\n")
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise
     publish(tmp, path)
     return path

@@ -39,7 +39,7 @@ import numpy as np
 
 from veil.errors import InputError
 from veil.faces import KINDS, Faces, centre_points
-from veil.media.outputs import publish, temporary_beside
+from veil.media.outputs import discard, publish, temporary_beside
 
 __all__ = ["SCHEMA", "VERSION", "COLUMNS", "CSV_COLUMNS", "TrackLog", "Tracks", "write_tracks", "read_tracks",
            "track_formats"]
@@ -166,7 +166,7 @@ def write_tracks(path: str | Path, log: TrackLog, *, video: dict[str, Any], dete
     try:
         tmp.write_text(text)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise
     publish(tmp, path)
     return path

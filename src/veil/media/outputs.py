@@ -1,16 +1,27 @@
 """Outputs, videos and photos alike: the checks before anything is written, and the temporary file
-beside the target that is moved into place only when complete."""
+beside the target that is moved into place only when complete.
+
+A temporary file is locked (``flock``) by the process writing it until it is published, so that a
+run cleaning up what a killed run left (`in_use`) never removes the file of a run still writing.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: temporaries are not locked, and none counts as in use
+    fcntl = None  # type: ignore[assignment]
 from collections.abc import Collection
 from pathlib import Path
 
 from veil.errors import OutputError
 
-__all__ = ["check_output", "temporary_beside", "publish"]
+__all__ = ["check_output", "temporary_beside", "publish", "discard", "in_use"]
+
+_HELD: dict[str, int] = {}  # temporary file -> the descriptor that holds its lock
 
 
 def check_output(src: Path, dst: Path, suffixes: Collection[str], kind: str, examples: str) -> None:
@@ -38,8 +49,29 @@ def temporary_beside(dst: Path) -> Path:
         fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.stem}.", suffix=dst.suffix)
     except OSError as exc:
         raise OutputError(f"cannot write in {str(dst.parent)!r}: {exc.strerror}") from None
-    os.close(fd)
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held (the descriptor stays open) until published
+        _HELD[os.path.abspath(tmp)] = fd
+    else:
+        os.close(fd)
     return Path(tmp)
+
+
+def in_use(path: Path) -> bool:
+    """Whether another process is still writing the temporary file `path` (it holds its lock)."""
+    if fcntl is None or os.path.abspath(path) in _HELD:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def publish(tmp: Path, dst: Path) -> None:
@@ -48,3 +80,16 @@ def publish(tmp: Path, dst: Path) -> None:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
     os.replace(tmp, dst)
+    _release(tmp)
+
+
+def discard(tmp: Path) -> None:
+    """Remove an unfinished temporary file (and let go of its lock)."""
+    Path(tmp).unlink(missing_ok=True)
+    _release(tmp)
+
+
+def _release(tmp: Path) -> None:
+    fd = _HELD.pop(os.path.abspath(tmp), None)
+    if fd is not None:
+        os.close(fd)

@@ -26,7 +26,7 @@ import numpy as np
 
 from veil.errors import InputError, WriteError
 from veil.media.metadata import photo_metadata_dropped
-from veil.media.outputs import check_output, publish, temporary_beside
+from veil.media.outputs import check_output, discard, publish, temporary_beside
 from veil.media.sources import MAX_PIXELS, check_pixels
 
 if TYPE_CHECKING:
@@ -217,9 +217,9 @@ def write_photo(dst: str | os.PathLike, photo: Photo, rgb: np.ndarray, *, keep_m
         tmp.write_bytes(data)
         publish(tmp, dst)
     except OSError as exc:  # a full disk, a file-size limit, an I/O error
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise WriteError(f"cannot write {str(dst)!r}: {exc.strerror or exc}; nothing was written there") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise
     return dst

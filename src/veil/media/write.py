@@ -24,7 +24,7 @@ import numpy as np
 
 from veil.errors import OutputError, WriteError
 from veil.media.audio import AudioPacket, AudioParams, AudioTranscoder, add_audio_stream, packet_to_av
-from veil.media.outputs import check_output, publish, temporary_beside
+from veil.media.outputs import check_output, discard, publish, temporary_beside
 from veil.media.read import VIDEO_SUFFIXES, Colour
 from veil.media.sinks import is_live_target, open_live_output, target_name
 from veil.media.sources import av_reason
@@ -327,7 +327,7 @@ class VideoWriter:
             except Exception:  # noqa: BLE001 - closing a broken container must not hide the cause
                 pass
         if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
+            discard(self._tmp)
 
     def __enter__(self) -> VideoWriter:
         return self

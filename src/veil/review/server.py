@@ -92,8 +92,11 @@ class ReviewServer:
         thread.start()
         return thread
 
-    def stop(self) -> None:
-        threading.Thread(target=self.httpd.shutdown, daemon=True).start()
+    def stop(self, after_s: float = 0.0) -> None:
+        """End `serve` (`after_s` later: the page's own stop request gets its answer first)."""
+        timer = threading.Timer(after_s, self.httpd.shutdown)
+        timer.daemon = True
+        timer.start()
 
     # --- what the page asks for -------------------------------------------------------------
 
@@ -277,7 +280,7 @@ class ReviewServer:
 
         @app.post("/api/stop")
         def stop():
-            server.stop()
+            server.stop(after_s=0.3)
             return {"stopped": True}
 
         @app.get("/media/<path:path>")

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from veil.console import command, fail
-from veil.media.outputs import check_output, publish, temporary_beside
+from veil.media.outputs import check_output, discard, publish, temporary_beside
 from veil.stream.checkpoint import default_checkpoint, load_checkpoint
 from veil.stream.codec import KEEP_TOLERANCE
 from veil.stream.format import read_key
@@ -38,7 +38,7 @@ def _encode(source: str, out: Path, model: str, checkpoint: Path | None, key: Pa
                                   keep_tolerance=keep_tolerance)
         publish(tmp, out)
     finally:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
     typer.echo("", err=True)
     size = out.stat().st_size
     typer.echo(f"{out}: {stats.frames} frames, {stats.audio_packets} audio packets, {size} bytes "
