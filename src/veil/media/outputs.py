@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 
 try:
     import fcntl
@@ -57,8 +58,9 @@ def temporary_beside(dst: Path) -> Path:
     return Path(tmp)
 
 
-def in_use(path: Path) -> bool:
-    """Whether another process is still writing the temporary file `path` (it holds its lock)."""
+def in_use(path: Path, wait_s: float = 2.0) -> bool:
+    """Whether another process is still writing the temporary file `path`: it holds the file's lock
+    for `wait_s` (a run killed a moment ago may still be letting go of it)."""
     if fcntl is None or os.path.abspath(path) in _HELD:
         return False
     try:
@@ -66,10 +68,15 @@ def in_use(path: Path) -> bool:
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return False
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return True
+                time.sleep(0.05)
     finally:
         os.close(fd)
 
