@@ -144,7 +144,13 @@ def test_ctrl_c_ends_the_stream_cleanly(clip, tmp_path):
     out = tmp_path / "stopped.mp4"
 
     def interrupt(proc, _thread) -> None:
-        time.sleep(4)  # startup, then about a second of frames
+        # Once frames are being written (a loaded machine may take seconds to start; a signal that
+        # comes while the source is still being opened is another test), then about a second more.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(p.name.lstrip(".").startswith("stopped")
+                                                      for p in tmp_path.iterdir()):
+            time.sleep(0.05)
+        time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
 
     proc, _ = _live(["-o", out], {"hold_s": 10}, clip, after=interrupt)
