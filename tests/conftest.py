@@ -7,6 +7,7 @@ Tests marked ``@pytest.mark.slow`` (long training, benchmark-sized runs) run onl
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
@@ -15,6 +16,11 @@ from veil.cli import register_commands
 # Every command on `veil.cli.app`, as `veil --help` shows them (the entry point registers only the
 # one it runs), so tests invoke the real command line.
 register_commands()
+
+# A shell without job control starts background jobs with SIGINT ignored, and every process the
+# tests start would inherit that: the Ctrl-C tests need it delivered, as a terminal would.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
