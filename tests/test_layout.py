@@ -17,15 +17,16 @@ import veil
 
 SRC = Path(veil.__file__).parent
 
-CORE = {"veil.errors", "veil.faces", "veil.align", "veil.models", "veil.detect", "veil.protect"}
+CORE = {"veil.errors", "veil.device", "veil.faces", "veil.align", "veil.models", "veil.detect", "veil.protect"}
 MAY_IMPORT: dict[str, set[str]] = {
     "veil.errors": set(),
     "veil.console": {"veil.errors"},
+    "veil.device": {"veil.errors"},
     "veil.faces": {"veil.errors"},
     "veil.align": {"veil.errors"},
-    "veil.models": {"veil.errors", "veil.align"},
+    "veil.models": {"veil.errors", "veil.device", "veil.align"},
     "veil.media": {"veil.errors"},
-    "veil.detect": {"veil.errors", "veil.faces", "veil.align", "veil.models"},
+    "veil.detect": {"veil.errors", "veil.device", "veil.faces", "veil.align", "veil.models"},
     "veil.protect": {"veil.errors", "veil.faces", "veil.align"},
     "veil.cloak": CORE | {"veil.media"},  # the target bank's photos (cloak.targets.load_bank)
     "veil.qmvae": CORE | {"veil.media", "veil.console"},

@@ -20,10 +20,11 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from veil.errors import InputError, VeilError
 
-__all__ = ["err", "exit_code", "fail", "command"]
+__all__ = ["err", "exit_code", "fail", "command", "print_error"]
 
 err = Console(stderr=True, soft_wrap=True)
 """Where commands print what is not their result: progress, notes, errors."""
@@ -47,11 +48,16 @@ def _message(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def print_error(message: str) -> None:
+    """Print one error line (the message as it is: brackets in it are not markup)."""
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+
+
 def fail(exc: BaseException | str) -> NoReturn:
     """Print `exc` (or a message: bad input) as one line and exit with its code."""
     if isinstance(exc, str):
         exc = InputError(exc)
-    err.print(f"[red]error:[/red] {_message(exc)}", highlight=False)
+    print_error(_message(exc))
     raise typer.Exit(exit_code(exc))
 
 

@@ -1,7 +1,7 @@
 """Face detectors (one registry: CenterFace, MTCNN) and the tracker that gives faces ids across
 frames, fills the frames between detections and ends tracks at scene cuts.
 
-May import: `veil.models` (the networks' weights), `veil.faces`, `veil.align`, `veil.errors`. Part
+May import: `veil.models` (the networks' weights), `veil.device`, `veil.faces`, `veil.align`, `veil.errors`. Part
 of the core: works on arrays, imports no media code.
 """
 

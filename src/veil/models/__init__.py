@@ -8,6 +8,6 @@
   `tfjs_graph`) or ONNX; `onnx_runtime` runs frozen torch networks with ONNX Runtime;
 - `checkpoint`: the safe file format of veil's own learned models.
 
-May import: `veil.align`, `veil.errors`. Imported by the detectors, the learned systems, `veil.keep`
+May import: `veil.align`, `veil.device`, `veil.errors`. Imported by the detectors, the learned systems, `veil.keep`
 and evaluation; never imports them.
 """

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from veil.device import onnx_providers
 from veil.models.store import veil_home
 
 __all__ = ["FrozenNet"]
@@ -110,7 +111,7 @@ class FrozenNet:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = threads
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), opts, providers=onnx_providers())
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         crops = np.ascontiguousarray(crops, dtype=np.float32)
