@@ -134,6 +134,12 @@ class Faces:
         return Faces(self.boxes * factor, self.landmarks * factor, self.scores, self.track_ids, self.filled,
                      self.kinds, self.silhouettes)
 
+    def shifted(self, dx: float, dy: float) -> Faces:
+        """The same faces moved by (dx, dy) pixels (detection in a crop, back to the frame)."""
+        offset = np.array([dx, dy], np.float32)
+        return Faces(self.boxes + np.tile(offset, 2), self.landmarks + offset, self.scores, self.track_ids,
+                     self.filled, self.kinds, self.silhouettes)
+
     def clipped(self, width: int, height: int) -> Faces:
         """Boxes clipped to the frame; faces left with no area are dropped. A silhouette whose box
         was cut is dropped too (the whole box is then masked): it no longer matches its box."""

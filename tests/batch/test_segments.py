@@ -60,7 +60,7 @@ def test_plan_cuts_at_keyframes(gop_clip):
         time_base = c.streams.video[0].time_base
     times = _times(gop_clip)
     assert [round(float(s.start_pts * time_base), 6) for s in segments] == [times[0], times[24], times[48]]
-    assert [s.context_index for s in segments] == [0, 24 - 10, 48 - 10]  # max_missing 5 + lookahead 3 + 2
+    assert [s.context_index for s in segments] == [0, 24 - 14, 48 - 14]  # max_missing 5 + lookahead 7 + 2
     assert [s.end_pts for s in segments] == [segments[1].start_pts, segments[2].start_pts, None]
     (whole,) = plan_segments(gop_clip, 10.0)  # shorter than a segment: one piece, nothing to cut
     assert (whole.start_pts, whole.end_pts, whole.seek_pts) == (segments[0].start_pts, None, None)
@@ -120,7 +120,8 @@ class _MissesAfterCuts:
 
 def test_tracks_are_handed_across_the_cut(gop_clip, tmp_path):
     source = list(read_frames(gop_clip))
-    blind = {i for cut in (24, 48) for i in range(cut, cut + 5)}  # > lookahead: back-filling cannot save it
+    # More frames than the tracker holds back: drawing the face back from after them cannot save them.
+    blind = {i for cut in (24, 48) for i in range(cut, cut + OPTIONS.tracker.lookahead + 2)}
     detector = _MissesAfterCuts(OPTIONS.build_detector(), source, blind)
     protector = OPTIONS.build_protector()
     segments = plan_segments(gop_clip, 0.5)

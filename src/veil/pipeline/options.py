@@ -9,11 +9,13 @@ from typing import Any
 
 from veil.detect import DETECT_SIZE, Detector, TrackerConfig, get_detector
 from veil.detect.people import PEOPLE_THRESHOLD
+from veil.device import parse_device, use_device
 from veil.errors import InputError
 from veil.keep import KEEP_DISTANCE, MAX_KEEP_DISTANCE, KnownFaces, known_faces
 from veil.media.damage import ON_DAMAGE
 from veil.media.sources import MAX_PIXELS
 from veil.media.write import EncodeOptions
+from veil.models.centerface import PRECISIONS
 from veil.protect import Protector, get_protector
 from veil.protect.base import FACES_ONLY, whole_target_methods
 
@@ -38,6 +40,11 @@ class ProtectOptions:
     # the small faces of a group photo (one detection each: a large size costs little).
     photo_detect_size: int | None = DETECT_SIZE
     detect_every: int = 2  # run the detector on every N-th frame; the tracker covers the others
+    # Between whole looks (every lookahead + 1 frames), look only around the tracked faces
+    # (`veil.pipeline.frames`); False: every look is whole.
+    track_regions: bool = True
+    detector_precision: str = "int8"  # CenterFace's: "int8" or "fp32" (`veil.models.centerface`)
+    device: str = "cpu"  # where the ONNX Runtime networks run: auto, cpu, cuda[:N] (`veil.device`)
     # A detection or a protection that raises: "mask" writes the frame fully masked; "stop" fails the video.
     on_detection_error: str = "mask"
     # Frames of a damaged stretch of the file (veil.media.damage): "mask" them whole, "protect" them
@@ -76,6 +83,10 @@ class ProtectOptions:
                              f"same-person threshold: beyond it a stranger would be kept), got {self.keep_distance}")
         if self.on_detection_error not in ("mask", "stop"):
             raise InputError(f"on_detection_error must be 'mask' or 'stop', got {self.on_detection_error!r}")
+        if self.detector_precision not in PRECISIONS:
+            raise InputError(f"--detector-precision must be one of {', '.join(PRECISIONS)}, "
+                             f"got {self.detector_precision!r}")
+        parse_device(self.device)
         if self.on_damage not in ON_DAMAGE:
             raise InputError(f"on_damage must be one of {', '.join(ON_DAMAGE)}, got {self.on_damage!r}")
         if not 1 <= self.detect_every <= self.tracker.lookahead + 1:
@@ -84,10 +95,14 @@ class ProtectOptions:
 
     def build_detector(self, threads: int = 0) -> Detector:
         """The detector of the targets (the face detector alone for faces); `threads` > 0 caps the
-        CPU threads it runs on (a worker's share of the cores)."""
+        CPU threads it runs on (a worker's share of the cores). The networks it opens run on
+        `device` (chosen here, once per process)."""
+        use_device(self.device)
         opts: dict[str, Any] = {"detect_size": self.detect_size}
         if self.threshold is not None:
             opts["threshold"] = self.threshold
+        if self.detector == "centerface":
+            opts["precision"] = self.detector_precision
         if threads > 0:
             opts["threads"] = threads
         if self.targets == ("faces",):
@@ -99,6 +114,7 @@ class ProtectOptions:
                               people_threshold=self.people_threshold)
 
     def build_protector(self) -> Protector:
+        use_device(self.device)
         protector = get_protector(self.method, **self.method_options)
         if self.targets != ("faces",) and getattr(protector, FACES_ONLY, False):
             raise InputError(f"--method {self.method} protects faces only; for --targets "
@@ -137,6 +153,7 @@ class Summary:
     faces_per_frame: list[int] = field(default_factory=list)
     tracks: int = 0
     frames_detected: int = 0  # frames the detector ran on (all of them with detect_every 1)
+    frames_detected_whole: int = 0  # of those, looked at whole (the others around the tracked faces only)
     frames_filled: int = 0  # frames where the tracker drew at least one face not detected in that frame
     faces_filled: int = 0
     frames_masked_on_error: int = 0  # a detection or a protection failed on them (or they leaned on one)
@@ -170,6 +187,10 @@ class Summary:
     seconds: float = 0.0
     fps_processed: float = 0.0
     method_stats: dict[str, list] = field(default_factory=dict)
+    # ms per frame in each stage of the frame loop (`veil.pipeline.profile`): decode, detect,
+    # track, protect, encode; they run at once on three threads, so they add up to more than
+    # the wall time.
+    stage_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def faces(self) -> int:
