@@ -242,9 +242,14 @@ def _browser():
 
 
 def _wait(predicate, seconds: float = 60.0, what: str = "the page"):
+    from selenium.common.exceptions import StaleElementReferenceException
+
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        value = predicate()
+        try:
+            value = predicate()
+        except StaleElementReferenceException:  # the page redrew the element between finding and reading it
+            value = None
         if value:
             return value
         time.sleep(0.2)
