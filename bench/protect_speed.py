@@ -9,6 +9,14 @@ store's group photos (real faces, 25-45 pixels wide, under a slow camera pan), w
 detector sees decides which faces are found: a second table runs veil on it at several
 `--detect-size` values.
 
+Ratios to the transcode: "whole command" as timed from outside, and "per file" from veil's own
+`--json` seconds for the file against the transcode loop's own time (what start-up and model
+loading cost apart: a long video or a batch pays them once). The profile table is veil's
+`stage_ms` (`veil.pipeline.profile`): ms per frame in each stage, which run at once on three
+threads, and each stage's share of their sum. The looks table runs veil as it was before looks
+around tracked faces and 8-bit detection (`--no-track-regions --detector-precision fp32`), with
+each alone, and with both (the default), every row judged for faces missed.
+
 Faces missed: a face counts when a thorough detector setting (MTCNN, a different network from the
 CenterFace that places veil's masks, at full resolution) finds it in the ORIGINAL frame and still
 finds a face overlapping it (IoU > 0.3) in the PROTECTED frame.
@@ -18,6 +26,7 @@ finds a face overlapping it (IoU > 0.3) in the PROTECTED frame.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -35,6 +44,7 @@ from veil.media.photo import read_photo
 from veil.media.read import probe, read_frames
 from veil.media.write import write_frames
 from veil.models.store import fetch
+from veil.pipeline.profile import STAGES
 
 HERE = Path(__file__).resolve().parent
 DEFACE_ENV = HERE / ".venv-deface"
@@ -42,9 +52,14 @@ CLIPS = ["single_face.mp4", "WolfgangLanger_Pexels.mp4"]
 WIDE = "wide_1080p.mp4"
 WIDE_PHOTOS = [f"media/faceapi-sample{i}.jpg" for i in range(1, 5)]
 SIZES = [640, 960, 1280, DETECT_SIZE]
+LOOKS = [("whole looks, fp32", ["--no-track-regions", "--detector-precision", "fp32"]),
+         ("whole looks, int8", ["--no-track-regions"]),
+         ("around tracks, fp32", ["--detector-precision", "fp32"]),
+         ("around tracks, int8 (default)", [])]
 TRANSCODE = """
-import sys, av
+import sys, time, av
 src, dst = sys.argv[1], sys.argv[2]
+start = time.perf_counter()
 with av.open(src) as i, av.open(dst, "w") as o:
     s = i.streams.video[0]; s.thread_type = "AUTO"
     v = o.add_stream("libx264", rate=s.average_rate, options={"crf": "18", "preset": "veryfast"})
@@ -52,6 +67,7 @@ with av.open(src) as i, av.open(dst, "w") as o:
     for f in i.decode(s):
         for p in v.encode(f.reformat(format="yuv420p")): o.mux(p)
     for p in v.encode(None): o.mux(p)
+print(time.perf_counter() - start)
 """
 
 
@@ -67,13 +83,22 @@ def deface_bin() -> Path:
     return exe
 
 
-def timed(cmd: list[str]) -> float:
+def timed(cmd: list[str]) -> tuple[float, str]:
+    """(wall seconds of the whole command, its stdout)."""
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed: {proc.stderr[-2000:]}")
-    return seconds
+    return seconds, proc.stdout
+
+
+def veil_run(veil_cmd: list[str], clip: Path, out: Path, *extra: str) -> tuple[float, dict]:
+    """(wall seconds, the file's `--json` summary) of `veil protect --method blur`."""
+    report = out.with_suffix(".json")
+    seconds, _ = timed(veil_cmd + ["protect", str(clip), "-o", str(out), "--method", "blur", "-q",
+                                   "--json", str(report), *extra])
+    return seconds, json.loads(report.read_text())["files"][0]
 
 
 def wide_shot(path: Path, seconds_each: float = 1.5, fps: int = 24) -> Path:
@@ -111,31 +136,51 @@ def main() -> None:
     veil_cmd = [str(Path(sys.executable).with_name("veil"))]
     deface = str(deface_bin())
     judge = get_detector("mtcnn", detect_size=None)
-    rows, sizes = [], []
+    rows, sizes, profiles, looks = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         clips = [fetch(f"media/{name}") for name in CLIPS] + [wide_shot(Path(tmp) / WIDE)]
         for clip in clips:
             frames = probe(clip).frame_count
             out_veil, out_deface, out_x264 = (Path(tmp) / f"{k}_{clip.name}" for k in ("veil", "deface", "x264"))
-            t_veil = timed(veil_cmd + ["protect", str(clip), "-o", str(out_veil), "--method", "blur", "-q"])
-            t_deface = timed([deface, str(clip), "-o", str(out_deface), "--backend", "opencv"])
-            t_x264 = timed([sys.executable, "-c", TRANSCODE, str(clip), str(out_x264)])
+            t_veil, summary = veil_run(veil_cmd, clip, out_veil)
+            t_deface, _ = timed([deface, str(clip), "-o", str(out_deface), "--backend", "opencv"])
+            t_x264, loop = timed([sys.executable, "-c", TRANSCODE, str(clip), str(out_x264)])
             original = judge_faces(judge, clip)
             faces = sum(len(f) for f in original)
             missed_v, missed_d = missed(judge, original, out_veil), missed(judge, original, out_deface)
-            rows.append((clip.name, frames, frames / t_veil, frames / t_deface, frames / t_x264, faces, missed_v, missed_d))
+            per_file = (frames / summary["seconds"]) / (frames / float(loop))
+            rows.append((clip.name, frames, frames / t_veil, frames / t_deface, frames / t_x264, per_file, faces,
+                         missed_v, missed_d))
+            profiles.append((clip.name, summary["stage_ms"], summary["frames_detected_whole"],
+                             summary["frames_detected"]))
+            for label, extra in LOOKS:
+                if not extra:
+                    looks.append((clip.name, label, frames / t_veil, missed_v, faces))
+                    continue
+                out = Path(tmp) / f"veil_looks_{clip.name}"
+                seconds, _ = veil_run(veil_cmd, clip, out, *extra)
+                looks.append((clip.name, label, frames / seconds, missed(judge, original, out), faces))
             if clip.name != WIDE:
                 continue
             for size in SIZES:
                 out = Path(tmp) / f"veil_{size}_{clip.name}"
-                seconds = t_veil if size == DETECT_SIZE else timed(
-                    veil_cmd + ["protect", str(clip), "-o", str(out), "--method", "blur", "--detect-size", str(size), "-q"])
+                seconds = t_veil if size == DETECT_SIZE else veil_run(veil_cmd, clip, out, "--detect-size", str(size))[0]
                 sizes.append((size, frames / seconds, missed_v if size == DETECT_SIZE else missed(judge, original, out), faces))
     header = ("| clip | frames | veil fps | deface fps | transcode fps | veil / deface | veil / transcode "
-              "| faces | missed by veil | missed by deface |")
-    lines = [header, "|" + "---|" * 10]
-    for name, n, v, d, x, f, mv, md in rows:
-        lines.append(f"| {name} | {n} | {v:.1f} | {d:.1f} | {x:.1f} | {v / d:.2f}x | {v / x:.2f} | {f} | {mv} | {md} |")
+              "| per file | faces | missed by veil | missed by deface |")
+    lines = [header, "|" + "---|" * 11]
+    for name, n, v, d, x, pf, f, mv, md in rows:
+        lines.append(f"| {name} | {n} | {v:.1f} | {d:.1f} | {x:.1f} | {v / d:.2f}x | {v / x:.2f} | {pf:.2f} | {f} "
+                     f"| {mv} | {md} |")
+    lines += ["", "Where veil's time goes (ms per frame, and each stage's share of their sum):", "",
+              "| clip | " + " | ".join(STAGES) + " | whole looks / looks |", "|" + "---|" * (len(STAGES) + 2)]
+    for name, stages, whole, detected in profiles:
+        total = sum(stages.values()) or 1.0
+        cells = " | ".join(f"{stages[k]:.1f} ({100 * stages[k] / total:.0f}%)" for k in STAGES)
+        lines.append(f"| {name} | {cells} | {whole} / {detected} |")
+    lines += ["", "Looks around tracked faces and 8-bit detection, alone and together:", "",
+              "| clip | detection | veil fps | faces missed | of faces |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {label} | {fps:.1f} | {m} | {f} |" for name, label, fps, m, f in looks]
     lines += ["", f"veil on {WIDE} by `--detect-size` (default {DETECT_SIZE}):", "",
               "| --detect-size | veil fps | faces missed | of faces |", "|---|---|---|---|"]
     lines += [f"| {size} | {fps:.1f} | {m} | {f} |" for size, fps, m, f in sizes]
