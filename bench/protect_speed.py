@@ -12,7 +12,7 @@ detector sees decides which faces are found: a second table runs veil on it at s
 Ratios to the transcode: "whole command" as timed from outside, and "per file" from veil's own
 `--json` seconds for the file against the transcode loop's own time (what start-up and model
 loading cost apart: a long video or a batch pays them once). The profile table is veil's
-`stage_ms` (`veil.pipeline.profile`): ms per frame in each stage, which run at once on three
+`stage_ms` (`veil.pipeline.profile`): ms per frame in each stage, which run at once on four
 threads, and each stage's share of their sum. The looks table runs veil as it was before looks
 around tracked faces and 8-bit detection (`--no-track-regions --detector-precision fp32`), with
 each alone, and with both (the default), every row judged for faces missed.

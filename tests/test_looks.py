@@ -43,9 +43,9 @@ def judge():
 def test_whole_looks_every_lookahead_plus_one_frames_and_around_the_face_between(media, tmp_path):
     det = Recording()
     summary = protect_video(media("single_face.mp4"), tmp_path / "out.mp4", ProtectOptions(), detector=det)
-    # detect_every 2, lookahead 7: whole at 0, 8, 16, ...; around the tracked face at 2, 4, 6, 10, ...
-    assert det.looks == ["whole", "around", "around", "around"] * 9
-    assert summary.frames_detected == 36 and summary.frames_detected_whole == 9
+    # detect_every 2, lookahead 15: whole at 0, 16, 32, ...; around the tracked face at 2, 4, ..., 14, 18, ...
+    assert det.looks == (["whole"] + ["around"] * 7) * 4 + ["whole"] + ["around"] * 3
+    assert summary.frames_detected == 36 and summary.frames_detected_whole == 5
     assert all(len(r) == 1 for r in det.regions)  # the one face's region
     assert summary.faces_per_frame == [1] * 72 and summary.tracks == 1
     stages = summary.stage_ms

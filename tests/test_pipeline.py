@@ -40,7 +40,9 @@ def test_memory_is_flat_on_a_long_hd_video(tmp_path):
 
     summary = protect_video(src, tmp_path / "out.mp4", ProtectOptions(detect_size=320), progress=progress)
     assert summary.frames == 240
-    early = np.median([v for k, v in samples.items() if 40 <= k <= 60])
+    # Up to ~60 frames are in flight (decoded ahead, held by the tracker, queued to be protected and
+    # encoded): memory rises until they are, then must stay flat.
+    early = np.median([v for k, v in samples.items() if 90 <= k <= 110])
     late = np.median([v for k, v in samples.items() if k >= 220])
     # 240 decoded 720p RGB frames would be 660 MB; growth must stay far below even a tenth of that.
     assert late - early < 40, f"memory grew from {early:.0f} MB to {late:.0f} MB"

@@ -12,7 +12,7 @@ from veil.faces import Faces  # noqa: E402
 from veil.media.read import probe, read_frames  # noqa: E402
 from veil.media.write import write_frames  # noqa: E402
 from veil.pipeline import ProtectOptions, Summary, protect, protect_photo, protect_video  # noqa: E402
-from veil.pipeline.frames import LiveOptions  # noqa: E402
+from veil.pipeline.options import LiveOptions  # noqa: E402
 from veil.pipeline.live import protect_live, protect_stream  # noqa: E402
 from veil.protect import get_protector, protector_names  # noqa: E402
 

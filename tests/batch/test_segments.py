@@ -60,7 +60,8 @@ def test_plan_cuts_at_keyframes(gop_clip):
         time_base = c.streams.video[0].time_base
     times = _times(gop_clip)
     assert [round(float(s.start_pts * time_base), 6) for s in segments] == [times[0], times[24], times[48]]
-    assert [s.context_index for s in segments] == [0, 24 - 14, 48 - 14]  # max_missing 5 + lookahead 7 + 2
+    pre = OPTIONS.tracker.max_missing + OPTIONS.tracker.lookahead + 2  # frames of context before a cut
+    assert [s.context_index for s in segments] == [0, 24 - pre, 48 - pre]
     assert [s.end_pts for s in segments] == [segments[1].start_pts, segments[2].start_pts, None]
     (whole,) = plan_segments(gop_clip, 10.0)  # shorter than a segment: one piece, nothing to cut
     assert (whole.start_pts, whole.end_pts, whole.seek_pts) == (segments[0].start_pts, None, None)

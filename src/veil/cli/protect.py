@@ -18,7 +18,7 @@ from veil.media.sinks import is_live_target
 from veil.media.sources import MAX_PIXELS, is_live
 from veil.media.write import EncodeOptions, check_output_path
 from veil.pipeline import ProtectOptions, Summary
-from veil.pipeline.frames import LiveOptions
+from veil.pipeline.options import LiveOptions
 from veil.pipeline.live import LIVE_LOOKAHEAD, protect_live
 from veil.protect import protector_names, protector_options
 
@@ -109,7 +109,7 @@ def protect(
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Drop the sound (default: copied unchanged).")] = False,
     keep_metadata: Annotated[bool, typer.Option("--keep-metadata", help="Keep container metadata (GPS, device, dates); dropped by default.")] = False,
     max_missing: Annotated[int, typer.Option(help="Frames a face stays masked after the detector loses it.")] = TrackerConfig.max_missing,
-    lookahead: Annotated[Optional[int], typer.Option(help="Frames the tracker holds back to fill gaps and draw new faces back; a whole look comes at least every N + 1 frames (default 7; live 1: each adds one frame of delay).")] = None,
+    lookahead: Annotated[Optional[int], typer.Option(help="Frames the tracker holds back to fill gaps and draw new faces back; a whole look comes at least every N + 1 frames (default 15; live 1: each adds one frame of delay).")] = None,
     live: Annotated[bool, typer.Option("--live", help="Treat the input as live (implied for stream URLs, cameras, - and live sinks).")] = False,
     follow: Annotated[bool, typer.Option("--follow", help="Live: the input is a file still being written; read it as it grows.")] = False,
     when_late: Annotated[str, typer.Option(help="Live: a frame that waited longer than --max-delay is sent fully masked (mask) or dropped (drop).")] = "mask",

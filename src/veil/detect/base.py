@@ -104,11 +104,32 @@ def fit_size(width: int, height: int, detect_size: int | None, multiple: int = 1
     return w, h, scale
 
 
-def resize_padded(image: np.ndarray, width: int, height: int, scale: float) -> np.ndarray:
-    """Resize by `scale` (area filter) and pad bottom/right with zeros to (height, width)."""
+def shrink(image: np.ndarray, scale: float) -> np.ndarray:
+    """`image` scaled by `scale` <= 1 with an area filter, as a detector should see it.
+
+    OpenCV's area filter is fast for whole factors only (a fifth of the time at 1/2 as at 1/2.5):
+    the image is first averaged down by the whole factor k = floor(1 / scale), cut to a multiple
+    of k (less than one pixel of the result is lost at the right and bottom), then the remaining
+    factor, between 1/2 and 1, is taken bilinearly, where no detail can alias.
+
+    Shape: (H, W, 3) -> (round(H' * scale'), ...) with H' the height cut to a multiple of k.
+    """
     h, w = image.shape[:2]
+    k = max(1, int(1.0 / scale + 1e-9))
+    if k > 1 and h >= k and w >= k:
+        image = cv2.resize(image[:h - h % k, :w - w % k], (w // k, h // k), interpolation=cv2.INTER_AREA)
+        h, w = image.shape[:2]
+        scale *= k
     sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
-    small = image if (sw, sh) == (w, h) else cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+    if (sw, sh) == image.shape[1::-1]:
+        return image
+    return cv2.resize(image, (sw, sh), interpolation=cv2.INTER_LINEAR if k > 1 else cv2.INTER_AREA)
+
+
+def resize_padded(image: np.ndarray, width: int, height: int, scale: float) -> np.ndarray:
+    """Resize by `scale` (`shrink`) and pad bottom/right with zeros to (height, width)."""
+    small = image if scale >= 1.0 else shrink(image, scale)
+    sh, sw = small.shape[:2]
     out = np.zeros((height, width, 3), np.uint8)
-    out[:sh, :sw] = small[:height, :width]
+    out[:min(sh, height), :min(sw, width)] = small[:height, :width]
     return out

@@ -9,9 +9,16 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
-__all__ = ["prefetch", "Sink"]
+__all__ = ["prefetch", "Sink", "queue_depth"]
 
 T = TypeVar("T")
+
+
+def queue_depth(width: int, height: int, budget_bytes: int = 64 << 20, most: int = 12, least: int = 4) -> int:
+    """How many frames of a size a queue of the frame loop holds: `most` (deep queues let decoding
+    and encoding go on through a slow detection), fewer where that many frames would take more
+    than `budget_bytes` of RGB (10 at 1080p, 4 at 4K), never fewer than `least`."""
+    return max(least, min(most, budget_bytes // max(1, 3 * width * height)))
 
 
 def prefetch(items: Iterable[T], depth: int = 8) -> Iterator[T]:

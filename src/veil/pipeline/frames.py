@@ -2,7 +2,7 @@
 
 Frames are decoded on a background thread (PyAV releases the GIL), detected (every
 ``detect_every``-th frame and on scene cuts), held back a few frames by the tracker (so gaps are
-filled before a frame is written), protected and encoded on another background thread.
+filled before a frame is written), then protected on one background thread and encoded on another.
 
 A detection looks at the whole frame at least every ``lookahead + 1`` frames (and on every cut);
 between, a detector that can (`CenterFace.detect_regions`) looks only around the faces the tracker
@@ -29,19 +29,19 @@ import numpy as np
 
 from veil.detect import Detector, Tracker
 from veil.detect.track import iou_matrix, is_scene_cut, scene_thumbnail
-from veil.errors import DetectionError, InputError, ProtectionError
+from veil.errors import DetectionError, ProtectionError
 from veil.export import Exports
 from veil.export.review import Review
 from veil.faces import FACE, PERSON, PLATE, Faces
 from veil.keep import KeptTracks
 from veil.media.audio import AudioPacket
-from veil.media.background import Sink, prefetch
+from veil.media.background import Sink, prefetch, queue_depth
 from veil.media.read import Frame, FrameSource
-from veil.pipeline.options import ProtectOptions, Summary
-from veil.pipeline.profile import StageClock
+from veil.pipeline.options import LiveOptions, ProtectOptions, Summary
+from veil.pipeline.profile import Latency, StageClock
 from veil.protect import Protector, ProtectState, mask_everything
 
-__all__ = ["FrameWriter", "HeldFrame", "LiveOptions", "Latency", "protect_frames"]
+__all__ = ["FrameWriter", "HeldFrame", "protect_frames"]
 
 
 class FrameWriter(Protocol):
@@ -49,52 +49,6 @@ class FrameWriter(Protocol):
     (and, for a live source's sound, `write_audio`)."""
 
     def write(self, image: np.ndarray, pts: int | None = None) -> None: ...
-
-
-@dataclass(frozen=True)
-class LiveOptions:
-    """How a live source is protected (see `veil.pipeline.live`).
-
-    `max_delay_s`: a frame that waited longer than this since it arrived is late: it is sent
-    fully masked (`when_late` "mask") or dropped ("drop"), so the delay never grows without bound
-    and no frame goes out unprotected. `reconnect`: attempts to reopen a source that stalls or
-    drops (with backoff), 0: the stream ends there.
-    """
-
-    when_late: str = "mask"
-    max_delay_s: float = 0.5
-    reconnect: int = 0
-    stall_s: float = 10.0  # a network source silent this long has stalled (reconnect, or the stream ends)
-
-    def __post_init__(self) -> None:
-        if self.when_late not in ("mask", "drop"):
-            raise InputError(f"--when-late must be mask or drop, not {self.when_late!r}")
-        if not self.max_delay_s > 0 or self.reconnect < 0 or not self.stall_s > 0:
-            raise InputError("--max-delay and --stall-timeout must be positive and --reconnect at least 0")
-
-
-class Latency:
-    """Delays from a frame's arrival (when it was due, by the stream's clock; see `_FrameLoop._due`)
-    to its encoded packet, in ms: the last 100,000 of them (a day-long stream keeps its memory)
-    and the largest."""
-
-    def __init__(self, keep: int = 100_000) -> None:
-        self.samples: deque[float] = deque(maxlen=keep)
-        self.largest = 0.0
-
-    def add(self, seconds: float) -> None:
-        ms = 1000.0 * seconds
-        self.samples.append(ms)
-        self.largest = max(self.largest, ms)
-
-    def summary(self, last: int | None = None) -> dict[str, float]:
-        """p50, p95 and max; of the `last` samples only (what the delay is now), or of all."""
-        if not self.samples:
-            return {}
-        samples = list(self.samples)[-last:] if last else self.samples
-        p50, p95 = np.percentile(np.asarray(samples), [50, 95])
-        largest = max(samples) if last else self.largest
-        return {"p50": round(float(p50), 1), "p95": round(float(p95), 1), "max": round(largest, 1)}
 
 
 @dataclass
@@ -175,20 +129,28 @@ class _FrameLoop:
         # or dropped unseen, so the tracker has nothing recent to cover it with.
         self.detect_next = False
         self.protect_failures = 0  # frames masked whole because the protection raised (counted on the sink's thread)
-        self.sink = Sink(self._consume)
+        # Protection and encoding each on a thread of their own, so that x264 encodes one frame while
+        # the next is protected. A file's queues are deep enough to ride out a whole look (a detection
+        # of a 1080p frame takes as long as encoding ten of them); a live source's stay short, as
+        # every frame queued is delay.
+        self.depth = 4 if live is not None else queue_depth(source.info.width, source.info.height)
+        self.encoder = Sink(self._encode, depth=self.depth)
+        self.sink = Sink(self._consume, depth=self.depth)
 
     def run(self) -> None:
         try:
             if self.live is None:
-                for frame in prefetch(self.clock.timed(self.source)):
+                for frame in prefetch(self.clock.timed(self.source), depth=self.depth):
                     self._push(frame)
             else:
                 self._run_live()
             self._emit(self.tracker.flush())
+            self.sink.close()
         except BaseException:
             self.sink.abandon()
+            self.encoder.abandon()
             raise
-        self.sink.close()
+        self.encoder.close()
         self.summary.frames_masked_on_error += self.protect_failures
         if self.kept is not None:
             self.summary.recognizer_failures = self.kept.failures
@@ -367,21 +329,33 @@ class _FrameLoop:
             return faces
 
     def _consume(self, kind: str, *item: object) -> None:
-        """The encode thread's work, in order: frames to protect and write, audio to forward."""
-        if kind == "audio":
-            if self.writer is not None:
-                self.writer.write_audio(item[0])
-            return
-        self._finish(*item)
+        """The protect thread's work, in order: frames to protect, then handed to the encode thread
+        with the audio to forward."""
+        if kind == "frame":
+            item = self._protect(*item)
+        self.encoder.put(kind, *item)
 
-    def _finish(self, held: HeldFrame, faces: Faces) -> None:
-        """Protect and encode one frame (on the sink's thread, in frame order)."""
+    def _protect(self, held: HeldFrame, faces: Faces) -> tuple[HeldFrame, np.ndarray]:
+        """Protect one frame (on the protect thread, in frame order): (the frame, its protected image)."""
         frame = held.frame
         drawn = self.writer is not None or self.preview is not None  # False: a dry run
         with self.clock.stage("protect"):
             image, faces, whole = self._protected(held, faces, drawn)
         if self.exports is not None:
             self.exports.mask(frame.index, frame.image.shape, faces, whole)
+        return held, image
+
+    def _encode(self, kind: str, *item: object) -> None:
+        """The encode thread's work, in order: protected frames to write, audio to forward."""
+        if kind == "audio":
+            if self.writer is not None:
+                self.writer.write_audio(item[0])
+            return
+        self._write(*item)
+
+    def _write(self, held: HeldFrame, image: np.ndarray) -> None:
+        """Encode one protected frame (on the encode thread, in frame order)."""
+        frame = held.frame
         if self.writer is not None:
             with self.clock.stage("encode"):
                 self.writer.write(image, frame.pts)

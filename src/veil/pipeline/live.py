@@ -38,8 +38,8 @@ from veil.media.sinks import is_live_target
 from veil.media.sources import Source, source_name
 from veil.media.write import VideoWriter
 from veil.pipeline.files import export_header, live_exports
-from veil.pipeline.frames import LiveOptions, protect_frames
-from veil.pipeline.options import ProtectOptions, Summary
+from veil.pipeline.frames import protect_frames
+from veil.pipeline.options import LiveOptions, ProtectOptions, Summary
 from veil.protect import Protector
 
 __all__ = ["LiveFeed", "LIVE_LOOKAHEAD", "protect_live", "protect_stream"]

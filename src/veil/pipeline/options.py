@@ -19,9 +19,31 @@ from veil.models.centerface import PRECISIONS
 from veil.protect import Protector, get_protector
 from veil.protect.base import FACES_ONLY, whole_target_methods
 
-__all__ = ["ProtectOptions", "Summary", "TARGETS"]
+__all__ = ["ProtectOptions", "LiveOptions", "Summary", "TARGETS"]
 
 TARGETS = ("faces", "people", "plates")
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """How a live source is protected (see `veil.pipeline.live`).
+
+    `max_delay_s`: a frame that waited longer than this since it arrived is late: it is sent
+    fully masked (`when_late` "mask") or dropped ("drop"), so the delay never grows without bound
+    and no frame goes out unprotected. `reconnect`: attempts to reopen a source that stalls or
+    drops (with backoff), 0: the stream ends there.
+    """
+
+    when_late: str = "mask"
+    max_delay_s: float = 0.5
+    reconnect: int = 0
+    stall_s: float = 10.0  # a network source silent this long has stalled (reconnect, or the stream ends)
+
+    def __post_init__(self) -> None:
+        if self.when_late not in ("mask", "drop"):
+            raise InputError(f"--when-late must be mask or drop, not {self.when_late!r}")
+        if not self.max_delay_s > 0 or self.reconnect < 0 or not self.stall_s > 0:
+            raise InputError("--max-delay and --stall-timeout must be positive and --reconnect at least 0")
 
 
 @dataclass
@@ -188,7 +210,7 @@ class Summary:
     fps_processed: float = 0.0
     method_stats: dict[str, list] = field(default_factory=dict)
     # ms per frame in each stage of the frame loop (`veil.pipeline.profile`): decode, detect,
-    # track, protect, encode; they run at once on three threads, so they add up to more than
+    # track, protect, encode; they run at once on four threads, so they add up to more than
     # the wall time.
     stage_ms: dict[str, float] = field(default_factory=dict)
 

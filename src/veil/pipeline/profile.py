@@ -1,17 +1,23 @@
-"""Where a video's time goes: wall time per stage of the frame loop, in ms per frame.
+"""Where a video's time goes: wall time per stage of the frame loop, in ms per frame; and a live
+run's delays (`Latency`).
 
-The stages run on three threads at once (decoding ahead, detection and tracking here, protection
-and encoding behind), so their times add up to more than the run's wall time; the share of each
-in their sum says which one to make cheaper. Each stage is timed only on its own thread.
+The stages run on four threads at once (decoding ahead, detection and tracking here, protection
+and encoding behind, each on its own), so their times add up to more than the run's wall time;
+the share of each in their sum says which one to make cheaper. Each stage is timed only on its
+own thread, as wall time: on a machine with fewer cores than busy threads it includes the waits
+for a core, so a stage's share is larger than its own work where the others crowd it.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
-__all__ = ["STAGES", "StageClock"]
+import numpy as np
+
+__all__ = ["STAGES", "StageClock", "Latency"]
 
 T = TypeVar("T")
 STAGES = ("decode", "detect", "track", "protect", "encode")
@@ -62,3 +68,27 @@ class _Timing:
 
     def __exit__(self, *exc: object) -> None:
         self.clock.seconds[self.name] += time.perf_counter() - self.start
+
+
+class Latency:
+    """Delays from a frame's arrival (when it was due, by the stream's clock; see `_FrameLoop._due`)
+    to its encoded packet, in ms: the last 100,000 of them (a day-long stream keeps its memory)
+    and the largest."""
+
+    def __init__(self, keep: int = 100_000) -> None:
+        self.samples: deque[float] = deque(maxlen=keep)
+        self.largest = 0.0
+
+    def add(self, seconds: float) -> None:
+        ms = 1000.0 * seconds
+        self.samples.append(ms)
+        self.largest = max(self.largest, ms)
+
+    def summary(self, last: int | None = None) -> dict[str, float]:
+        """p50, p95 and max; of the `last` samples only (what the delay is now), or of all."""
+        if not self.samples:
+            return {}
+        samples = list(self.samples)[-last:] if last else self.samples
+        p50, p95 = np.percentile(np.asarray(samples), [50, 95])
+        largest = max(samples) if last else self.largest
+        return {"p50": round(float(p50), 1), "p95": round(float(p95), 1), "max": round(largest, 1)}
