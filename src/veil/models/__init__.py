@@ -4,8 +4,9 @@
   checksummed and cached (``veil models pull``);
 - `identity`: the recognizer registry every user of a face descriptor goes through;
 - ports of the networks several systems share: `mtcnn`, `centerface`, `recognizer` (dlib's
-  ResNet), `faceres`, `expression`, `emotion`, read from their TensorFlow.js files (`tfjs`,
-  `tfjs_graph`) or ONNX; `onnx_runtime` runs frozen torch networks with ONNX Runtime;
+  ResNet), `faceres`, `mobilefacenet`, `expression`, `emotion`, read from their TensorFlow.js files
+  (`tfjs`, `tfjs_graph`), TFLite (`tflite_graph`) or ONNX; `onnx_runtime` runs frozen torch networks
+  with ONNX Runtime;
 - `checkpoint`: the safe file format of veil's own learned models.
 
 May import: `veil.align`, `veil.device`, `veil.errors`. Imported by the detectors, the learned systems, `veil.keep`

