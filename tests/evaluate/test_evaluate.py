@@ -31,8 +31,8 @@ def test_video_against_itself_is_fully_reidentified() -> None:
     r = evaluate(video, video, EvaluateConfig(batch_size=8, max_frames=6))
     s = r["summary"]
     assert s["frames"] == 6 and s["face_frames"] == 6 and s["tracks"] == 1
-    assert s["reidentification_rate"] == {"dlib": 1.0, "faceres": 1.0}
-    assert s["mean_descriptor_distance"] == {"dlib": 0.0, "faceres": 0.0}
+    assert s["reidentification_rate"] == {"dlib": 1.0, "faceres": 1.0, "mobilefacenet": 1.0}
+    assert s["mean_descriptor_distance"] == {"dlib": 0.0, "faceres": 0.0, "mobilefacenet": 0.0}
     assert s["faces_detected_after"] == {"centerface": 1.0}
     assert s["ssim"] == 1.0 and s["ssim_outside_faces"] == 1.0 and s["psnr"] == 100.0
     assert s["expression_agreement"] == 1.0 and s["flicker"] == 1.0
@@ -42,7 +42,7 @@ def test_solid_mask_hides_everything(solid_report: dict) -> None:
     s = solid_report["summary"]
     assert s["frames"] == N_FRAMES and s["face_frames"] == N_FRAMES
     assert s["faces_detected_after"] == {"centerface": 0.0}
-    assert s["reidentification_rate"] == {"dlib": 0.0, "faceres": 0.0}
+    assert s["reidentification_rate"] == {"dlib": 0.0, "faceres": 0.0, "mobilefacenet": 0.0}
     assert s["mean_descriptor_distance"]["dlib"] > 0.6
     assert s["psnr_outside_faces"] == 100.0 and s["ssim_outside_faces"] == 1.0
     assert s["ssim"] < 0.9 and s["psnr"] < 20
@@ -72,7 +72,7 @@ def _flatten(value: object, prefix: str, out: set[str], names: set[str]) -> None
 
 def test_json_keys_are_exactly_the_documented_ones(solid_report: dict) -> None:
     keys: set[str] = set()
-    _flatten(solid_report, "", keys, {"centerface", "mtcnn", "dlib", "faceres"})
+    _flatten(solid_report, "", keys, {"centerface", "mtcnn", "dlib", "faceres", "mobilefacenet"})
     documented = {k for k in DOCUMENTED_KEYS if not k.startswith("attack")}
     assert keys == documented
     json.dumps(solid_report, allow_nan=False)  # strict JSON: no NaN or infinity anywhere
@@ -83,7 +83,8 @@ def test_cli_writes_json_and_html_and_attack(clips: dict[str, Path], tmp_path: P
     app.command()(evaluate_command)
     out_json, out_html = tmp_path / "r.json", tmp_path / "r.html"
     result = CliRunner().invoke(app, [str(clips["original"]), str(clips["solid"]), "--json", str(out_json),
-                                      "--html", str(out_html), "--recognizers", "dlib", "--attack"])
+                                      "--html", str(out_html), "--recognizers", "dlib", "--attack",
+                                      "--attack-pipeline", "veil,dlib"])
     assert result.exit_code == 0, result.output
     assert "re-identification rate (dlib): 0.0" in result.output
     report = json.loads(out_json.read_text())
@@ -91,8 +92,13 @@ def test_cli_writes_json_and_html_and_attack(clips: dict[str, Path], tmp_path: P
     # trained on black boxes, the attacker never names the clean faces
     assert attack["protection_success"] == 1.0 and attack["test_clean_faces"] >= 3
     assert attack["other_identities"] >= 10
+    # dlib's own library finds no face to train on in the masked video: there is no one to name
+    dlib_library = report["attack_dlib"]
+    assert dlib_library["train_faces"] == 0 and dlib_library["test_faces"] >= 3
+    assert dlib_library["protection_success"] is None and "dlib's library end to end" in result.output
     keys: set[str] = set()
     _flatten(report["attack"], "attack", keys, {"dlib"})
+    _flatten(report["attack_dlib"], "attack_dlib", keys, set())
     assert keys == {k for k in DOCUMENTED_KEYS if k.startswith("attack")}
     text = out_html.read_text()
     assert text.count("data:image/png;base64,") >= 2 and text.count("data:image/jpeg;base64,") >= 2

@@ -78,7 +78,7 @@ DOCUMENTED_KEYS: dict[str, str] = {
     "original": "path of the original video or image folder",
     "protected": "path of the protected video or image folder",
     "settings": "the EvaluateConfig used (detector, detectors, recognizers, expressions, mask_scale, "
-                "iou_threshold, batch_size, max_frames, attack)",
+                "iou_threshold, batch_size, max_frames, attack, attack_pipelines, attack_clean)",
     "thresholds.<recognizer>": "the recognizer's same-person L2 threshold (dlib 0.6, faceres 0.87)",
     "summary.frames": "frames evaluated",
     "summary.frames_with_faces": "frames where the original has at least one face",
@@ -132,6 +132,18 @@ DOCUMENTED_KEYS: dict[str, str] = {
     "attack.<recognizer>.other_identities": "other people the attacker knows (faces of veil's sample photos)",
     "attack.<recognizer>.test_clean_faces": "clean, unseen faces of the tracked people tested",
     "attack.<recognizer>.protection_success": "share of those not classified as the person (Fawkes' protocol)",
+    "attack.<recognizer>.test_source": "where the clean test faces come from: later frames of each track, "
+                                       "or the --attack-clean footage",
     "attack.<recognizer>.tracks[]": "the same per track: track_id, recognizer, classifier, train_protected_faces, "
-                                    "test_clean_faces, other_identities, protection_success",
+                                    "test_clean_faces, other_identities, protection_success (with "
+                                    "--attack-clean one entry, track_id -1, for all faces at once)",
+    "attack_dlib.train_faces": "with --attack-pipeline dlib: protected faces dlib's own library found and "
+                               "trained its 1-NN on",
+    "attack_dlib.test_faces": "clean faces of the person it was tested on",
+    "attack_dlib.other_faces": "other people's faces it knows (veil's sample photos, each face one identity)",
+    "attack_dlib.protection_success": "share of the clean test faces whose nearest neighbour is not the person",
+    "attack_dlib.nearest_person_distance": "median distance of a test face to its nearest protected face",
+    "attack_dlib.nearest_other_distance": "median distance of a test face to its nearest other person",
+    "attack_dlib.test_faces_within_threshold": "share of test faces within dlib's 0.6 of a protected face",
+    "attack_dlib.test_source": "the --attack-clean footage, or the original after the training frames",
 }

@@ -46,13 +46,17 @@ class EvaluateConfig:
 
     detector: str = "centerface"  # finds the faces on the original
     detectors: tuple[str, ...] = ("centerface",)  # asked to find them on the protected (add "mtcnn")
-    recognizers: tuple[str, ...] = ("dlib", "faceres")
+    recognizers: tuple[str, ...] = ("dlib", "faceres", "mobilefacenet")
     expressions: bool = True
     mask_scale: float = 1.3  # face mask = box grown by this factor (deface's default)
     iou_threshold: float = 0.3  # a protected detection "finds" an original face at this overlap
     batch_size: int = 16
     max_frames: int | None = None
     attack: str | None = None  # "knn" or "linear": also run the cloak attack protocol (attack.py)
+    # Whose pipeline attacks: "veil" (the recognizers above, through veil's detector and crops)
+    # and/or "dlib" (dlib's library end to end, in a process of its own).
+    attack_pipelines: tuple[str, ...] = ("veil",)
+    attack_clean: str | None = None  # other clean footage of the person to test on (else: later frames)
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -283,21 +287,37 @@ def evaluate(original: str | Path, protected: str | Path, config: EvaluateConfig
         "frames": frames,
     }
     report.update(summarize(frames, config.detectors, config.recognizers, seconds))
-    if config.attack:
+    if config.attack and "veil" in config.attack_pipelines:
         report["attack"] = run_attack(judge, config)
+    if config.attack and "dlib" in config.attack_pipelines:
+        from veil.evaluate.attack import dlib_library_attack
+
+        other = Path(config.attack_clean) if config.attack_clean else None
+        report["attack_dlib"] = dlib_library_attack(Path(protected), Path(original), len(frames), other)
     return report
 
 
 def run_attack(judge: _Judge, config: EvaluateConfig, min_faces: int = 8) -> dict:
-    """Fawkes' attack (:mod:`veil.evaluate.attack`) on every track with at least ``min_faces``."""
-    from veil.evaluate.attack import attack_track, other_people_descriptors
+    """Fawkes' attack (:mod:`veil.evaluate.attack`) on every track with at least ``min_faces``, or,
+    with other clean footage of the person (``attack_clean``), on all protected faces at once."""
+    from veil.evaluate.attack import attack_elsewhere, attack_track, clean_descriptors, other_people_descriptors
 
     if config.attack not in ("knn", "linear"):
         raise InputError(f"unknown attack classifier {config.attack!r}; choose knn or linear")
+    footage = list(iter_frames(config.attack_clean)) if config.attack_clean else None
     out = {}
     for model in judge.recognizers:
         others = other_people_descriptors(model, config.detector)
         kept = judge.kept[model.name]
+        if footage is not None:
+            protected = np.stack([r[3] for r in kept]) if kept else np.zeros((0, 0), np.float32)
+            result = attack_elsewhere(protected, clean_descriptors(model, footage, config.detector), others,
+                                      model.name, config.attack).as_dict()
+            out[model.name] = {"classifier": config.attack, "other_identities": result["other_identities"],
+                               "test_clean_faces": result["test_clean_faces"],
+                               "protection_success": result["protection_success"],
+                               "test_source": str(config.attack_clean), "tracks": [result]}
+            continue
         results = []
         for tid in sorted({t for _, t, _, _ in kept}):
             rows = [k for k in kept if k[1] == tid]
@@ -311,5 +331,6 @@ def run_attack(judge: _Judge, config: EvaluateConfig, min_faces: int = 8) -> dic
         pooled = sum(r["protection_success"] * r["test_clean_faces"] for r in tested) / n_test if n_test else None
         out[model.name] = {"classifier": config.attack, "other_identities": int(len(np.unique(others[1]))),
                            "test_clean_faces": n_test,
-                           "protection_success": None if pooled is None else round(pooled, 5), "tracks": results}
+                           "protection_success": None if pooled is None else round(pooled, 5),
+                           "test_source": "later frames of each track", "tracks": results}
     return out
