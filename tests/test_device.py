@@ -71,3 +71,30 @@ def test_protect_refuses_a_bad_device_and_a_missing_provider(media, tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["face.mp4"]  # nothing written
     ok = runner.invoke(app, ["protect", str(clip), "--device", "auto", "-o", str(tmp_path / "out.mp4"), "-q"])
     assert ok.exit_code == 0 and (tmp_path / "out.mp4").is_file(), ok.output
+
+
+def test_torch_networks_follow_the_device_where_torch_reaches_the_gpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(device, "_cuda_provider", lambda: False)
+    monkeypatch.setattr(device, "_torch_cuda", lambda index=0: index < 2)  # a CUDA torch with two GPUs
+    assert str(device.use_device("cuda:1")) == "cuda:1"
+    assert device.torch_device() == torch.device("cuda", 1)
+    assert device.onnx_providers() == ["CPUExecutionProvider"]  # no CUDA provider: ONNX Runtime stays on the CPU
+    with pytest.raises(InputError, match="cuda:2"):
+        device.use_device("cuda:2")
+    assert str(device.use_device("auto")) == "cuda:0"
+    device.use_device("cpu")
+    assert device.torch_device() == torch.device("cpu")
+
+
+def test_the_cloak_places_its_recognizers_on_the_device():
+    import torch
+
+    from veil.models.identity import get_recognizer
+    from veil.protect import get_protector
+
+    device.use_device("cpu")
+    cloak = get_protector("cloak", recognizers="dlib")
+    assert cloak.device == torch.device("cpu")
+    assert {p.device for p in get_recognizer("dlib").net.parameters()} == {torch.device("cpu")}

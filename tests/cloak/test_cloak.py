@@ -9,7 +9,7 @@ import pytest
 from veil.align import RECOGNIZER_CROP, crop_faces
 from veil.cloak.ops import face_region
 from veil.cloak.optimise import CloakConfig
-from veil.cloak.protector import Cloak
+from veil.cloak.protector import FOOTPRINT, Cloak
 from veil.faces import Faces
 from veil.protect import ProtectState, get_protector
 
@@ -52,12 +52,15 @@ def test_cloak_on_a_real_face_within_budget_and_past_threshold(load_rgb, cloak_m
     # DSSIM recomputed independently (scikit-image) on the written uint8 pixels of the face box
     assert _dssim_face(image, out, faces) <= budget + 1e-6
     assert state.stats["cloak_dssim"][0] <= budget
-    before = cloak_mid.describe(image, faces.landmarks)[0]
-    after = cloak_mid.describe(out, faces.landmarks)[0]
-    assert np.linalg.norm(after - before) > cloak_mid.net.threshold  # dlib no longer matches the person
-    assert state.stats["cloak_shift"][0] == pytest.approx(float(np.linalg.norm(after - before)), abs=1e-3)
+    before = cloak_mid.describe(image, faces.landmarks)
+    after = cloak_mid.describe(out, faces.landmarks)
+    for model in cloak_mid.ensemble:  # no recognizer of the ensemble matches the person any more
+        shift = float(np.linalg.norm(after[model.name][0] - before[model.name][0])) / model.threshold
+        assert shift > 1.0, model.name
+        assert state.stats[f"cloak_shift_{model.name}"][0] == pytest.approx(shift, abs=1e-3)
     # nothing outside the cloak's region changed
-    region = face_region(faces.landmarks[0].astype(np.float64), faces.boxes[0], image.shape, mask_scale=1.2)
+    region = face_region(faces.landmarks[0].astype(np.float64), faces.boxes[0], image.shape, spec=FOOTPRINT,
+                         mask_scale=1.2)
     outside = np.ones(image.shape[:2], bool)
     outside[region.y0:region.y1, region.x0:region.x1] = False
     assert np.array_equal(out[outside], image[outside])
@@ -108,21 +111,28 @@ def test_faces_too_small_to_cloak_are_filled_black() -> None:
 
 
 def test_pipeline_on_a_real_video_keeps_sound_and_reports_stats(tmp_path) -> None:
+    from fractions import Fraction
+
     import veil
-    from veil.media.read import probe
+    from veil.media.read import probe, read_frames
     from veil.models.store import fetch
 
-    src = fetch("media/single_face.mp4")
+    from clips import write_clip
+
+    frames = [f for _, f in zip(range(16), read_frames(fetch("media/single_face.mp4")))]
+    src = write_clip(tmp_path / "clip.mkv", frames, fps=Fraction(30), tone_hz=440.0)
     summary = veil.protect(src, tmp_path / "out.mp4", method="cloak", mode="low")
     stats = summary.method_stats
-    assert len(stats["cloak_iterations"]) == summary.frames == 72
-    assert max(stats["cloak_dssim"]) <= 0.004
+    assert len(stats["cloak_iterations"]) == summary.frames == 16
+    assert max(stats["cloak_dssim"]) <= 0.007
     assert probe(tmp_path / "out.mp4").audio_streams == 1
-    assert np.mean(stats["cloak_shift"]) > 0.6
+    for name in ("dlib", "faceres", "mobilefacenet"):  # every face past every recognizer's threshold, as written
+        assert min(stats[f"cloak_shift_{name}"]) > 1.0, name
 
 
 def test_protected_crop_differs_from_original_only_slightly(load_rgb, cloak_mid: Cloak) -> None:
-    """The cloak is small in grey levels: most pixels of the aligned crop move by at most 8 levels."""
+    """The cloak is small in grey levels: half the pixels of the aligned crop move by at most 2
+    levels, 85% by at most 8 (measured: 2, 89%), and only a few by more than 24."""
     from veil.detect import detect
 
     image = load_rgb("biden.jpg")
@@ -131,8 +141,9 @@ def test_protected_crop_differs_from_original_only_slightly(load_rgb, cloak_mid:
     out = cloak_mid(image, faces, ProtectState())
     a = crop_faces(image, faces.landmarks, RECOGNIZER_CROP).astype(np.int16)
     b = crop_faces(out, faces.landmarks, RECOGNIZER_CROP).astype(np.int16)
-    assert np.mean(np.abs(a - b) <= 8) > 0.95
-    assert np.abs(a - b).max() > 0
+    change = np.abs(a - b)
+    assert np.median(change) <= 2 and np.mean(change <= 8) > 0.85 and np.mean(change <= 24) > 0.98
+    assert change.max() > 0
 
 
 def test_new_track_or_landmark_jump_starts_fresh(load_rgb) -> None:
@@ -152,3 +163,32 @@ def test_new_track_or_landmark_jump_starts_fresh(load_rgb) -> None:
     # frame 1 reuses frame 0's cloak (same track, moved 2 px); frame 2 is a new track; frame 3 jumps
     assert state.stats["cloak_fresh_starts"] == [0, 2, 3]
     assert set(state.memory["cloak_tracks"]) == {0, 7}
+
+
+def test_a_recognizer_left_out_of_the_ensemble_is_never_run(load_rgb, monkeypatch) -> None:
+    """The leave-one-out harness: the cloak optimised without faceres never calls faceres (its loss
+    cannot see it), while every recognizer it names is run."""
+    from veil.detect import detect
+    from veil.models.identity import get_recognizer
+
+    calls = {name: 0 for name in ("dlib", "faceres", "mobilefacenet")}
+    for name in calls:
+        net = get_recognizer(name).net
+        real = net.forward
+
+        def counted(x, _real=real, _name=name):
+            calls[_name] += 1
+            return _real(x)
+
+        monkeypatch.setattr(net, "forward", counted)
+    image = load_rgb("obama.jpg")
+    faces = detect(image)[:1]
+    faces.track_ids[:] = 0
+    state = ProtectState()
+    cloak = get_protector("cloak", mode="low", recognizers="dlib,mobilefacenet", max_iters=3)
+    cloak(image, faces, state)
+    assert calls["faceres"] == 0
+    assert calls["dlib"] >= 3 and calls["mobilefacenet"] >= 3
+    assert "cloak_shift_faceres" not in state.stats and "cloak_shift_dlib" in state.stats
+    with pytest.raises(Exception, match="recognizer"):
+        get_protector("cloak", recognizers="dlib,nonesuch")

@@ -101,7 +101,16 @@ def test_soft_mask_is_one_inside_and_zero_outside_the_face() -> None:
 
 def test_choose_target_is_the_farthest_other_person() -> None:
     bank = TargetBank(np.array([[0.1, 0.0], [0.9, 0.0], [0.0, 1.4], [3.0, 0.0]], np.float32), ("a", "b", "c", "d"))
-    assert choose_target(np.zeros(2, np.float32), bank, same_person=0.6) == 3
+    one = {"r": np.zeros(2, np.float32)}
+    assert choose_target(one, {"r": bank}, {"r": 0.6}) == 3
     near = TargetBank(bank.descriptors[:1], ("a",))
     with pytest.raises(Exception, match="target bank"):
-        choose_target(np.zeros(2, np.float32), near, same_person=0.6)
+        choose_target(one, {"r": near}, {"r": 0.6})
+
+
+def test_choose_target_is_far_in_every_recognizer_at_once() -> None:
+    """d is farthest for r but within s's threshold (the person, to s): c, far for both, is taken."""
+    r = TargetBank(np.array([[0.1, 0.0], [0.9, 0.0], [0.0, 1.4], [3.0, 0.0]], np.float32), ("a", "b", "c", "d"))
+    s = TargetBank(np.array([[5.0], [0.8], [3.0], [0.5]], np.float32), ("a", "b", "c", "d"))
+    person = {"r": np.zeros(2, np.float32), "s": np.zeros(1, np.float32)}
+    assert choose_target(person, {"r": r, "s": s}, {"r": 0.6, "s": 1.0}) == 2

