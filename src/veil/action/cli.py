@@ -198,25 +198,30 @@ def predict(
     keep_ratio: float | None = None, strength: float = 1.0,
     scale: Annotated[int, typer.Option(help="Upscale the preview by this factor (nearest).")] = 4,
     top: int = 3,
+    device: Annotated[str, typer.Option(help="Where the network runs: cpu, cuda[:N] (a CUDA build of torch) "
+                                             "or auto.")] = "cpu",
 ) -> None:
     """The action of VIDEO, and optionally the anonymized preview (kept tubelets decoded, rest black)."""
+    from veil.device import torch_device, use_device
     from veil.action.data import read_clip
     from veil.media.read import probe
     from veil.media.write import write_frames
 
     if not video.is_file():
         raise InputError(f"{str(video)!r} does not exist")
+    use_device(device)
     model, _ = load_checkpoint(checkpoint)
+    model.to(torch_device())
     c = model.config
-    clip = torch.from_numpy(read_clip(video, c.frames, c.image_size))[None]
+    clip = torch.from_numpy(read_clip(video, c.frames, c.image_size))[None].to(torch_device())
     with torch.no_grad():
         logits, z, enc = model(to_input(clip), keep_ratio, strength)
-        probs = logits.softmax(dim=1)[0].numpy()
+        probs = logits.softmax(dim=1)[0].cpu().numpy()
     names = c.actions or tuple(str(i) for i in range(c.num_actions))
     for i in np.argsort(-probs)[:top]:
         typer.echo(f"{names[i]}\t{probs[i]:.3f}")
     if preview is not None:
-        frames = (model.decode(z, enc.index)[0] * 255).round().to(torch.uint8).numpy()
+        frames = (model.decode(z, enc.index)[0] * 255).round().to(torch.uint8).cpu().numpy()
         frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
         info = probe(video)
         duration = info.duration_s or (info.frame_count / float(info.fps) if info.fps else 0.0)

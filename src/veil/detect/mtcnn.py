@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from veil.detect.base import DETECT_SIZE, fit_size, nms
+from veil.device import torch_device
 from veil.faces import Faces
 from veil.models.mtcnn import load_mtcnn
 
@@ -61,7 +62,7 @@ def _crops(images: torch.Tensor, inds: np.ndarray, boxes: np.ndarray, size: int)
     b = np.trunc(boxes[:, :4]).astype(np.int64)
     x1, y1 = np.maximum(b[:, 0], 1), np.maximum(b[:, 1], 1)
     x2, y2 = np.minimum(b[:, 2], w), np.minimum(b[:, 3], h)
-    out = torch.zeros((len(boxes), 3, size, size))
+    out = torch.zeros((len(boxes), 3, size, size), device=images.device)
     for k in range(len(boxes)):
         if x2[k] > x1[k] - 1 and y2[k] > y1[k] - 1:
             crop = images[inds[k], :, y1[k] - 1:y2[k], x1[k] - 1:x2[k]].unsqueeze(0)
@@ -92,7 +93,8 @@ class MTCNN:
         self.thresholds = (thresholds[0], thresholds[1], threshold if threshold is not None else thresholds[2])
         self.factor = factor
         self.detect_size = detect_size
-        self.pnet, self.rnet, self.onet = load_mtcnn()
+        self.device = torch_device()
+        self.pnet, self.rnet, self.onet = (net.to(self.device) for net in load_mtcnn())
 
     def detect(self, image: np.ndarray) -> Faces:
         return self.detect_batch([image])[0]
@@ -103,7 +105,7 @@ class MTCNN:
             return []
         h0, w0 = images[0].shape[:2]
         w, h, scale = fit_size(w0, h0, self.detect_size)
-        batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().contiguous()
+        batch = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float().contiguous()
         if scale != 1.0:
             batch = F.interpolate(batch, size=(h, w), mode="area")
         boxes, inds = self._propose(batch)
@@ -128,11 +130,11 @@ class MTCNN:
             data = F.interpolate(batch, size=(int(h * s + 1), int(w * s + 1)), mode="area")
             reg, prob = self.pnet(_net_input(data))
             mask = prob[:, 1] >= self.thresholds[0]
-            idx = mask.nonzero().numpy()
+            idx = mask.nonzero().cpu().numpy()
             if len(idx) == 0:
                 continue
-            score = prob[:, 1][mask].numpy()
-            r = reg.permute(0, 2, 3, 1)[mask].numpy()
+            score = prob[:, 1][mask].cpu().numpy()
+            r = reg.permute(0, 2, 3, 1)[mask].cpu().numpy()
             yx = idx[:, 1:].astype(np.float32)
             # Each P-Net output cell is a 12x12 window with stride 2 at this scale.
             q1 = np.floor((2 * yx[:, ::-1] + 1) / s)
@@ -154,10 +156,10 @@ class MTCNN:
         if len(boxes) == 0:
             return boxes, inds
         reg, prob = self.rnet(_crops(batch, inds, boxes, 24))
-        score = prob[:, 1].numpy()
+        score = prob[:, 1].cpu().numpy()
         ok = score > self.thresholds[1]
         boxes = np.concatenate([boxes[ok, :4], score[ok, None]], axis=1)
-        inds, reg = inds[ok], reg.numpy()[ok]
+        inds, reg = inds[ok], reg.cpu().numpy()[ok]
         keep = _batched_nms(boxes, inds, 0.7)
         boxes = _regress(boxes[keep], reg[keep])
         return _square(boxes), inds[keep]
@@ -167,10 +169,10 @@ class MTCNN:
         if len(boxes) == 0:
             return np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32), inds
         reg, lms, prob = self.onet(_crops(batch, inds, boxes, 48))
-        score = prob[:, 1].numpy()
+        score = prob[:, 1].cpu().numpy()
         ok = score > self.thresholds[2]
         boxes = np.concatenate([boxes[ok, :4], score[ok, None]], axis=1)
-        inds, reg, lms = inds[ok], reg.numpy()[ok], lms.numpy()[ok]
+        inds, reg, lms = inds[ok], reg.cpu().numpy()[ok], lms.cpu().numpy()[ok]
         w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
         h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
         points = np.stack([w * lms[:, :5] + boxes[:, 0:1] - 1, h * lms[:, 5:] + boxes[:, 1:2] - 1], axis=2)

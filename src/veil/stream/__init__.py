@@ -4,6 +4,6 @@
 (`veil.stream.entropy`), audio-keyed (`veil.stream.keying`) code indices of an audio-conditioned
 VQ-VAE (`veil.stream.model`), with the video's own audio packets (`veil.stream.audio`).
 
-May import: `veil.media`, `veil.models`, `veil.errors`. Imported only by the command line and
+May import: `veil.media`, `veil.models`, `veil.device`, `veil.errors`. Imported only by the command line and
 benchmarks.
 """

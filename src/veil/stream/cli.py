@@ -14,12 +14,15 @@ from typing import Annotated
 import typer
 
 from veil.console import command, fail
+from veil.device import use_device
 from veil.media.outputs import check_output, discard, publish, temporary_beside
 from veil.stream.checkpoint import default_checkpoint, load_checkpoint
 from veil.stream.codec import KEEP_TOLERANCE
 from veil.stream.format import read_key
 
 __all__ = ["encode_command", "decode_command", "train_codec_command"]
+
+DEVICE_HELP = "Where the codec's network runs: cpu, cuda[:N] (a CUDA build of torch) or auto."
 
 
 def _encode(source: str, out: Path, model: str, checkpoint: Path | None, key: Path | None,
@@ -63,8 +66,10 @@ def encode_command(
     keep_tolerance: Annotated[float, typer.Option(
         help="size/quality: a cell keeps its previous codes while they fit within 1 + this times the error "
              "of its own (0: only where at least as good)")] = KEEP_TOLERANCE,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
 ) -> None:
     """Encode a video into a privacy-preserving .veil stream (codes + the video's own audio)."""
+    use_device(device)
     _check_kind(model)
     if keep_tolerance < 0:
         fail(f"--keep-tolerance must be >= 0, got {keep_tolerance}")
@@ -103,8 +108,10 @@ def decode_command(
     checkpoint: Annotated[Path | None, typer.Option(help="codec checkpoint the stream was encoded with")] = None,
     crf: Annotated[int, typer.Option(help="x264 CRF of the written video")] = 18,
     follow: Annotated[bool, typer.Option(help="the stream is still arriving: decode as it grows")] = False,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
 ) -> None:
     """Decode a .veil stream back to a video with its sound (the receiver's side)."""
+    use_device(device)
     _decode(stream, output, checkpoint, key, crf, follow)
 
 

@@ -24,6 +24,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
+from veil.device import torch_device
 from veil.errors import InputError
 from veil.media.audio import AudioPacket, AudioParams
 from veil.media.read import Colour, Frame, VideoReader
@@ -81,8 +82,9 @@ def encode_frames(model: CodecModel, frames: np.ndarray, feats: np.ndarray,
     Shape: frames (n, H, W, 3) uint8, feats (n, n_mels) -> (L, ceil(H/4), ceil(W/4), Q) int64
     """
     x, a = _to_tensor(frames, feats, model.config.frames_per_step)
-    idx = model.encode_codes(x, a, keep_tolerance)
-    return idx.reshape(-1, *idx.shape[2:]).numpy()
+    device = _device(model)
+    idx = model.encode_codes(x.to(device), a.to(device), keep_tolerance)
+    return idx.reshape(-1, *idx.shape[2:]).cpu().numpy()
 
 
 def decode_codes(model: CodecModel, indices: np.ndarray, feats: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -94,10 +96,18 @@ def decode_codes(model: CodecModel, indices: np.ndarray, feats: np.ndarray, heig
     extra = (-n) % per
     if extra:
         feats = np.concatenate([feats, np.repeat(feats[-1:], extra, 0)])
-    a = torch.from_numpy(feats).reshape(-1, per, feats.shape[-1])
-    idx = torch.from_numpy(indices).reshape(a.shape[0], -1, *indices.shape[1:])
+    device = _device(model)
+    a = torch.from_numpy(feats).reshape(-1, per, feats.shape[-1]).to(device)
+    idx = torch.from_numpy(indices).reshape(a.shape[0], -1, *indices.shape[1:]).to(device)
     out = model.decode_codes(idx, a).flatten(0, 1)[:n, :, :height, :width]
-    return (out.permute(0, 2, 3, 1) * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
+    return (out.permute(0, 2, 3, 1) * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+def _device(model: CodecModel) -> torch.device:
+    """The run's device (``--device``, `veil.device`), with the model placed there."""
+    device = torch_device()
+    model.to(device)
+    return device
 
 
 def _packet_time(p: AudioPacket, params: AudioParams) -> Fraction:
