@@ -95,7 +95,8 @@ def protect(
     color: Annotated[Optional[str], typer.Option(help="solid: fill colour R,G,B.")] = None,
     noise_scale: Annotated[Optional[float], typer.Option(help="noise: Laplace scale in 8-bit pixel units.")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-O", metavar="KEY=VALUE", help="Any option of the method as key=value (repeatable).")] = None,
-    cloak_mode: Annotated[Optional[str], typer.Option(help="cloak: low, mid or high (budget and iteration cap).")] = None,
+    cloak_mode: Annotated[Optional[str], typer.Option(help="cloak: low, mid or high (DSSIM budget 0.007, 0.0085, 0.01; steps).")] = None,
+    cloak_recognizers: Annotated[Optional[str], typer.Option(help="cloak: the recognizers it is optimised against, comma-separated (default dlib,faceres,mobilefacenet).")] = None,
     no_reuse: Annotated[bool, typer.Option("--no-reuse", help="cloak: start every frame from scratch (the paper's baseline).")] = False,
     checkpoint: Annotated[Optional[Path], typer.Option(help="qmvae: model checkpoint (default: the shipped one).")] = None,
     cloak_targets: Annotated[Optional[Path], typer.Option(help="cloak: folder of photos of other people to add to the target bank.")] = None,
@@ -141,6 +142,7 @@ def protect(
         "mode": cloak_mode, "reuse": False if no_reuse else None,
         "checkpoint": str(checkpoint) if checkpoint else None,
         "targets_dir": str(cloak_targets) if cloak_targets else None,
+        "recognizers": cloak_recognizers,
         "image": str(sticker_image) if sticker_image else None,
     }
     defaults = protector_options(method)

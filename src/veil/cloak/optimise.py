@@ -231,13 +231,14 @@ def optimise_cloak(region_pixels: np.ndarray, region: Region, landmarks: np.ndar
             if r.name in before:
                 temporal = temporal + torch.linalg.vector_norm(feats[:1] - before[r.name], dim=-1).sum() / r.threshold
         d = dssim(_face(protected, region), x_face)[0]
-        mean = float(torch.stack(list(terms.values())).mean().detach())
-        if mean <= config.loss_threshold and float(d.detach()) <= config.budget_dssim:
+        stacked = torch.stack(list(terms.values()))
+        if float(stacked.max().detach()) <= config.loss_threshold and float(d.detach()) <= config.budget_dssim:
             reached = True
             break
         if steps >= config.max_iters:
             break
-        loss = torch.stack(list(terms.values())).mean() + config.budget_weight * torch.relu(d - config.budget_dssim)
+        # the mean moves every network; the worst one, added again, gets the lagging network moving
+        loss = stacked.mean() + stacked.max() + config.budget_weight * torch.relu(d - config.budget_dssim)
         if still is not None:
             loss = loss + config.temporal_feature_weight * temporal / len(members)
             loss = loss + config.temporal_ssim_weight * torch.relu(

@@ -97,7 +97,8 @@ class GraphModule(nn.Module):
     FusedDepthwiseConv2dNative (BiasAdd, optionally Relu or Relu6), Conv2DBackpropInput (a
     transposed convolution), Add, AddV2, AddN, BiasAdd, Sub, Mul, Relu, Relu6, Minimum, Maximum,
     Mean, MaxPool, AvgPool (VALID), ResizeBilinear (to a constant size), ConcatV2, MatMul,
-    _FusedMatMul (BiasAdd, Relu), Sigmoid, Softmax. Any other op raises :class:`TfjsFormatError`
+    _FusedMatMul (BiasAdd, Relu), Sigmoid, Softmax, Pad (zeros, constant paddings) and Reshape
+    (in NHWC element order, as TensorFlow flattens). Any other op raises :class:`TfjsFormatError`
     at construction, naming it.
 
     Args:
@@ -115,7 +116,7 @@ class GraphModule(nn.Module):
         "Placeholder", "Const", "Identity", "Conv2D", "DepthwiseConv2dNative", "_FusedConv2D", "Add",
         "AddV2", "BiasAdd", "Sub", "Mul", "Relu", "Relu6", "Minimum", "Maximum", "Mean", "MaxPool",
         "MatMul", "_FusedMatMul", "Sigmoid", "Softmax", "FusedDepthwiseConv2dNative", "Conv2DBackpropInput",
-        "AddN", "AvgPool", "ResizeBilinear", "ConcatV2",
+        "AddN", "AvgPool", "ResizeBilinear", "ConcatV2", "Pad", "Reshape",
     }
     _CONVS = ("Conv2D", "DepthwiseConv2dNative", "_FusedConv2D", "FusedDepthwiseConv2dNative")
     _FUSED_CONV = {("BiasAdd",): (None, None), ("BiasAdd", "Relu"): (0.0, None), ("BiasAdd", "Relu6"): (0.0, 6.0)}
@@ -314,6 +315,10 @@ class GraphModule(nn.Module):
             return torch.cat(ins[:-1], dim=_NHWC_AXIS[axis % 4] if ins[0].dim() == 4 else axis)
         if op == "Conv2DBackpropInput":
             return self._transposed_conv(node, ins)
+        if op == "Pad":
+            return self._pad(ins[0], ins[1])
+        if op == "Reshape":
+            return self._reshape(ins[0], ins[1])
         return torch.softmax(ins[0], dim=-1)  # Softmax, the last supported op
 
     @staticmethod
@@ -328,6 +333,23 @@ class GraphModule(nn.Module):
             top = same_padding(height, w.shape[-2], stride[0])[0]
             left = same_padding(width, w.shape[-1], stride[1])[0]
         return y[..., top:top + height, left:left + width]
+
+    @staticmethod
+    def _pad(x: torch.Tensor, paddings: torch.Tensor) -> torch.Tensor:
+        """Pad(x, paddings): zeros; ``paddings`` is (rank, 2) (before, after) per NHWC axis."""
+        pads = paddings.reshape(-1, 2).tolist()
+        if x.dim() == 4:  # NHWC pairs onto NCHW axes
+            pads = [pads[0], pads[3], pads[1], pads[2]]
+        flat = [int(v) for pair in reversed(pads) for v in pair]  # F.pad wants the last axis first
+        return F.pad(x, flat)
+
+    @staticmethod
+    def _reshape(x: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+        """Reshape(x, shape) in TensorFlow's (NHWC) element order; a 4-D result comes back NCHW."""
+        if x.dim() == 4:
+            x = x.permute(0, 2, 3, 1)
+        out = x.reshape([int(v) for v in shape.reshape(-1).tolist()])
+        return out.permute(0, 3, 1, 2) if out.dim() == 4 else out
 
     @staticmethod
     def _max_pool(node: dict, x: torch.Tensor) -> torch.Tensor:
