@@ -56,7 +56,7 @@ from veil.models.store import fetch
 RESULTS = Path(__file__).parent / "results" / "cloak_transfer.md"
 MAN = ("single_face.mp4", "face_noface.mov", "noface_face.mov")
 CLIPS = MAN + ("WolfgangLanger_Pexels.mp4",)
-ENSEMBLE = ("dlib", "faceres", "mobilefacenet")
+ENSEMBLE = ("dlib", "faceres", "faceres-deep", "mobilefacenet")
 RUNS = ["low", "mid", "high", "high-no-reuse", "baseline"] + [f"{m}-without-{r}" for m in ("high", "mid")
                                                               for r in ENSEMBLE]
 

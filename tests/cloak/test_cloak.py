@@ -126,7 +126,7 @@ def test_pipeline_on_a_real_video_keeps_sound_and_reports_stats(tmp_path) -> Non
     assert len(stats["cloak_iterations"]) == summary.frames == 16
     assert max(stats["cloak_dssim"]) <= 0.007
     assert probe(tmp_path / "out.mp4").audio_streams == 1
-    for name in ("dlib", "faceres", "mobilefacenet"):  # every face past every recognizer's threshold, as written
+    for name in ("dlib", "faceres", "faceres-deep", "mobilefacenet"):  # every face past every recognizer's threshold, as written
         assert min(stats[f"cloak_shift_{name}"]) > 1.0, name
 
 
@@ -167,11 +167,12 @@ def test_new_track_or_landmark_jump_starts_fresh(load_rgb) -> None:
 
 def test_a_recognizer_left_out_of_the_ensemble_is_never_run(load_rgb, monkeypatch) -> None:
     """The leave-one-out harness: the cloak optimised without faceres never calls faceres (its loss
-    cannot see it), while every recognizer it names is run."""
+    cannot see it; faceres-deep, its graph with other weights, is another network), while every
+    recognizer it names is run."""
     from veil.detect import detect
     from veil.models.identity import get_recognizer
 
-    calls = {name: 0 for name in ("dlib", "faceres", "mobilefacenet")}
+    calls = {name: 0 for name in ("dlib", "faceres", "faceres-deep", "mobilefacenet")}
     for name in calls:
         net = get_recognizer(name).net
         real = net.forward
@@ -185,10 +186,10 @@ def test_a_recognizer_left_out_of_the_ensemble_is_never_run(load_rgb, monkeypatc
     faces = detect(image)[:1]
     faces.track_ids[:] = 0
     state = ProtectState()
-    cloak = get_protector("cloak", mode="low", recognizers="dlib,mobilefacenet", max_iters=3)
+    cloak = get_protector("cloak", mode="low", recognizers="dlib,faceres-deep,mobilefacenet", max_iters=3)
     cloak(image, faces, state)
     assert calls["faceres"] == 0
-    assert calls["dlib"] >= 3 and calls["mobilefacenet"] >= 3
+    assert min(calls["dlib"], calls["faceres-deep"], calls["mobilefacenet"]) >= 3
     assert "cloak_shift_faceres" not in state.stats and "cloak_shift_dlib" in state.stats
     with pytest.raises(Exception, match="recognizer"):
         get_protector("cloak", recognizers="dlib,nonesuch")

@@ -31,8 +31,8 @@ def test_video_against_itself_is_fully_reidentified() -> None:
     r = evaluate(video, video, EvaluateConfig(batch_size=8, max_frames=6))
     s = r["summary"]
     assert s["frames"] == 6 and s["face_frames"] == 6 and s["tracks"] == 1
-    assert s["reidentification_rate"] == {"dlib": 1.0, "faceres": 1.0, "mobilefacenet": 1.0}
-    assert s["mean_descriptor_distance"] == {"dlib": 0.0, "faceres": 0.0, "mobilefacenet": 0.0}
+    assert s["reidentification_rate"] == {"dlib": 1.0, "faceres": 1.0, "faceres-deep": 1.0, "mobilefacenet": 1.0}
+    assert s["mean_descriptor_distance"] == {"dlib": 0.0, "faceres": 0.0, "faceres-deep": 0.0, "mobilefacenet": 0.0}
     assert s["faces_detected_after"] == {"centerface": 1.0}
     assert s["ssim"] == 1.0 and s["ssim_outside_faces"] == 1.0 and s["psnr"] == 100.0
     assert s["expression_agreement"] == 1.0 and s["flicker"] == 1.0
@@ -42,7 +42,7 @@ def test_solid_mask_hides_everything(solid_report: dict) -> None:
     s = solid_report["summary"]
     assert s["frames"] == N_FRAMES and s["face_frames"] == N_FRAMES
     assert s["faces_detected_after"] == {"centerface": 0.0}
-    assert s["reidentification_rate"] == {"dlib": 0.0, "faceres": 0.0, "mobilefacenet": 0.0}
+    assert s["reidentification_rate"] == {"dlib": 0.0, "faceres": 0.0, "faceres-deep": 0.0, "mobilefacenet": 0.0}
     assert s["mean_descriptor_distance"]["dlib"] > 0.6
     assert s["psnr_outside_faces"] == 100.0 and s["ssim_outside_faces"] == 1.0
     assert s["ssim"] < 0.9 and s["psnr"] < 20
@@ -72,7 +72,7 @@ def _flatten(value: object, prefix: str, out: set[str], names: set[str]) -> None
 
 def test_json_keys_are_exactly_the_documented_ones(solid_report: dict) -> None:
     keys: set[str] = set()
-    _flatten(solid_report, "", keys, {"centerface", "mtcnn", "dlib", "faceres", "mobilefacenet"})
+    _flatten(solid_report, "", keys, {"centerface", "mtcnn", "dlib", "faceres", "faceres-deep", "mobilefacenet"})
     documented = {k for k in DOCUMENTED_KEYS if not k.startswith("attack")}
     assert keys == documented
     json.dumps(solid_report, allow_nan=False)  # strict JSON: no NaN or infinity anywhere

@@ -141,3 +141,32 @@ def test_fusing_conv_batchnorm_relu6_keeps_the_result() -> None:
     x = torch.rand(1, 3, 224, 224) * 255
     with torch.no_grad():
         torch.testing.assert_close(fused(x)[0], plain(x)[0], rtol=1e-4, atol=1e-4)
+
+
+def _b64(s: str) -> str:
+    return base64.b64encode(s.encode()).decode()
+
+
+def test_pad_and_reshape_follow_tensorflow() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 4, 5, 2)).astype(np.float32)  # NHWC
+    paddings = np.array([[0, 0], [1, 2], [0, 1], [0, 0]], np.int32)  # uneven on purpose
+    w = rng.normal(size=(3, 3, 2, 3)).astype(np.float32)  # [kh, kw, in, out]
+    conv = {"padding": {"s": _b64("VALID")}, "strides": {"list": {"i": ["1", "2", "2", "1"]}}}
+    nodes = [
+        {"name": "x", "op": "Placeholder"},
+        {"name": "paddings", "op": "Const"}, {"name": "w", "op": "Const"},
+        {"name": "flat_shape", "op": "Const"}, {"name": "back_shape", "op": "Const"},
+        {"name": "pad", "op": "Pad", "input": ["x", "paddings"]},
+        {"name": "conv", "op": "Conv2D", "input": ["pad", "w"], "attr": conv},
+        {"name": "flat", "op": "Reshape", "input": ["conv", "flat_shape"]},
+        {"name": "back", "op": "Reshape", "input": ["flat", "back_shape"]},
+    ]
+    padded = np.pad(x[0], paddings[1:])  # (7, 6, 2)
+    out = np.stack([np.stack([np.tensordot(padded[i:i + 3, j:j + 3], w, axes=3) for j in range(0, 4, 2)])
+                    for i in range(0, 5, 2)])  # VALID, stride 2: (3, 2, 3)
+    weights = {"paddings": paddings, "w": w, "flat_shape": np.array([-1, out.size], np.int32),
+               "back_shape": np.array([1, 3, 2, 3], np.int32)}
+    flat, back = GraphModule(nodes, weights, ["flat", "back"])(torch.from_numpy(x).permute(0, 3, 1, 2))
+    np.testing.assert_allclose(flat.numpy(), out.reshape(1, -1), rtol=1e-5, atol=1e-5)  # NHWC element order
+    np.testing.assert_allclose(back.permute(0, 2, 3, 1).numpy(), out[None], rtol=1e-5, atol=1e-5)

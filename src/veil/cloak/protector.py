@@ -56,9 +56,10 @@ in units of each recognizer's match distance); each overridable by option. A fre
 the threshold in about half the cap; a warm start (the previous frame's cloak) in a few steps.
 Measured by bench/cloak_transfer.py: every mode holds against dlib's own library end to end."""
 
-ENSEMBLE = ("dlib", "faceres", "mobilefacenet")
-"""The recognizers a cloak optimises against by default (``-O recognizers=``): every differentiable
-recognizer veil ships, each a different network with its own crop."""
+ENSEMBLE = ("dlib", "faceres", "faceres-deep", "mobilefacenet")
+"""The recognizers a cloak optimises against by default (``--cloak-recognizers``): every recognizer
+veil ships, each with its own crop and threshold (faceres-deep shares faceres' graph, not its
+weights: their impostor distances correlate 0.6)."""
 
 FOOTPRINT = CropSpec(RECOGNIZER_CROP.size, 0.45)
 """The region a cloak lives in: dlib's chip (the widest crop of the ensemble) grown by a fifth, so

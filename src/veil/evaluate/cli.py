@@ -27,7 +27,7 @@ def evaluate_command(
     detector: Annotated[str, typer.Option(help="Detector that finds the faces on the original.")] = "centerface",
     detectors: Annotated[str, typer.Option(help="Detectors asked to find the faces on the protected "
                                                  "video, comma-separated (centerface,mtcnn).")] = "centerface",
-    recognizers: Annotated[str, typer.Option(help="Recognizers, comma-separated (dlib,faceres,mobilefacenet).")] = "dlib,faceres,mobilefacenet",
+    recognizers: Annotated[str, typer.Option(help="Recognizers, comma-separated (dlib,faceres,faceres-deep,mobilefacenet).")] = "dlib,faceres,faceres-deep,mobilefacenet",
     expressions: Annotated[bool, typer.Option(help="Measure whether the top expression is kept.")] = True,
     mask_scale: Annotated[float, typer.Option(help="Face mask = face box grown by this factor.")] = 1.3,
     max_frames: Annotated[Optional[int], typer.Option(help="Evaluate only the first N frames.")] = None,

