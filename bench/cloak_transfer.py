@@ -24,8 +24,10 @@ settings, mode high) in the same run; reuse against ``--no-reuse`` (optimisation
 DSSIM per face; SSIM outside the faces of veil's output against a plain CRF 18 transcode of the
 same frames (what the cloak may not change).
 
-    python bench/cloak_transfer.py --frames 24                 # writes bench/results/cloak_transfer.md
-    python bench/cloak_transfer.py --frames 12 --clips single_face.mp4 --runs low high
+    python bench/cloak_transfer.py --frames 24                 # every clip, every run (hours on 2 cores)
+    python bench/cloak_transfer.py --frames 16 --clips single_face.mp4 WolfgangLanger_Pexels.mp4 \
+        --runs low mid high high-no-reuse baseline high-without-dlib high-without-faceres \
+        high-without-faceres-deep high-without-mobilefacenet   # the README's table, 80 min
 
 Seconds depend on the machine's load; steps do not.
 """
@@ -183,8 +185,8 @@ def table(rows: list[dict], plain: dict[str, float], labels: dict[str, str], com
         "the cloak was optimised without (leave-one-out). `baseline` is the previous cloak (dlib's port only, "
         "veil's own view, mode high) run from its git ref.", "",
         "| clip | run | optimised against | steps/frame | s/frame | max DSSIM | SSIM outside faces (plain CRF 18) "
-        "| dlib's library end to end | dlib (veil) | faceres (veil) | mobilefacenet (veil) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| dlib's library end to end | " + " | ".join(f"{n} (veil)" for n in ENSEMBLE) + " |",
+        "|---" * (8 + len(ENSEMBLE)) + "|",
     ]
     for r in rows:
         left = r["run"].split("-without-")[1] if "-without-" in r["run"] else None

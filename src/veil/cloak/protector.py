@@ -123,14 +123,16 @@ def _fill_black(frame: np.ndarray, faces: Faces, mask_scale: float) -> None:
 class Cloak:
     """Adversarial cloak against face recognition, reused between frames (see module docstring).
 
-    Options: ``mode`` (low, mid, high: larger budget, more steps, stronger), ``budget_dssim``,
+    Options: ``mode`` (low, mid, high: a larger budget and a stronger cloak; mid by default: low
+    held against dlib's own library but left a quarter of one clip's faces to two of the four
+    recognizers in bench/cloak_transfer.py, and its small budget takes more steps, not fewer), ``budget_dssim``,
     ``max_iters``, ``loss_threshold`` (override the mode's), ``recognizers`` (the ensemble, comma-
     separated: `ENSEMBLE` by default), ``views`` (attacker views per step; 1: only veil's own view,
     as the paper), ``reuse`` (start from the previous frame's cloak), ``optimizer``, ``lr``,
     ``targets_dir`` (photos of other people to add to the target bank).
     """
 
-    mode: str = "low"
+    mode: str = "mid"
     budget_dssim: float | None = None  # default: the mode's
     max_iters: int | None = None  # default: the mode's
     loss_threshold: float | None = None  # default: the mode's
