@@ -75,3 +75,17 @@ def dlib_ref() -> Dlib:
 @pytest.fixture(scope="session")
 def photo() -> Callable[[str], np.ndarray]:
     return load_photo
+
+
+def same_and_different(descriptors: np.ndarray, names: list[str]) -> tuple[list[float], list[float]]:
+    """Distances between every two descriptors: of one person's faces, and of different people's."""
+    dist = np.linalg.norm(descriptors[:, None] - descriptors[None], axis=-1)
+    pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
+    return ([float(dist[i, j]) for i, j in pairs if names[i] == names[j]],
+            [float(dist[i, j]) for i, j in pairs if names[i] != names[j]])
+
+
+@pytest.fixture(scope="session")
+def pair_distances() -> Callable[[np.ndarray, list[str]], tuple[list[float], list[float]]]:
+    """``pair_distances(descriptors, names)`` -> (same-person distances, different-people distances)."""
+    return same_and_different
