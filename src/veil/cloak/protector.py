@@ -10,8 +10,9 @@ For every tracked face of a frame:
 2. the track's target identity is chosen once, from the bank (:mod:`veil.cloak.targets`): the
    real face farthest from the person in every network of the ensemble at once;
 3. the cloak starts from the previous frame's cloak of the same track, warped by the least-squares
-   affine between the two frames' five key points (Eq. 6; a translation where it explains their move
-   as well, `keypoint_motion`), or from random noise on the track's
+   affine between the two frames' five key points (Eq. 6) or by the face's translation measured on
+   its pixels, whichever carries the previous frame's face closer to this one (`face_motion`: the
+   key points jitter more than the face moves), or from random noise on the track's
    first frame, after a scene cut (a new track), after a big landmark jump, or with ``reuse=False``;
 4. it is optimised by :func:`~veil.cloak.optimise.optimise_cloak` (Eq. 5 over every recognizer of
    the ensemble, `recognizers`, each normalised by its own threshold, and over random views of the
@@ -37,7 +38,8 @@ import torch
 
 from veil.align import RECOGNIZER_CROP, CropSpec, alignment_matrices
 from veil.cloak.eot import AttackerViews
-from veil.cloak.ops import Region, face_region, keypoint_motion, landmark_jump, region_warp, soft_mask, warp_cloak
+from veil.cloak.ops import (Region, face_motion, face_region, landmark_jump, region_grey, region_warp, soft_mask,
+                            warp_cloak)
 from veil.cloak.optimise import CloakConfig, Member, PreviousCloak, fit_budget, optimise_cloak
 from veil.cloak.targets import BANK_PHOTOS, TargetBank, choose_target, load_bank
 from veil.device import torch_device
@@ -77,6 +79,7 @@ class TrackMemory:
     frame_index: int
     landmarks: np.ndarray  # (5, 2) frame coordinates
     region: Region
+    grey: np.ndarray  # (h, w) float32: the region of the original frame, for `face_motion`
     cloak: np.ndarray  # (h, w, 3) float32 grey levels, frame resolution, as written
     descriptors: dict[str, np.ndarray]  # each recognizer's (D,) descriptor of the protected face
     target: int  # the track's target identity: a row of the bank
@@ -228,7 +231,7 @@ class Cloak:
         warped = None
         if memory is not None and state.frame_index - memory.frame_index <= 2 \
                 and landmark_jump(memory.landmarks, lm) <= self.max_jump:
-            motion = keypoint_motion(memory.landmarks, lm)
+            motion = face_motion(memory.landmarks, lm, memory.grey, region_grey(frame, memory.region), memory.region)
             warped = warp_cloak(memory.cloak, region_warp(motion, memory.region, region), region.shape)
 
         scale = work_scale(lm)
@@ -254,8 +257,8 @@ class Cloak:
         # the written pixels decide the descriptors (an attacker sees the uint8 frame)
         written = {n: d[0] for n, d in self.describe(out, lm[None]).items()}
         if track >= 0:
-            tracks[track] = TrackMemory(state.frame_index, lm, region, (cloak * used).reshape(*region.shape, 3),
-                                        written, target)
+            tracks[track] = TrackMemory(state.frame_index, lm, region, region_grey(frame, region),
+                                        (cloak * used).reshape(*region.shape, 3), written, target)
         state.stats.setdefault("cloak_dssim", []).append(round(final_dssim, 5))
         state.stats.setdefault("cloak_feature_loss", []).append(round(float(np.mean(list(result.feature_loss.values()))), 4))
         for m in self.ensemble:
