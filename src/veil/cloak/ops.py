@@ -171,8 +171,9 @@ def face_motion(src: np.ndarray, dst: np.ndarray, before: np.ndarray, after: np.
     of both frames in grey (:func:`region_grey`). Two candidates: the key points' move
     (:func:`keypoint_motion`: their affine, or their translation) and the translation measured on
     the pixels by phase correlation, to a fraction of a pixel; the one that carries ``before``
-    closer to ``after`` wins (the key points unless the pixels' is better by 0.01 grey levels). A detector's key points jitter by 2-5 pixels between frames where the
-    face holds still (CenterFace on the Wolfgang clip: key points 2-6 px apart, pixels 0.0-0.5 px),
+    closer to ``after`` wins (the key points unless the pixels' is better by 0.01 grey levels).
+    A detector's key points jitter by 2-5 pixels between frames where the face holds still
+    (CenterFace on the Wolfgang clip: key points 2-6 px apart, pixels 0.0-0.5 px),
     and now and then fit a scale or a turn the face did not make; a cloak carried by that jitter
     lost nearly all its effect (ensemble loss -0.02, against -0.38 left in place). A region too flat
     or changed too much to correlate (response below `MIN_CORRELATION`) keeps the key points' move.

@@ -128,11 +128,11 @@ class Cloak:
 
     Options: ``mode`` (low, mid, high: a larger budget and a stronger cloak; mid by default: low
     held against dlib's own library but left a quarter of one clip's faces to two of the four
-    recognizers in bench/cloak_transfer.py, and its small budget takes more steps, not fewer), ``budget_dssim``,
-    ``max_iters``, ``loss_threshold`` (override the mode's), ``recognizers`` (the ensemble, comma-
-    separated: `ENSEMBLE` by default), ``views`` (attacker views per step; 1: only veil's own view,
-    as the paper), ``reuse`` (start from the previous frame's cloak), ``optimizer``, ``lr``,
-    ``targets_dir`` (photos of other people to add to the target bank).
+    recognizers in bench/cloak_transfer.py, and its small budget takes more steps, not fewer),
+    ``budget_dssim``, ``max_iters``, ``loss_threshold`` (override the mode's), ``recognizers`` (the
+    ensemble, comma-separated: `ENSEMBLE` by default), ``views`` (attacker views per step; 1: only
+    veil's own view, as the paper), ``reuse`` (start from the previous frame's cloak),
+    ``optimizer``, ``lr``, ``targets_dir`` (photos of other people to add to the target bank).
     """
 
     mode: str = "mid"
@@ -227,11 +227,12 @@ class Cloak:
         members = [Member(m.name, m.net, m.crop, m.threshold, originals[m.name], self.banks[m.name].descriptors[target])
                    for m in self.ensemble]
 
-        # Algorithm 1, lines 5-9: the previous cloak warped by the key points' move (Eq. 6)
+        # Algorithm 1, lines 5-9: the previous cloak warped by the face's move (Eq. 6, or its pixels')
         warped = None
         if memory is not None and state.frame_index - memory.frame_index <= 2 \
                 and landmark_jump(memory.landmarks, lm) <= self.max_jump:
-            motion = face_motion(memory.landmarks, lm, memory.grey, region_grey(frame, memory.region), memory.region)
+            now = region_grey(frame, memory.region)
+            motion = face_motion(memory.landmarks, lm, memory.grey, now, memory.region)
             warped = warp_cloak(memory.cloak, region_warp(motion, memory.region, region), region.shape)
 
         scale = work_scale(lm)
