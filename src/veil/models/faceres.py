@@ -40,6 +40,7 @@ class FaceRes(nn.Module):
             person. Measured on the real photos (:data:`veil.align.FACERES_CROP`): Obama-Obama
             0.73-0.80, Obama-Biden 0.91-1.02 (MTCNN or dlib landmarks); 0.87 sits between.
         input_size: side of the aligned crop it expects (224).
+        files: the graph and weights in veil's store (:mod:`veil.models.store`).
 
     Shape:
         forward(crops): (B, 3, 224, 224) float RGB in 0..255 -> (B, 1024) unit-norm descriptors
@@ -48,25 +49,30 @@ class FaceRes(nn.Module):
     threshold: float = 0.87
     input_size: int = 224
     name: str = "faceres"
+    files: tuple[str, str] = ("human/faceres.json", "human/faceres.bin")
 
     def __init__(self, graph: GraphModule) -> None:
         super().__init__()
         self.graph = graph
 
     @classmethod
-    def pretrained(cls, model_json: Path | str | None = None) -> "FaceRes":
+    def pretrained(cls, model_json: Path | str | None = None) -> FaceRes:
         """The network with Human's weights, fetched into veil's cache on first use."""
         if model_json is None:
             from veil.models.store import fetch_many
 
-            model_json = fetch_many(["human/faceres.json", "human/faceres.bin"])["human/faceres.json"]
+            model_json = fetch_many(list(cls.files))[cls.files[0]]
         nodes, weights = load_graph_model(model_json)
         return cls(GraphModule(nodes, weights, [_DESCRIPTOR_NODE])).eval().to(memory_format=torch.channels_last)
 
+    def prepare(self, crops: torch.Tensor) -> torch.Tensor:
+        """The graph's input from RGB crops in 0..255 (Human's faceres takes them as they are)."""
+        return crops
+
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        if crops.dim() != 4 or crops.shape[1] != 3:
-            raise ValueError(f"expected crops of shape (B, 3, 224, 224), got {tuple(crops.shape)}")
+        size = self.input_size
+        if crops.dim() != 4 or tuple(crops.shape[1:]) != (3, size, size):
+            raise ValueError(f"expected crops of shape (B, 3, {size}, {size}), got {tuple(crops.shape)}")
         # channels-last runs oneDNN's fast (depthwise) convolutions on CPU: 2-4x faster here
-        crops = crops.contiguous(memory_format=torch.channels_last)
-        (features,) = self.graph(crops)
+        (features,) = self.graph(self.prepare(crops).contiguous(memory_format=torch.channels_last))
         return torch.nn.functional.normalize(features, dim=-1)

