@@ -23,6 +23,7 @@ so DSSIM <= budget always holds for the uint8 pixels written, and the budget is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -133,30 +134,33 @@ def fit_budget(region_pixels: np.ndarray, cloak: np.ndarray, region: Region, bud
     x = _chw(region_pixels)
     c = _chw(cloak)
     x_face = _face(x, region)
+    tried: dict[float, tuple[torch.Tensor, float]] = {}
 
     def rounded(scale: float) -> tuple[torch.Tensor, float]:
-        out = torch.clamp(torch.round(x + scale * c), 0, 255)
-        return out, float(dssim(_face(out, region), x_face)[0])
+        if scale not in tried:
+            out = torch.clamp(torch.round(x + scale * c), 0, 255)
+            tried[scale] = out, float(dssim(_face(out, region), x_face)[0])
+        return tried[scale]
 
     with torch.no_grad():
-        best = rounded(0.0), 0.0
-        lo, hi = 0.0, most
-        for scale in (1.0, most):  # the cloak as optimised, and the most it may be amplified
-            cand = rounded(scale)
-            if cand[1] <= budget:
-                best, lo = (cand, scale), scale
-            else:
-                hi = scale
-                break
-        for _ in range(steps if lo < hi else 0):
-            mid = (lo + hi) / 2
-            cand = rounded(mid)
-            if cand[1] <= budget:
-                best, lo = (cand, mid), mid
-            else:
-                hi = mid
-    (out, d), scale = best
+        scale = _largest_scale(lambda s: rounded(s)[1] <= budget, most, steps)
+        out, d = rounded(scale)
     return out[0].permute(1, 2, 0).numpy().astype(np.uint8), d, scale
+
+
+def _largest_scale(fits: Callable[[float], bool], most: float, steps: int) -> float:
+    """The largest scale in [0, `most`] that `fits` (DSSIM within the budget: it grows with the
+    scale), by bisection after trying 1 (the cloak as it is) and `most`; 0 where nothing fits."""
+    lo, hi = 0.0, most
+    for scale in dict.fromkeys((1.0, most)):
+        if not fits(scale):
+            hi = scale
+            break
+        lo = scale
+    for _ in range(steps if lo < hi else 0):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
 
 
 def _within_budget(x: torch.Tensor, cloak: torch.Tensor, region: Region, budget: float, steps: int = 8) -> torch.Tensor:
@@ -168,13 +172,7 @@ def _within_budget(x: torch.Tensor, cloak: torch.Tensor, region: Region, budget:
         return float(dssim(_face(torch.clamp(x + scale * cloak, 0, 255), region), x_face)[0]) <= budget
 
     with torch.no_grad():
-        if fits(1.0):
-            return cloak
-        lo, hi = 0.0, 1.0
-        for _ in range(steps):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-        return lo * cloak
+        return _largest_scale(fits, 1.0, steps) * cloak
 
 
 def optimise_cloak(region_pixels: np.ndarray, region: Region, landmarks: np.ndarray, mask: np.ndarray,
