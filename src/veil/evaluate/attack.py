@@ -168,17 +168,7 @@ def attack_track(track_id: int, frames: np.ndarray, protected: np.ndarray, clean
     split = frames[0] + train_fraction * span
     train = frames < split
     test = frames >= split + gap_fraction * span
-    other_x, other_y = others
-    n_other = int(len(np.unique(other_y)))
-    if train.sum() == 0 or test.sum() == 0:
-        return AttackResult(track_id, recognizer, classifier, int(train.sum()), int(test.sum()), n_other, None)
-    person = int(other_y.max()) + 1
-    x = np.concatenate([protected[train], other_x])
-    y = np.concatenate([np.full(int(train.sum()), person), other_y])
-    predict = knn_predict if classifier == "knn" else linear_predict
-    named = predict(x, y, clean[test]) == person
-    return AttackResult(track_id, recognizer, classifier, int(train.sum()), int(test.sum()), n_other,
-                        round(float(1.0 - named.mean()), 5))
+    return _fawkes(track_id, protected[train], clean[test], others, recognizer, classifier)
 
 
 def attack_elsewhere(protected: np.ndarray, clean: np.ndarray, others: tuple[np.ndarray, np.ndarray],
@@ -189,16 +179,27 @@ def attack_elsewhere(protected: np.ndarray, clean: np.ndarray, others: tuple[np.
     Shape:
         protected: (N, D), clean: (M, D) descriptors; others: (K, D), (K,)
     """
+    return _fawkes(-1, protected, clean, others, recognizer, classifier)
+
+
+def _fawkes(track_id: int, train: np.ndarray, test: np.ndarray, others: tuple[np.ndarray, np.ndarray],
+            recognizer: str, classifier: str) -> AttackResult:
+    """The classifier trained on `train` (the person, protected) and the other people, and the
+    share of `test` (the person, clean) it does not name.
+
+    Shape:
+        train: (N, D), test: (M, D); others: (K, D), (K,)
+    """
     other_x, other_y = others
     n_other = int(len(np.unique(other_y)))
-    if len(protected) == 0 or len(clean) == 0:
-        return AttackResult(-1, recognizer, classifier, len(protected), len(clean), n_other, None)
+    if len(train) == 0 or len(test) == 0:
+        return AttackResult(track_id, recognizer, classifier, len(train), len(test), n_other, None)
     person = int(other_y.max()) + 1
-    x = np.concatenate([protected, other_x])
-    y = np.concatenate([np.full(len(protected), person), other_y])
+    x = np.concatenate([train, other_x])
+    y = np.concatenate([np.full(len(train), person), other_y])
     predict = knn_predict if classifier == "knn" else linear_predict
-    named = predict(x, y, clean) == person
-    return AttackResult(-1, recognizer, classifier, len(protected), len(clean), n_other,
+    named = predict(x, y, test) == person
+    return AttackResult(track_id, recognizer, classifier, len(train), len(test), n_other,
                         round(float(1.0 - named.mean()), 5))
 
 
