@@ -14,7 +14,7 @@ from veil.stream.checkpoint import Checkpoint, save_checkpoint
 from veil.stream.model import CodecConfig, CodecModel
 from veil.stream.train import load_clip
 
-TINY = dict(hidden=8, channels=16, code_dim=8, codebook_size=32, num_quantizers=2, n_mels=16, audio_dim=8)
+TINY = dict(widths=(8, 16), code_dim=8, codebook_size=32, num_quantizers=2, n_mels=16, audio_dim=8)
 
 
 def moving_frames(n: int, height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:

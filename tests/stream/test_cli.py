@@ -105,15 +105,40 @@ def test_train_codec_writes_a_resumable_checkpoint(tmp_path, clip_path) -> None:
     assert r.exit_code == 2
 
 
-def test_keep_tolerance_option(tmp_path, clip_path, tiny_checkpoint) -> None:
-    out = tmp_path / "k0.veil"
+def test_rate_weight_and_keyframe_interval_options(tmp_path, clip_path, tiny_checkpoint) -> None:
+    sizes = {}
+    for name, extra in {"nearest": ["--rate-weight", "0"], "every": ["--keyframe-interval", "1"],
+                        "default": []}.items():
+        out = tmp_path / f"{name}.veil"
+        r = runner.invoke(app, ["encode", str(clip_path), "-o", str(out), "--checkpoint", str(tiny_checkpoint),
+                                "--chunk-frames", "4", *extra])
+        assert r.exit_code == 0, r.output
+        assert decode(out, tmp_path / f"{name}.mp4", tiny_checkpoint).exit_code == 0
+        sizes[name] = out.stat().st_size
+    assert sizes["default"] < sizes["every"] and sizes["default"] < sizes["nearest"]
+    for bad in (["--rate-weight", "-1"], ["--keyframe-interval", "0"], ["--constant-rate", "0"]):
+        r = runner.invoke(app, ["encode", str(clip_path), "-o", str(tmp_path / "bad.veil"), "--checkpoint",
+                                str(tiny_checkpoint), *bad])
+        assert r.exit_code == 2 and not (tmp_path / "bad.veil").exists(), r.output
+
+
+def test_constant_rate_pads_every_chunk_to_one_size(tmp_path, clip_path, tiny_checkpoint) -> None:
+    from veil.stream.format import ChunkRecord, StreamReader
+
+    out = tmp_path / "cbr.veil"
     r = runner.invoke(app, ["encode", str(clip_path), "-o", str(out), "--checkpoint", str(tiny_checkpoint),
-                            "--keep-tolerance", "0"])
+                            "--chunk-frames", "4", "--constant-rate", "6000"])
     assert r.exit_code == 0, r.output
-    assert decode(out, tmp_path / "k0.mp4", tiny_checkpoint).exit_code == 0
-    r = runner.invoke(app, ["encode", str(clip_path), "-o", str(tmp_path / "neg.veil"), "--checkpoint",
-                            str(tiny_checkpoint), "--keep-tolerance", "-1"])
-    assert r.exit_code == 2 and ">= 0" in r.output and not (tmp_path / "neg.veil").exists()
+    assert "constant rate" in r.output
+    with open(out, "rb") as f:
+        reader = StreamReader(f)
+        chunks = [rec for rec in reader if isinstance(rec, ChunkRecord)]
+    assert reader.header.chunk_bytes == 6000 * 4 // 12
+    assert len(chunks) == 5 and len({len(c.data) + 8 * c.n_frames for c in chunks}) == 1
+    assert decode(out, tmp_path / "cbr.mp4", tiny_checkpoint).exit_code == 0
+    r = runner.invoke(app, ["encode", str(clip_path), "-o", str(tmp_path / "low.veil"), "--checkpoint",
+                            str(tiny_checkpoint), "--chunk-frames", "4", "--constant-rate", "100"])
+    assert r.exit_code == 2 and "--constant-rate" in r.output and not (tmp_path / "low.veil").exists()
 
 
 def test_a_rotated_phone_clip_is_encoded_upright_as_veil_protect_reads_it(tmp_path, tiny_checkpoint) -> None:

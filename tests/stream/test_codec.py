@@ -44,9 +44,25 @@ def test_audio_packets_survive_encode_and_decode_byte_for_byte(clip_path, tiny_c
     assert np.concatenate(frames).shape == (20, 48, 64, 3)
 
 
-def test_encoding_is_deterministic_and_header_counts_frames(clip_path, tiny_checkpoint) -> None:
-    a, b = encode(clip_path, tiny_checkpoint), encode(clip_path, tiny_checkpoint)
-    assert a == b
+def codes_of(clip: Path, ckpt_path: Path, **kw) -> tuple[bytes, np.ndarray]:
+    """A stream and the code indices it carries, as the sender chose them."""
+    buf, codes = io.BytesIO(), []
+    encode_stream(clip, buf, load_checkpoint(ckpt_path), on_codes=codes.append, **kw)
+    return buf.getvalue(), np.concatenate(codes)
+
+
+def chunk_sizes(data: bytes) -> list[int]:
+    return [len(r.data) for r in StreamReader(io.BytesIO(data)) if hasattr(r, "first_frame")]
+
+
+def test_encoding_is_deterministic_but_salted_and_header_counts_frames(clip_path, tiny_checkpoint) -> None:
+    (a, codes_a), (b, codes_b) = codes_of(clip_path, tiny_checkpoint), codes_of(clip_path, tiny_checkpoint)
+    np.testing.assert_array_equal(codes_a, codes_b)
+    assert chunk_sizes(a) == chunk_sizes(b)
+    # Each stream draws its own salt: the same video twice never shares a key stream.
+    sealed_a = [r.data for r in StreamReader(io.BytesIO(a)) if hasattr(r, "first_frame")]
+    sealed_b = [r.data for r in StreamReader(io.BytesIO(b)) if hasattr(r, "first_frame")]
+    assert all(x != y for x, y in zip(sealed_a, sealed_b))
     r = StreamReader(io.BytesIO(a))
     assert r.header.frame_count == 20 and r.header.chunk_frames == 8
     chunks = [rec for rec in r if hasattr(rec, "first_frame")]
@@ -79,28 +95,38 @@ def test_a_growing_file_encodes_like_the_finished_file(clip_path, tiny_checkpoin
 
     writer = threading.Thread(target=record)
     writer.start()
-    live = encode(growing, tiny_checkpoint, follow=True)
+    live, live_codes = codes_of(growing, tiny_checkpoint, follow=True)
     writer.join()
-    assert live == encode(clip_path, tiny_checkpoint)
+    whole, whole_codes = codes_of(clip_path, tiny_checkpoint)
+    np.testing.assert_array_equal(live_codes, whole_codes)
+    assert chunk_sizes(live) == chunk_sizes(whole)
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def test_a_chunk_of_the_wrong_code_shape_is_refused(clip_path, tiny_checkpoint) -> None:
-    """A well-formed record (valid CRC) whose codes do not fit the header is damage, not a picture."""
-    from veil.stream.entropy import encode_indices
+    """A well-formed, correctly sealed chunk whose codes do not fit the header is damage, not a picture."""
+    from veil.media.audio import AudioPacket
+    from veil.stream.entropy import ContextCoder
     from veil.stream.format import ChunkRecord, CorruptStreamError, EndRecord, StreamWriter
+    from veil.stream.keying import chunk_keys, seal_chunk
 
     reader = StreamReader(io.BytesIO(encode(clip_path, tiny_checkpoint)))
     records = list(reader)
     buf = io.BytesIO()
     writer = StreamWriter(buf, reader.header)
+    audio: list[bytes] = []
     for rec in records:
         if isinstance(rec, ChunkRecord) and rec.first_frame == 0:
-            writer.write_chunk(ChunkRecord(0, rec.n_frames, encode_indices(np.zeros((rec.n_frames, 12, 15, 2), int), 32)))
+            coded = ContextCoder(32, 2).encode(np.zeros((rec.n_frames, 12, 15, 2), int), True)
+            keys = chunk_keys(writer.header.digest, 1234, 0, audio)
+            writer.write_chunk(ChunkRecord(0, rec.n_frames, seal_chunk(coded, keys), rec.pts))
         elif isinstance(rec, ChunkRecord):
             writer.write_chunk(rec)
-        elif not isinstance(rec, EndRecord):
+        elif isinstance(rec, AudioPacket):
+            audio.append(rec.data)
             writer.write_audio(rec)
+        else:
+            assert isinstance(rec, EndRecord)
     writer.close(20)
     with pytest.raises(CorruptStreamError, match="chunk 0: codes of shape"):
         decode_stream(io.BytesIO(buf.getvalue()), None, checkpoint=tiny_checkpoint)

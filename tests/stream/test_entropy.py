@@ -1,95 +1,137 @@
-"""Entropy coding of code indices and the audio-keyed permutation: exact round trips, real savings."""
+"""The context-model coder and the audio-keyed seal: exact round trips, real savings, uniform bytes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import chisquare
 
-from veil.stream.entropy import EntropyError, decode_indices, empirical_bits, encode_indices
-from veil.stream.keying import chunk_key, chunk_scramble, scramble, unscramble
+from veil.stream.entropy import ContextCoder, EntropyError, empirical_bits
+from veil.stream.keying import SealError, chunk_keys, open_chunk, seal_chunk
+
+
+def _round_trip(chunks: list[np.ndarray], k: int, keyframes: list[bool]) -> list[bytes]:
+    sender, receiver = ContextCoder(k, chunks[0].shape[-1]), ContextCoder(k, chunks[0].shape[-1])
+    coded = []
+    for codes, key in zip(chunks, keyframes):
+        data = sender.encode(codes, key)
+        back = receiver.decode(data, codes.shape)
+        assert back.dtype == np.int64 and back.shape == codes.shape
+        np.testing.assert_array_equal(back, codes)
+        coded.append(data)
+    return coded
+
+
+def _scene(n: int, h: int, w: int, q: int, k: int, seed: int = 0) -> np.ndarray:
+    """Codes like a picture's: flat regions, and a block that moves one cell a frame."""
+    rng = np.random.default_rng(seed)
+    base = np.repeat(np.repeat(rng.integers(0, k, (h // 4 + 1, w // 4 + 1, q)), 4, 0), 4, 1)[:h, :w]
+    out = np.repeat(base[None], n, 0)
+    for t in range(n):
+        out[t, 2:6, t % (w - 4):t % (w - 4) + 4] = rng.integers(0, k, (4, 4, q))
+    return out
 
 
 @pytest.mark.parametrize(("shape", "k"), [((1, 5, 7, 1), 2), ((4, 9, 16, 4), 256), ((3, 6, 5, 2), 1024),
-                                          ((8, 90, 160, 4), 256), ((2, 0, 4, 1), 8)])
+                                          ((8, 45, 80, 6), 256), ((2, 1, 1, 3), 8)])
 def test_codes_to_bytes_to_codes_is_exact(shape: tuple, k: int) -> None:
     rng = np.random.default_rng(0)
-    codes = rng.integers(0, k, shape)
-    codes[1:, : shape[1] // 2] = codes[:1, : shape[1] // 2]  # half the picture static
-    back = decode_indices(encode_indices(codes, k))
-    assert back.dtype == np.int64 and back.shape == codes.shape
-    np.testing.assert_array_equal(back, codes)
+    noise = rng.integers(0, k, shape)
+    scene = _scene(*shape, k) if shape[1] > 6 and shape[2] > 8 else noise
+    _round_trip([noise, scene, noise[::-1].copy()], k, [True, False, False])
 
 
-def test_static_frames_cost_almost_nothing_and_noise_costs_its_entropy() -> None:
+def test_a_chunk_continues_the_previous_one_until_the_next_keyframe() -> None:
+    codes = _scene(24, 20, 32, 3, 64)
+    chunks = [codes[i:i + 8] for i in range(0, 24, 8)]
+    coded = _round_trip(chunks, 64, [True, False, True])
+    assert len(coded[1]) < 0.5 * len(coded[0])  # the second chunk has no first frame to pay for
+    receiver = ContextCoder(64, 3)
+    with pytest.raises(EntropyError, match="keyframe"):  # joined mid-interval: refused
+        receiver.decode(coded[1], chunks[1].shape)
+    np.testing.assert_array_equal(receiver.decode(coded[2], chunks[2].shape), chunks[2])  # ... recovered here
+
+
+def test_still_frames_cost_almost_nothing_and_noise_costs_its_entropy() -> None:
     rng = np.random.default_rng(1)
-    first = rng.integers(0, 256, (1, 90, 160, 4))
-    static = encode_indices(np.repeat(first, 8, 0), 256)
-    single = encode_indices(first, 256)
-    assert len(static) < 1.02 * len(single)  # seven repeated frames add under 2 %
-    noise = rng.integers(0, 256, (8, 90, 160, 4))
-    assert len(encode_indices(noise, 256)) * 8 < 1.01 * empirical_bits(noise, 256)  # incompressible
+    first = rng.integers(0, 256, (1, 45, 80, 6))
+    single = ContextCoder(256, 6).encode(first, True)
+    still = ContextCoder(256, 6).encode(np.repeat(first, 8, 0), True)
+    assert len(still) - len(single) < 8 * 45 * 80 * 0.02 / 8  # under 0.02 bits a cell for each still frame
+    noise = rng.integers(0, 256, (8, 45, 80, 6))
+    assert len(ContextCoder(256, 6).encode(noise, True)) * 8 < 1.05 * empirical_bits(noise, 256)
     assert empirical_bits(noise, 256) == pytest.approx(8 * noise.size, rel=2e-3)
 
 
-def test_damaged_coded_indices_raise() -> None:
-    data = bytearray(encode_indices(np.zeros((2, 4, 4, 1), np.int64), 4))
-    data[-3] ^= 0xFF
+def test_a_picture_with_structure_costs_less_than_its_zeroth_order_entropy() -> None:
+    codes = _scene(8, 45, 80, 4, 256, seed=3)
+    assert 8 * len(ContextCoder(256, 4).encode(codes, True)) < 0.3 * empirical_bits(codes, 256)
+
+
+def test_damaged_or_misdeclared_coded_indices_raise() -> None:
+    codes = _scene(2, 12, 16, 2, 16)
+    data = ContextCoder(16, 2).encode(codes, True)
+    with pytest.raises(EntropyError, match="expected"):
+        ContextCoder(16, 2).decode(data, (2, 12, 17, 2))
+    for cut in (3, len(data) - 4):
+        with pytest.raises(EntropyError):
+            ContextCoder(16, 2).decode(data[:cut], codes.shape)
+    damaged = bytearray(data)
+    damaged[-5] ^= 0x5A
     with pytest.raises(EntropyError):
-        decode_indices(bytes(data))
+        ContextCoder(16, 2).decode(bytes(damaged), codes.shape)
 
 
-def test_scramble_is_a_keyed_bijection() -> None:
-    rng = np.random.default_rng(2)
-    codes = rng.integers(0, 256, (2, 9, 16, 4))
-    right = chunk_scramble(chunk_key(7, 0, [b"audio", b"bytes"]), 4, 256, (9, 16))
-    wrong = chunk_scramble(chunk_key(7, 0, [b"other", b"audio"]), 4, 256, (9, 16))
-    sent = scramble(codes, right)
-    np.testing.assert_array_equal(unscramble(sent, right), codes)
-    assert (unscramble(sent, wrong) == codes).mean() < 0.02  # 1/256 by chance
-    assert (sent == codes).mean() < 0.02
-    # Equal indices stay equal within a chunk, so the temporal transform keeps its gain.
-    assert np.array_equal(np.sort((sent[0] == sent[1]).ravel()), np.sort((codes[0] == codes[1]).ravel()))
-    assert ((sent[0] == sent[1]).sum(), (sent[0] != sent[1]).sum()) == ((codes[0] == codes[1]).sum(),
-                                                                      (codes[0] != codes[1]).sum())
-    assert chunk_key(7, 1, [b"audio"]) != chunk_key(7, 0, [b"audio"]) != chunk_key(8, 0, [b"audio"])
-    with pytest.raises(ValueError, match="do not fit"):
-        scramble(codes[:, :8], right)
+def test_noise_decodes_to_codes_when_not_strict() -> None:
+    """The wrong key stream's words still decode (to codes drawn from the model), never raise."""
+    codes = _scene(4, 12, 16, 2, 16)
+    data = ContextCoder(16, 2).encode(codes, True)
+    noise = data[:13] + np.random.default_rng(2).integers(0, 256, len(data) - 13, dtype=np.uint8).tobytes() + b"\x07"
+    out = ContextCoder(16, 2).decode(noise, codes.shape, strict=False)
+    assert out.shape == codes.shape and out.min() >= 0 and out.max() < 16
 
 
-def test_scrambled_codes_keep_no_spatial_layout() -> None:
-    """A smooth code map (a posterised picture) must not survive as one: neighbours stop agreeing."""
-    yy, xx = np.mgrid[0:90, 0:160]
-    picture = np.stack([(yy // 10) * 16 + xx // 10, (xx // 20) * 8 + yy // 15, (yy + xx) // 4, yy // 3], -1) % 256
-    codes = np.repeat(picture[None], 4, 0)
-
-    def neighbours_agree(c: np.ndarray) -> float:
-        return float(np.mean(c[:, :, 1:] == c[:, :, :-1]))
-
-    sent = scramble(codes, chunk_scramble(chunk_key(3, 0, [b"sound"]), 4, 256, (90, 160)))
-    assert neighbours_agree(codes) > 0.8
-    assert neighbours_agree(sent) < 0.1
-    # a static picture stays static within the chunk, and the next chunk's order is another one
-    assert np.array_equal(sent[0], sent[3])
-    other = scramble(codes, chunk_scramble(chunk_key(3, 1, [b"sound"]), 4, 256, (90, 160)))
-    assert (other[0] == sent[0]).all(-1).mean() < 0.05
+def test_the_first_chunk_must_be_a_keyframe_and_indices_must_fit() -> None:
+    with pytest.raises(ValueError, match="keyframe"):
+        ContextCoder(16, 2).encode(np.zeros((1, 4, 4, 2), np.int64), False)
+    with pytest.raises(ValueError, match="lie in"):
+        ContextCoder(16, 2).encode(np.full((1, 4, 4, 2), 16), True)
 
 
-def test_sent_codes_are_uniform_whatever_the_codes() -> None:
-    """The per-cell offsets are a one-time pad: a frame of a few codes is sent as uniform noise."""
-    rng = np.random.default_rng(4)
-    k, grid = 64, (45, 80)
-    codes = np.where(rng.random((3, *grid, 2)) < 0.9, 5, 9)  # two codes, one of them 90% of the cells
-    codes[2] = codes[1]
-    codes[2, :3] = 17  # three rows change in the last frame
-    s = chunk_scramble(chunk_key(5, 0, [b"sound"]), 2, k, grid)
-    sent = scramble(codes, s)
-    for frame in sent:
-        counts = np.bincount(frame.ravel(), minlength=k)
-        expected = frame.size / k
-        chi2 = float(((counts - expected) ** 2 / expected).sum())
-        assert chi2 < 130  # chi-square with 63 degrees of freedom: p < 1e-6 above 130
-    assert len(np.unique(codes[0])) == 2
-    # cells that keep their codes keep their sent values, cells that change do not
-    kept = (codes[1] == codes[2]).reshape(-1, 2)[s.positions]
-    np.testing.assert_array_equal((sent[1] == sent[2]).reshape(-1, 2), kept)
-    assert not kept.all()
+# -- the seal -------------------------------------------------------------------------------------
+def _keys(audio: list[bytes], index: int = 0, key: bytes | None = None):
+    return chunk_keys(b"d" * 32, 1234, index, audio, key)
+
+
+def test_sealed_bytes_are_uniform_even_for_constant_input() -> None:
+    coded = bytes(200_000)  # the most regular input there is
+    sealed = seal_chunk(coded, _keys([b"tone"]))
+    counts = np.bincount(np.frombuffer(sealed, np.uint8), minlength=256)
+    assert chisquare(counts).pvalue > 1e-4
+
+
+def test_seal_round_trip_and_what_the_keys_depend_on() -> None:
+    coded = b"codes of one chunk" * 10
+    keys = _keys([b"a", b"b"])
+    assert open_chunk(seal_chunk(coded, keys), keys) == coded
+    sealed = seal_chunk(coded, keys)
+    for other in (_keys([b"a", b"c"]), _keys([b"ab"]), _keys([b"a", b"b"], index=1),
+                  _keys([b"a", b"b"], key=b"k" * 32), chunk_keys(b"e" * 32, 1234, 0, [b"a", b"b"])):
+        assert seal_chunk(coded, other) != sealed
+        with pytest.raises(SealError, match="tag"):
+            open_chunk(sealed, other)
+        assert open_chunk(sealed, other, strict=False) != coded  # noise, not an error
+
+
+def test_padding_is_hidden_and_checked() -> None:
+    keys = _keys([b"x"])
+    short, long_ = seal_chunk(b"a" * 10, keys, 300), seal_chunk(b"a" * 200, keys, 300)
+    assert len(short) == len(long_) == 300
+    assert open_chunk(short, keys) == b"a" * 10 and open_chunk(long_, keys) == b"a" * 200
+    with pytest.raises(ValueError, match="fit"):
+        seal_chunk(b"a" * 300, keys, 300)
+    for at in (5, 150, 283):  # inside the length, the padding, the tag
+        tampered = bytearray(short)
+        tampered[at] ^= 1
+        with pytest.raises(SealError):
+            open_chunk(bytes(tampered), keys)

@@ -41,29 +41,43 @@ def test_shapes_and_code_round_trip(kind: str, tiny: dict) -> None:
     assert torch.isfinite(model.cycle_loss(coded, a))
 
 
-def test_keep_previous_sends_no_change_for_a_still_picture_and_never_fits_worse_at_zero(tiny: dict) -> None:
+def test_rd_codes_reuse_more_as_the_rate_weight_grows_and_a_still_picture_repeats(tiny: dict) -> None:
     torch.manual_seed(0)
     model = CodecModel(CodecConfig(**tiny))
     x, a = torch.rand(6, 1, 3, 16, 24), torch.randn(6, 1, tiny["n_mels"])
     model.train()
     model(x, a)
     model.eval()
-    latent = model.encode_latent(x, a)
-    own = model.nearest_codes(latent)
+    with torch.no_grad():
+        latent = model.encode_latent(x, a)
+    nearest = model.nearest_codes(latent)
+    assert torch.equal(model.rd_codes(latent, 0.0), nearest)
 
-    def error(idx: torch.Tensor) -> torch.Tensor:
-        return ((latent - model.codes_to_quantized(idx)) ** 2).sum(1)
+    def error(idx: torch.Tensor) -> float:
+        return float(((latent - model.codes_to_quantized(idx)) ** 2).sum(1).mean())
 
-    at_zero = model.keep_previous(latent, own, 0.0)
-    assert torch.equal(at_zero[0], own[0])
-    assert (error(at_zero) <= error(own) + 1e-6).all()
-    loose = model.keep_previous(latent, own, 4.0)
-    assert (loose[1:] == loose[:-1]).all(-1).float().mean() > (own[1:] == own[:-1]).all(-1).float().mean()
-    assert (error(loose) <= 5.0 * error(own) + 1e-5).all()
-    still = model.encode_codes(x[:1].repeat(4, 1, 1, 1, 1), a[:1].repeat(4, 1, 1), keep_tolerance=0.0)
+    def repeated(idx: torch.Tensor) -> float:
+        return float((idx[1:] == idx[:-1]).all(-1).float().mean())
+
+    scale = error(nearest)
+    runs = [model.rd_codes(latent, w * scale) for w in (0.0, 0.1, 1.0, 10.0)]
+    assert all(torch.equal(r[0], nearest[0]) for r in runs)  # no reference: the first frame is the nearest codes
+    assert [repeated(r) for r in runs] == sorted(repeated(r) for r in runs) and repeated(runs[-1]) > repeated(nearest)
+    assert error(runs[1]) < 1.5 * scale  # a small weight costs little error
+    reference = runs[-1][-1]
+    again = model.rd_codes(latent, 1e6, reference)  # a rate that outweighs any error: everything is reused
+    assert (again == reference).all()
+    still = model.encode_codes(x[:1].repeat(4, 1, 1, 1, 1), a[:1].repeat(4, 1, 1), rate_weight=1e-6)
     assert (still == still[:1]).all()
     with pytest.raises(ValueError, match=">= 0"):
-        model.keep_previous(latent, own, -1.0)
+        model.rd_codes(latent, -1.0)
+
+
+def test_null_codes_are_the_shortest_of_each_stage(tiny: dict) -> None:
+    model = CodecModel(CodecConfig(**tiny))
+    null = model.null_codes()
+    for q, book in enumerate(model.quantizer.codebooks):
+        assert (book[null[q]] ** 2).sum() == (book**2).sum(1).min()
 
 
 def test_audio_changes_the_decoded_picture_once_film_is_trained(tiny: dict) -> None:

@@ -18,7 +18,7 @@ __all__ = ["Checkpoint", "CheckpointError", "save_checkpoint", "load_checkpoint"
            "default_checkpoint", "WEIGHTS_DIR"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-FORMAT = "veil-codec-checkpoint/1"
+FORMAT = "veil-codec-checkpoint/2"  # 2: the /8 model (`CodecConfig.widths`); 1 was /4
 
 
 CheckpointError = checkpoint_io.CheckpointError

@@ -17,7 +17,7 @@ from veil.console import command, fail
 from veil.device import use_device
 from veil.media.outputs import check_output, discard, publish, temporary_beside
 from veil.stream.checkpoint import default_checkpoint, load_checkpoint
-from veil.stream.codec import KEEP_TOLERANCE
+from veil.stream.codec import KEYFRAME_INTERVAL
 from veil.stream.format import read_key
 
 __all__ = ["encode_command", "decode_command", "train_codec_command"]
@@ -26,7 +26,8 @@ DEVICE_HELP = "Where the codec's network runs: cpu, cuda[:N] (a CUDA build of to
 
 
 def _encode(source: str, out: Path, model: str, checkpoint: Path | None, key: Path | None,
-            chunk_frames: int, follow: bool, keep_tolerance: float) -> None:
+            chunk_frames: int, follow: bool, rate_weight: float | None, keyframe_interval: int,
+            constant_rate: float | None) -> None:
     from veil.stream.codec import encode_stream
 
     # A given checkpoint carries its own kind; --model picks among the shipped ones.
@@ -38,7 +39,8 @@ def _encode(source: str, out: Path, model: str, checkpoint: Path | None, key: Pa
         with open(tmp, "wb") as f:
             stats = encode_stream(source, f, ckpt, secret, chunk_frames, follow,
                                   progress=lambda s: typer.echo(f"\rencoded {s.frames} frames", nl=False, err=True),
-                                  keep_tolerance=keep_tolerance)
+                                  rate_weight=rate_weight, keyframe_interval=keyframe_interval,
+                                  constant_rate=constant_rate)
         publish(tmp, out)
     finally:
         discard(tmp)
@@ -47,6 +49,9 @@ def _encode(source: str, out: Path, model: str, checkpoint: Path | None, key: Pa
     typer.echo(f"{out}: {stats.frames} frames, {stats.audio_packets} audio packets, {size} bytes "
                f"({size / max(stats.frames, 1):.0f} bytes/frame), {stats.frames / max(stats.seconds, 1e-9):.1f} frames/s"
                f"{', encrypted' if secret else ''}")
+    if constant_rate is not None:
+        typer.echo(f"constant rate: {stats.padding_bytes} bytes of padding; {stats.reduced_chunks} of {stats.chunks} "
+                   "chunks sent at a lower quality to fit")
 
 
 def _check_kind(model: str) -> None:
@@ -63,17 +68,26 @@ def encode_command(
     key: Annotated[Path | None, typer.Option(help="32-byte key file: encrypt and authenticate (AES-GCM)")] = None,
     chunk_frames: Annotated[int, typer.Option(help="frames per chunk")] = 8,
     follow: Annotated[bool, typer.Option(help="the input is still being written: wait for it to grow")] = False,
-    keep_tolerance: Annotated[float, typer.Option(
-        help="size/quality: a cell keeps its previous codes while they fit within 1 + this times the error "
-             "of its own (0: only where at least as good)")] = KEEP_TOLERANCE,
+    rate_weight: Annotated[float | None, typer.Option(
+        help="size/quality: what a byte of stream is worth in squared latent error when codes are chosen; "
+             "higher: smaller and coarser, 0: the nearest codes (default: the model's)", min=0.0)] = None,
+    keyframe_interval: Annotated[int, typer.Option(
+        help="chunks from one keyframe (coded afresh, where a damaged stream recovers) to the next")
+    ] = KEYFRAME_INTERVAL,
+    constant_rate: Annotated[float | None, typer.Option(
+        help="bytes per second of video: pad every chunk to the same size so the stream's size says nothing "
+             "of motion or scene (chunks that would not fit drop quantiser stages)")] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
 ) -> None:
     """Encode a video into a privacy-preserving .veil stream (codes + the video's own audio)."""
     use_device(device)
     _check_kind(model)
-    if keep_tolerance < 0:
-        fail(f"--keep-tolerance must be >= 0, got {keep_tolerance}")
-    _encode(source, output, model, checkpoint, key, chunk_frames, follow, keep_tolerance)
+    if keyframe_interval < 1:
+        fail(f"--keyframe-interval must be >= 1, got {keyframe_interval}")
+    if constant_rate is not None and constant_rate <= 0:
+        fail(f"--constant-rate must be > 0 bytes per second, got {constant_rate:g}")
+    _encode(source, output, model, checkpoint, key, chunk_frames, follow, rate_weight, keyframe_interval,
+            constant_rate)
 
 
 def _decode(stream: str, out: Path, checkpoint: Path | None, key: Path | None, crf: int, follow: bool) -> None:

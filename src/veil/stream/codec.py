@@ -5,15 +5,20 @@ file, a pipe) is encoded while it is recorded and a stream is decoded while it i
 
 Per chunk, the sender: writes the audio packets that belong to the chunk's time span (those that
 have arrived), decodes them for the log-mel features, encodes the frames to code indices
-(`CodecModel.encode_codes`), permutes the code alphabet and the cells of the code grid with the
-key taken from those packets (`veil.stream.keying`), entropy-codes the result
-(`veil.stream.entropy`) and writes the chunk.
-The receiver meets the same audio records before each chunk, so it derives the same features
-and the same key from the same bytes.
+(`CodecModel.rd_codes`: codes chosen for size as well as error, reusing those of the frame
+before, across chunks too), entropy-codes them with the adaptive context model (`veil.stream.entropy`),
+and seals the coded bytes with the key stream drawn from those audio packets
+(`veil.stream.keying`), padded to a fixed size for ``--constant-rate``. Every
+``keyframe_interval`` chunks the coder and the kept codes start afresh, so a damaged or joined
+stream recovers there.
+The receiver meets the same audio records before each chunk, so it derives the same key stream
+from the same bytes, and keeps the same coder state.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field
@@ -31,19 +36,25 @@ from veil.media.read import Colour, Frame, VideoReader
 from veil.media.write import EncodeOptions, VideoWriter, check_output_path
 from veil.stream.audio import AudioDecoder, frame_features
 from veil.stream.checkpoint import Checkpoint, CheckpointError, default_checkpoint, load_checkpoint
-from veil.stream.entropy import EntropyError, decode_indices, encode_indices
-from veil.stream.format import ChunkRecord, CorruptStreamError, StreamHeader, StreamReader, StreamWriter, key_check
-from veil.stream.keying import chunk_key, chunk_scramble, scramble, unscramble
-from veil.stream.model import SPATIAL_STRIDE, CodecModel, pad_to_multiple
+from veil.stream.entropy import ContextCoder, EntropyError
+from veil.stream.format import (
+    CHUNK_HEAD,
+    ChunkRecord,
+    CorruptStreamError,
+    StreamHeader,
+    StreamReader,
+    StreamWriter,
+    key_check,
+)
+from veil.stream.keying import OVERHEAD, SealError, chunk_keys, open_chunk, seal_chunk
+from veil.stream.model import CodecModel, pad_to_multiple
 
-__all__ = ["KEEP_TOLERANCE", "EncodeStats", "AudioOverride", "encode_frames", "decode_codes", "encode_stream",
+__all__ = ["KEYFRAME_INTERVAL", "EncodeStats", "AudioOverride", "frame_latents", "latent_codes", "encode_frames",
+           "decode_codes", "encode_stream",
            "decode_stream", "resolve_checkpoint"]
 
 AUDIO_LAG_CHUNKS = 4  # emit a chunk anyway when the audio lags this many chunks behind the video
-# Default of `encode_stream`'s keep_tolerance, chosen on the held-out clip: most of the cells that
-# change between latent frames change by little, and keeping them costs a tenth of a dB
-# (bench/codec.py measures bytes and PSNR at this value and at 0).
-KEEP_TOLERANCE = 4.0
+KEYFRAME_INTERVAL = 8  # chunks: 64 frames, 2.6 s at 25 fps with the default chunking
 
 
 @dataclass
@@ -52,6 +63,8 @@ class EncodeStats:
     chunks: int = 0
     audio_packets: int = 0
     code_bytes: int = 0  # entropy-coded indices only
+    padding_bytes: int = 0  # --constant-rate: what the chunks were padded with
+    reduced_chunks: int = 0  # --constant-rate: chunks sent at a lower quality to fit
     seconds: float = 0.0
 
 
@@ -63,28 +76,76 @@ class AudioOverride:
     packets: list[AudioPacket] = field(default_factory=list)
 
 
-def _to_tensor(frames: np.ndarray, feats: np.ndarray, per_step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frames (n, H, W, 3) uint8 -> (n / T, T, 3, H', W') float, padded to whole clips and to /4."""
+def _to_tensor(frames: np.ndarray, feats: np.ndarray, per_step: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames (n, H, W, 3) uint8 -> (n / T, T, 3, H', W') float, padded to whole clips and to the stride."""
     n = len(frames)
     extra = (-n) % per_step
     if extra:  # a short last clip repeats its last frame
         frames = np.concatenate([frames, np.repeat(frames[-1:], extra, 0)])
         feats = np.concatenate([feats, np.repeat(feats[-1:], extra, 0)])
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
-    x = pad_to_multiple(x, SPATIAL_STRIDE)
+    x = pad_to_multiple(x, stride)
     return x.reshape(-1, per_step, *x.shape[1:]), torch.from_numpy(feats).reshape(-1, per_step, feats.shape[-1])
 
 
-def encode_frames(model: CodecModel, frames: np.ndarray, feats: np.ndarray,
-                  keep_tolerance: float | None = None) -> np.ndarray:
-    """Code indices of a run of frames (one chunk: ``keep_tolerance`` works across the run).
+def frame_latents(model: CodecModel, frames: np.ndarray, feats: np.ndarray) -> torch.Tensor:
+    """The encoder's latents of a run of frames (padded to whole model steps).
 
-    Shape: frames (n, H, W, 3) uint8, feats (n, n_mels) -> (L, ceil(H/4), ceil(W/4), Q) int64
+    Shape: frames (n, H, W, 3) uint8, feats (n, n_mels) -> (L, D, h, w), h, w = ceil(H/s), ceil(W/s)
+    with s = ``model.config.stride``
     """
-    x, a = _to_tensor(frames, feats, model.config.frames_per_step)
+    x, a = _to_tensor(frames, feats, model.config.frames_per_step, model.config.stride)
     device = _device(model)
-    idx = model.encode_codes(x.to(device), a.to(device), keep_tolerance)
-    return idx.reshape(-1, *idx.shape[2:]).cpu().numpy()
+    with torch.no_grad():
+        return model.encode_latent(x.to(device), a.to(device))
+
+
+def latent_codes(model: CodecModel, latent: torch.Tensor, rate_weight: float,
+                 reference: np.ndarray | None = None) -> np.ndarray:
+    """Codes of latents by `CodecModel.rd_codes`. Shape: latent (L, D, h, w), reference (h, w, Q) -> (L, h, w, Q)."""
+    ref = torch.from_numpy(reference).to(latent.device) if reference is not None else None
+    return model.rd_codes(latent, rate_weight, ref).cpu().numpy()
+
+
+def encode_frames(model: CodecModel, frames: np.ndarray, feats: np.ndarray, rate_weight: float = 0.0,
+                  reference: np.ndarray | None = None) -> np.ndarray:
+    """Code indices of a run of frames (`frame_latents`, then `latent_codes`).
+
+    Shape: frames (n, H, W, 3) uint8, feats (n, n_mels), reference (h, w, Q) -> (L, h, w, Q) int64
+    """
+    return latent_codes(model, frame_latents(model, frames, feats), rate_weight, reference)
+
+
+RATE_STEPS = 5  # --constant-rate: try the rate weight doubled up to this many times before dropping stages
+
+
+def _fit(coder: ContextCoder, codes_at: Callable[[float], np.ndarray], rate_weight: float, keyframe: bool,
+         room: int | None, null: np.ndarray) -> tuple[ContextCoder, np.ndarray, bytes, bool]:
+    """Entropy-code a chunk within ``room`` coded bytes (None: any size).
+
+    A chunk that does not fit is searched again with the rate weight doubled (a finer trade of
+    quality for size, up to ``RATE_STEPS`` times), then sent with quantiser stages dropped from the
+    last one (each sent as its null code, `CodecModel.null_codes`).
+    Returns the coder state after the chunk, the codes as sent, the coded bytes and whether the
+    chunk had to give up quality; raises `InputError` when one stage does not fit either.
+    """
+    codes = codes_at(rate_weight)
+    if room is None:
+        return coder, codes, coder.encode(codes, keyframe), False
+    weights = [rate_weight * 2 ** k for k in range(RATE_STEPS + 1)] if rate_weight else [0.0]
+    q = codes.shape[-1]
+    plans = [(w, 0) for w in weights] + [(weights[-1], dropped) for dropped in range(1, q)]
+    for w, dropped in plans:
+        sent = codes_at(w) if w != rate_weight else codes
+        if dropped:
+            sent = sent.copy()
+            sent[..., q - dropped:] = null[q - dropped:]
+        trial = copy.deepcopy(coder)
+        data = trial.encode(sent, keyframe)
+        if len(data) <= room:
+            return trial, sent, data, (w, dropped) != (rate_weight, 0)
+    raise InputError(f"--constant-rate is too low for this video: a chunk needs {len(data)} coded bytes with one "
+                     f"quantiser stage left, and the rate leaves {room}")
 
 
 def decode_codes(model: CodecModel, indices: np.ndarray, feats: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -117,38 +178,61 @@ def _packet_time(p: AudioPacket, params: AudioParams) -> Fraction:
 def encode_stream(source: str | Path | BinaryIO, out: BinaryIO, ckpt: Checkpoint, key: bytes | None = None,
                   chunk_frames: int = 8, follow: bool = False, max_frames: int = 0,
                   progress: Callable[[EncodeStats], None] | None = None,
-                  keep_tolerance: float = KEEP_TOLERANCE) -> EncodeStats:
+                  rate_weight: float | None = None, keyframe_interval: int = KEYFRAME_INTERVAL,
+                  constant_rate: float | None = None,
+                  on_codes: Callable[[np.ndarray], None] | None = None) -> EncodeStats:
     """Encode a video (file, growing file with ``follow``, "-" for stdin, or a file object) into ``out``.
 
     The video is read by `veil.media.read.VideoReader`, as ``veil protect`` reads it: upright (a
     phone video's rotation applied), with its errors (`VideoOpenError`, exit code 2).
 
     ``max_frames`` > 0 stops after that many frames (with the audio up to their end).
-    ``keep_tolerance`` trades size for quality: a cell keeps its codes from the previous latent
-    frame of the chunk while they fit within ``1 + keep_tolerance`` times the error of its own
-    (`CodecModel.keep_previous`); the decoder needs nothing to know of it.
+    ``rate_weight`` trades size for quality (`CodecModel.rd_codes`; None: the model's default,
+    ``CodecConfig.rate_weight``); the decoder needs nothing to know of it.
+    ``keyframe_interval``: chunks from one keyframe (coded afresh) to the next.
+    ``constant_rate`` (bytes per second of video): every chunk is padded to the same size, so the
+    stream's size over time tells nothing of the scene; a chunk that would not fit is sent with
+    a lower quality (`_fit`; counted in `EncodeStats.reduced_chunks`).
+    ``on_codes`` receives each chunk's code indices as sent (L, h, w, Q), before they are coded.
     """
-    if keep_tolerance < 0:
-        raise InputError(f"--keep-tolerance must be >= 0, got {keep_tolerance}")
+    if rate_weight is not None and rate_weight < 0:
+        raise InputError(f"--rate-weight must be >= 0, got {rate_weight}")
+    if keyframe_interval < 1:
+        raise InputError(f"--keyframe-interval must be >= 1 chunk, got {keyframe_interval}")
     model, cfg = ckpt.model, ckpt.model.config
+    weight = cfg.rate_weight if rate_weight is None else rate_weight
     if chunk_frames % cfg.frames_per_step:
         raise InputError(f"--chunk-frames must be a multiple of {cfg.frames_per_step} for a {cfg.kind} model")
     reader = VideoReader(source, audio=True, follow=follow)
     info = reader.info
+    chunk_bytes = 0
+    if constant_rate is not None:
+        chunk_bytes = math.floor(constant_rate * chunk_frames / info.fps)
+        least = CHUNK_HEAD + 8 * chunk_frames + OVERHEAD + 64
+        if constant_rate <= 0 or chunk_bytes < least:
+            reader.close()
+            raise InputError(f"--constant-rate {constant_rate:g} bytes/s leaves {chunk_bytes} bytes a chunk of "
+                             f"{chunk_frames} frames at {float(info.fps):g} fps; give at least "
+                             f"{math.ceil(least * info.fps / chunk_frames)}")
     header = StreamHeader(ckpt.model_id, ckpt.sha256, cfg.kind, info.width, info.height, info.fps, chunk_frames,
                           cfg.codebook_size, cfg.num_quantizers, info.audio, key is not None,
                           key_check(key) if key is not None else "",
                           extra={"colour": list(astuple(info.colour))},  # the receiver tags its video alike
-                          time_base=info.time_base)
+                          time_base=info.time_base, chunk_bytes=chunk_bytes)
     writer = StreamWriter(out, header, key)
+    digest = writer.header.digest  # with the stream's own random id
+    coder = ContextCoder(cfg.codebook_size, cfg.num_quantizers)
+    null = model.null_codes().cpu().numpy()
     adec = AudioDecoder(info.audio) if info.audio else None
     stats, t0 = EncodeStats(), time.perf_counter()
     frames: list[Frame] = []
     audio: list[AudioPacket] = []
     last_pts = [-1]  # timestamps sent increase strictly, as the format requires
     latest_audio = Fraction(-1)
+    reference: list[np.ndarray | None] = [None]  # the last latent frame's codes as sent
 
     def emit(n: int, eof: bool) -> None:
+        nonlocal coder
         first = stats.frames
         end = Fraction(first + n) / info.fps
         send = audio[:] if eof else [p for p in audio if _packet_time(p, info.audio) < end]
@@ -160,18 +244,27 @@ def encode_stream(source: str | Path | BinaryIO, out: BinaryIO, ckpt: Checkpoint
         pcm, rate, start = (adec.pcm, info.audio.sample_rate, adec.start or Fraction(0)) if adec else \
             (np.zeros(0, np.float32), 16000, Fraction(0))
         feats = frame_features(pcm, rate, start, info.fps, first, n, cfg.n_mels)
-        codes = encode_frames(model, np.stack([f.image for f in frames[:n]]), feats, keep_tolerance)
+        keyframe = stats.chunks % keyframe_interval == 0
+        latent = frame_latents(model, np.stack([f.image for f in frames[:n]]), feats)
+        ref = None if keyframe else reference[0]
         pts = []
         for k, f in enumerate(frames[:n]):
             t = f.pts if f.pts is not None else round((first + k) / (info.fps * info.time_base))
             last_pts[0] = max(t, last_pts[0] + 1)
             pts.append(last_pts[0])
-        key = chunk_key(cfg.scramble_seed, stats.chunks, [p.data for p in send])
-        perms = chunk_scramble(key, cfg.num_quantizers, cfg.codebook_size, codes.shape[1:3])
-        data = encode_indices(scramble(codes, perms), cfg.codebook_size)
+        sealed_room = chunk_bytes - CHUNK_HEAD - 8 * n if chunk_bytes else None
+        coder, sent, coded, reduced = _fit(coder, lambda w: latent_codes(model, latent, w, ref), weight, keyframe,
+                                           sealed_room and sealed_room - OVERHEAD, null)
+        reference[0] = sent[-1]
+        if on_codes:
+            on_codes(sent)
+        keys = chunk_keys(digest, cfg.scramble_seed, stats.chunks, [p.data for p in send], key)
+        data = seal_chunk(coded, keys, sealed_room)
         writer.write_chunk(ChunkRecord(first, n, data, tuple(pts)))
         del frames[:n]
-        stats.frames, stats.chunks, stats.code_bytes = first + n, stats.chunks + 1, stats.code_bytes + len(data)
+        stats.frames, stats.chunks, stats.code_bytes = first + n, stats.chunks + 1, stats.code_bytes + len(coded)
+        stats.padding_bytes += len(data) - len(coded) - OVERHEAD
+        stats.reduced_chunks += reduced
         if progress:
             progress(stats)
 
@@ -229,8 +322,10 @@ def decode_stream(f: BinaryIO, out_path: str | Path | None, key: bytes | None = 
                   checkpoint: str | Path | None = None, crf: int = 18,
                   on_frames: Callable[[np.ndarray], None] | None = None,
                   audio_override: AudioOverride | None = None,
-                  progress: Callable[[int], None] | None = None) -> StreamHeader:
-    """Decode a stream chunk by chunk to a video file (and/or hand frames to ``on_frames``).
+                  progress: Callable[[int], None] | None = None,
+                  on_codes: Callable[[np.ndarray], None] | None = None) -> StreamHeader:
+    """Decode a stream chunk by chunk to a video file (and/or hand frames to ``on_frames``, and
+    each chunk's decoded code indices to ``on_codes``).
 
     A damaged, truncated or tampered stream raises `StreamError`; the partial output is removed.
     """
@@ -251,6 +346,8 @@ def decode_stream(f: BinaryIO, out_path: str | Path | None, key: bytes | None = 
                            audio=[header.audio] if header.audio else (), colour=_colour(header))
     since_chunk: list[AudioPacket] = []
     ok, chunks = False, 0
+    coder = ContextCoder(cfg.codebook_size, cfg.num_quantizers)
+    strict = audio_override is None  # the privacy experiment decodes whatever other audio makes of it
     try:
         for rec in reader:
             if isinstance(rec, AudioPacket):
@@ -265,7 +362,7 @@ def decode_stream(f: BinaryIO, out_path: str | Path | None, key: bytes | None = 
                 if not 0 < rec.n_frames <= header.chunk_frames:
                     raise CorruptStreamError(f"chunk {chunks} holds {rec.n_frames} frames; the header allows "
                                              f"1 to {header.chunk_frames}")
-                grid = (-(-header.height // SPATIAL_STRIDE), -(-header.width // SPATIAL_STRIDE))
+                grid = (-(-header.height // cfg.stride), -(-header.width // cfg.stride))
                 latents = -(-rec.n_frames // cfg.frames_per_step) * cfg.latents_per_step
                 if audio_override is not None and params is not None:
                     end = Fraction(rec.first_frame + rec.n_frames) / header.fps
@@ -276,12 +373,14 @@ def decode_stream(f: BinaryIO, out_path: str | Path | None, key: bytes | None = 
                 pcm, rate, start = (adec.pcm, params.sample_rate, adec.start or Fraction(0)) if adec else \
                     (np.zeros(0, np.float32), 16000, Fraction(0))
                 feats = frame_features(pcm, rate, start, header.fps, rec.first_frame, rec.n_frames, cfg.n_mels)
-                key = chunk_key(cfg.scramble_seed, chunks, [p.data for p in since_chunk])
+                keys = chunk_keys(header.digest, cfg.scramble_seed, chunks, [p.data for p in since_chunk], key)
                 try:
-                    sent = decode_indices(rec.data, expect=(latents, *grid, cfg.num_quantizers))
-                except EntropyError as exc:
-                    raise CorruptStreamError(f"chunk {chunks}: {exc} for {rec.n_frames} frames") from exc
-                codes = unscramble(sent, chunk_scramble(key, cfg.num_quantizers, cfg.codebook_size, grid))
+                    coded = open_chunk(rec.data, keys, strict)
+                    codes = coder.decode(coded, (latents, *grid, cfg.num_quantizers), strict)
+                except (SealError, EntropyError) as exc:
+                    raise CorruptStreamError(f"chunk {chunks}: {exc}") from exc
+                if on_codes:
+                    on_codes(codes)
                 frames = decode_codes(model, codes, feats, header.height, header.width)
                 if sink:
                     for image, pts in zip(frames, rec.timestamps()):

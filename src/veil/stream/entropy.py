@@ -1,133 +1,312 @@
-"""Lossless coding of a chunk's code indices.
+"""Lossless coding of the code indices: an adaptive context model driving an ANS coder.
 
-Choice (the paper leaves it open): a *transform* that exposes the temporal redundancy of the
-codes, followed by LZMA (xz, in the standard library). The codes arrive scrambled
-(`veil.stream.keying`): the cells of the grid are in a keyed random order, so neighbouring cells
-tell nothing about each other and the coder models what is left, time and stages:
+The codes arrive in plain order (the hiding comes after, on the coded bytes: `veil.stream.keying`),
+so the model sees what a picture's codes share with their neighbours and with the previous latent
+frame. Per latent frame, in four passes over the cells of a 2x2 lattice (a cell's class is its
+row and column parity: (0, 0), then (1, 1), then (0, 1), then (1, 0)), so that every pass after
+the first sees decoded neighbours on all sides:
 
-* the first latent frame of the chunk, stage by stage;
-* for each later frame and each cell, one byte whose bit ``q`` says that stage ``q`` changed
-  against the previous frame (the stages of a cell change together: coding the pattern jointly
-  beats one bit mask per stage);
-* the new indices of the changed cells, stage by stage.
+* **changed**: one binary symbol per cell, 1 where any stage's index differs from the previous
+  latent frame's (`CodecModel.keep_previous` keeps or replaces a cell's codes as a whole). Its
+  context: whether the cell changed in the previous latent frame (or there is none), the pass,
+  and how many of its eight neighbours already decoded in this frame changed (0, 1, 2, 3+).
+  The first frame after a keyframe has nothing to compare with: every cell is new.
+* **which**: for each stage of a changed cell, the index among the *candidates* that it equals:
+  the cell's own previous index, then the indices of its eight neighbours that are known (kept
+  cells, and cells decoded in earlier passes), duplicates removed; or *escape* (an index none of
+  them has). Most indices of a talking head, a wall or a desk repeat a neighbour's, so this small
+  alphabet carries most of the picture.
+* **escaped** indices, with the stage's own adaptive histogram.
 
-LZMA runs with no literal context (``lc=0``, ``lp=0``, ``pb=0``): after the scrambling the bytes
-are close to independent, and the default context (the previous byte's top bits) only splits the
-statistics; with it off LZMA's adaptive range coder comes within a few percent of the zeroth-order
-entropy of these three streams. An arithmetic coder driven by a learned prior would squeeze more,
-but this runs at C speed on two CPU cores and needs no model of its own on either end; its cost
-is measured against the zeroth-order entropy of the indices (`empirical_bits`) in
-bench/codec.py. Chunks are coded independently, so a receiver can start at any chunk and a
-damaged chunk does not spoil the next one.
+Every model is adaptive: integer counts, started flat and updated after each latent frame, kept
+across the chunks of one keyframe interval (`ContextCoder` is the state both ends keep), so the
+coder needs no side information and learns each scene as it goes. Probabilities are formed from
+the integer counts with one division each, which IEEE arithmetic makes identical on every machine:
+both ends must agree bit for bit.
 
-Layout: ``method u8 | L u16 | h u16 | w u16 | Q u8 | K u32 | lzma stream`` (method 3, the one
-above; methods 1 and 2 were the per-stage transforms of stream format version 1).
+Why this and not a learned prior: a network over the previous frame's codes would predict more,
+but costs a forward pass per frame on both ends; counting runs in a few milliseconds a frame in
+numpy. Why ANS (``constriction.stream.stack.AnsCoder``) and not a range coder: any sequence of
+words decodes under ANS (as samples from the model), so a receiver holding the wrong key stream
+gets pictures of noise rather than an error, which is what the privacy benchmark measures; a
+real stream is checked on the other hand by the chunk's MAC (`veil.stream.keying`) and by the
+coder ending exactly empty.
+
+Layout of a coded chunk: ``method u8 | L u16 | h u16 | w u16 | Q u8 | K u32 | keyframe u8 | words``
+(``words``: the ANS coder's 32-bit words, little-endian).
 """
 
 from __future__ import annotations
 
-import lzma
 import struct
+from dataclasses import dataclass, field
 
+import constriction
 import numpy as np
 
-__all__ = ["encode_indices", "decode_indices", "empirical_bits", "EntropyError"]
+__all__ = ["ContextCoder", "EntropyError", "empirical_bits", "read_shape"]
 
-_HEAD = struct.Struct("<BHHHBI")
-CELLS = 3
-MAX_STAGES = 16  # the change pattern of a cell fits in a u16
-_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 6, "lc": 0, "lp": 0, "pb": 0}]
+_HEAD = struct.Struct("<BHHHBIB")
+METHOD = 4
+# Neighbour offsets (dy, dx): the candidates after the cell's own previous index.
+_NEIGHBOURS = ((-1, 0), (0, -1), (1, 0), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))
+_PASS_OF_PARITY = np.array([[0, 2], [3, 1]])  # pass of a cell by (row % 2, column % 2)
+PASSES = 4
+SLOTS = 1 + len(_NEIGHBOURS) + 1  # own previous, eight neighbours, escape
+ESCAPE = SLOTS - 1
+_FLAG_CONTEXTS = 3 * PASSES * 4
+_RESCALE = 1 << 16  # halve a model's counts past this total: recent statistics weigh more
+_FAMILY = constriction.stream.model.Categorical(perfect=False)
 
 
 class EntropyError(ValueError):
     """A coded chunk does not decode to indices of the declared shape."""
 
 
-def _symbol_dtype(alphabet: int) -> np.dtype:
-    return np.dtype(np.uint8) if alphabet <= 256 else np.dtype("<u2")
-
-
-def _planes(values: np.ndarray, dtype: np.dtype) -> bytes:
-    # Byte planes (all low bytes, then all high bytes) keep LZMA's matches byte-aligned.
-    v = values.astype(dtype)
-    return v.tobytes() if dtype.itemsize == 1 else v.view(np.uint8).reshape(-1, 2).T.tobytes()
-
-
-def _unplanes(data: bytes, n: int, dtype: np.dtype) -> np.ndarray:
-    if dtype.itemsize == 1:
-        return np.frombuffer(data, np.uint8, n).astype(np.int64)
-    b = np.frombuffer(data, np.uint8, 2 * n).reshape(2, n)
-    return (b[0].astype(np.int64) | (b[1].astype(np.int64) << 8))
-
-
-def encode_indices(indices: np.ndarray, codebook_size: int) -> bytes:
-    """Code indices losslessly.
-
-    Shape:
-        indices: (L, h, w, Q) integers in [0, codebook_size), Q <= 16 -> bytes
-    """
-    L, h, w, q = indices.shape
-    if indices.size and (indices.min() < 0 or indices.max() >= codebook_size):
-        raise ValueError(f"indices must lie in [0, {codebook_size})")
-    if not 0 < q <= MAX_STAGES or L == 0:
-        raise ValueError(f"need at least one latent frame and 1 to {MAX_STAGES} stages, got shape {indices.shape}")
-    seq = indices.reshape(L, h * w, q).astype(np.int64)
-    changed = seq[1:] != seq[:-1]  # (L-1, n, Q)
-    pattern = (changed << np.arange(q)).sum(-1)  # (L-1, n)
-    values = np.concatenate([seq[1:, :, s][changed[..., s]] for s in range(q)])
-    raw = (_planes(seq[0].T.ravel(), _symbol_dtype(codebook_size)) + _planes(pattern.ravel(), _symbol_dtype(1 << q))
-           + _planes(values, _symbol_dtype(codebook_size)))
-    return _HEAD.pack(CELLS, L, h, w, q, codebook_size) + lzma.compress(raw, lzma.FORMAT_RAW, filters=_FILTERS)
-
-
-def decode_indices(data: bytes, expect: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """Inverse of `encode_indices`. Shape: -> (L, h, w, Q) int64.
-
-    `expect`: the shape the caller needs; a chunk that declares another is refused before it is
-    decompressed, and decompression stops at the most bytes that shape can take (a crafted chunk
-    cannot expand into more memory than its frames need).
-    """
+def read_shape(data: bytes) -> tuple[tuple[int, int, int, int], int, bool]:
+    """(L, h, w, Q), the codebook size and the keyframe flag a coded chunk declares."""
     try:
-        method, L, h, w, q, k = _HEAD.unpack_from(data)
+        method, L, h, w, q, k, keyframe = _HEAD.unpack_from(data)
     except struct.error as exc:
         raise EntropyError(f"coded indices are damaged: {exc}") from exc
-    if method != CELLS or not 0 < q <= MAX_STAGES or L == 0 or k == 0:
+    if method != METHOD or L == 0 or q == 0 or k < 2 or keyframe > 1:
         raise EntropyError(f"coded indices are damaged: method {method}, {L} frames, {q} stages, {k} codes")
-    if expect is not None and (L, h, w, q) != tuple(expect):
-        raise EntropyError(f"codes of shape {(L, h, w, q)}, expected {tuple(expect)}")
-    n = h * w
-    dv, dp = _symbol_dtype(k), _symbol_dtype(1 << q)
-    most = q * n * dv.itemsize + (L - 1) * n * (dp.itemsize + q * dv.itemsize)
-    try:
-        decompressor = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=_FILTERS)
-        raw = decompressor.decompress(data[_HEAD.size:], max_length=most + 1)
-    except lzma.LZMAError as exc:
-        raise EntropyError(f"coded indices are damaged: {exc}") from exc
-    if len(raw) > most:
-        raise EntropyError("coded indices are damaged: they decompress to more than their shape holds")
-    first_len, pattern_len = q * n * dv.itemsize, (L - 1) * n * dp.itemsize
-    if len(raw) < first_len + pattern_len:
-        raise EntropyError("coded indices are damaged: too short")
-    seq = np.empty((L, n, q), np.int64)
-    seq[0] = _unplanes(raw[:first_len], q * n, dv).reshape(q, n).T
-    pattern = _unplanes(raw[first_len:first_len + pattern_len], (L - 1) * n, dp).reshape(L - 1, n)
-    if pattern.size and pattern.max() >= 1 << q:
-        raise EntropyError("coded indices are damaged: a change pattern names a stage that does not exist")
-    changed = ((pattern[..., None] >> np.arange(q)) & 1).astype(bool)  # (L-1, n, Q)
-    rest = raw[first_len + pattern_len:]
-    total = int(changed.sum())
-    if len(rest) != total * dv.itemsize:
-        raise EntropyError("coded indices are damaged: wrong length")
-    values = _unplanes(rest, total, dv)
-    counts = np.cumsum([0] + [int(changed[..., s].sum()) for s in range(q)])
-    for s in range(q):
-        body = np.zeros((L - 1, n), np.int64)
-        body[changed[..., s]] = values[counts[s]:counts[s + 1]]
-        for t in range(1, L):
-            seq[t, :, s] = np.where(changed[t - 1, :, s], body[t - 1], seq[t - 1, :, s])
-    if seq.size and seq.max() >= k:
-        raise EntropyError("coded indices are damaged: an index exceeds the codebook")
-    return seq.reshape(L, h, w, q)
+    return (L, h, w, q), k, bool(keyframe)
+
+
+def _rescale(counts: np.ndarray) -> None:
+    """Halve (rounding up, so nothing reaches 0) the rows of ``counts`` whose total passed the limit."""
+    big = counts.sum(-1) > _RESCALE
+    counts[big] = (counts[big] + 1) // 2
+
+
+def _rows(counts: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Probability rows from integer counts (zero where not ``valid``), as the coder takes them."""
+    c = counts if valid is None else np.where(valid, counts, 0)
+    return (c / c.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def _shifted(a: np.ndarray, dy: int, dx: int, fill: int) -> np.ndarray:
+    """``out[y, x] = a[y + dy, x + dx]``, ``fill`` outside. Shape: (h, w, ...) -> same."""
+    h, w = a.shape[:2]
+    out = np.full_like(a, fill)
+    out[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)] = \
+        a[max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)]
+    return out
+
+
+@dataclass
+class _Models:
+    """The adaptive counts of one keyframe interval."""
+
+    codebook_size: int
+    stages: int
+    flags: np.ndarray = field(init=False)  # (contexts, 2)
+    which: np.ndarray = field(init=False)  # (stages, passes, SLOTS)
+    values: np.ndarray = field(init=False)  # (stages, K)
+
+    def __post_init__(self) -> None:
+        self.flags = np.ones((_FLAG_CONTEXTS, 2), np.int64)
+        self.which = np.ones((self.stages, PASSES, SLOTS), np.int64)
+        self.values = np.ones((self.stages, self.codebook_size), np.int64)
+
+    def rescale(self) -> None:
+        for counts in (self.flags, self.which, self.values):
+            _rescale(counts)
+
+
+class _Frame:
+    """What both ends know while one latent frame is coded, pass by pass.
+
+    ``codes`` (h, w, Q) holds the frame's known indices (-1 where still unknown); ``changed`` (h, w)
+    the known flags (-1 unknown).
+    """
+
+    def __init__(self, prev: np.ndarray | None, prev_changed: np.ndarray | None, grid: tuple[int, int], q: int):
+        self.prev, self.grid = prev, grid
+        h, w = grid
+        self.pass_of = _PASS_OF_PARITY[np.arange(h)[:, None] % 2, np.arange(w)[None, :] % 2]
+        self.codes = np.full((h, w, q), -1, np.int64)
+        self.changed = np.full((h, w), -1, np.int64)
+        self.prev_state = np.full((h, w), 2, np.int64) if prev_changed is None else prev_changed.astype(np.int64)
+
+    def flag_context(self, cells: np.ndarray, p: int) -> np.ndarray:
+        """Context of the changed flags of the cells (a boolean mask) of pass ``p``."""
+        known = sum((_shifted(self.changed, dy, dx, -1) == 1).astype(np.int64) for dy, dx in _NEIGHBOURS)
+        return ((self.prev_state * PASSES + p) * 4 + np.minimum(known, 3))[cells]
+
+    def set_flags(self, cells: np.ndarray, flags: np.ndarray) -> None:
+        self.changed[cells] = flags
+        if self.prev is not None:  # a kept cell's codes are its previous ones: known at once
+            kept = cells.copy()
+            kept[cells] = flags == 0
+            self.codes[kept] = self.prev[kept]
+
+    def candidates(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate indices of the changed cells of a pass, and which of them are usable.
+
+        Shape: cells (h, w) bool with n True -> cand (n, Q, SLOTS - 1), valid (n, Q, SLOTS) bool
+        (escape always valid; a candidate is valid when known and not equal to an earlier one).
+        """
+        own = self.prev[cells] if self.prev is not None else np.full((int(cells.sum()), self.codes.shape[2]), -1)
+        cand = np.stack([own] + [_shifted(self.codes, dy, dx, -1)[cells] for dy, dx in _NEIGHBOURS], -1)
+        valid = cand >= 0
+        for j in range(1, cand.shape[-1]):
+            valid[..., j] &= ~(cand[..., :j] == cand[..., j:j + 1]).any(-1)
+        return cand, np.concatenate([valid, np.ones((*valid.shape[:-1], 1), bool)], -1)
+
+
+class ContextCoder:
+    """One end's coder state: the previous latent frame's codes and flags, and the adaptive counts.
+
+    The sender and the receiver each hold one and feed it the same chunks in the same order; a
+    keyframe chunk starts afresh (`encode` / `decode` with ``keyframe=True``), so a receiver can
+    begin at any keyframe.
+    """
+
+    def __init__(self, codebook_size: int, stages: int) -> None:
+        if not 1 < codebook_size <= 1 << 16 or not 0 < stages <= 255:
+            raise ValueError(f"codebook size {codebook_size} and {stages} stages are out of range")
+        self.codebook_size, self.stages = codebook_size, stages
+        self.models: _Models | None = None
+        self.prev: np.ndarray | None = None
+        self.prev_changed: np.ndarray | None = None
+        self._strict = True
+
+    @property
+    def started(self) -> bool:
+        """Whether a keyframe has been coded (a non-keyframe chunk needs one before it)."""
+        return self.models is not None
+
+    # -- one latent frame, shared by both directions ----------------------------------------------
+    def _frame(self, grid: tuple[int, int], codes: np.ndarray | None, coder: constriction.stream.stack.AnsCoder,
+               ops: list | None) -> np.ndarray:
+        """Code one latent frame. Encoding: ``codes`` given, symbols appended to ``ops`` (in decoding
+        order); decoding: ``codes`` None, symbols read from ``coder``. Returns the frame's codes."""
+        m = self.models
+        f = _Frame(self.prev, self.prev_changed, grid, self.stages)
+        decode = codes is None
+        truth_changed = None if decode else (
+            np.ones(grid, np.int64) if self.prev is None else (codes != self.prev).any(-1).astype(np.int64))
+
+        def code(symbols: np.ndarray | None, probs: np.ndarray) -> np.ndarray:
+            if decode:
+                return np.asarray(coder.decode(_FAMILY, probs), np.int64)
+            ops.append((symbols.astype(np.int32), probs))
+            return symbols
+
+        flag_updates, which_updates, value_updates = [], [], []
+        for p in range(PASSES):
+            cells = f.pass_of == p
+            if self.prev is None:
+                flags = np.ones(int(cells.sum()), np.int64)
+            else:
+                ctx = f.flag_context(cells, p)
+                flags = code(None if decode else truth_changed[cells], _rows(m.flags[ctx]))
+                flag_updates.append((ctx, flags))
+            f.set_flags(cells, flags)
+            todo = cells & (f.changed == 1)
+            if not todo.any():
+                continue
+            cand, valid = f.candidates(todo)  # (n, Q, 9), (n, Q, 10)
+            group = np.broadcast_to(np.arange(self.stages)[None, :], valid.shape[:2])
+            rows = _rows(m.which[group, p], valid).reshape(-1, SLOTS)
+            if decode:
+                which = code(None, rows).reshape(valid.shape[:2])
+            else:
+                v = codes[todo]  # (n, Q)
+                hit = (cand == v[..., None]) & valid[..., :-1]
+                which = np.where(hit.any(-1), hit.argmax(-1), ESCAPE)
+                code(which.ravel(), rows)
+            which_updates.append((p, which))
+            values = np.take_along_axis(cand, np.minimum(which, ESCAPE - 1)[..., None], -1)[..., 0]
+            if decode and not self._strict:  # words that are noise may pick a candidate that is not there
+                values = np.maximum(values, 0)
+            for q in range(self.stages):
+                esc = which[:, q] == ESCAPE
+                if esc.any():
+                    probs = np.broadcast_to(_rows(m.values[q]), (int(esc.sum()), self.codebook_size))
+                    values[esc, q] = code(None if decode else codes[todo][esc, q], np.ascontiguousarray(probs))
+                    value_updates.append((q, values[esc, q]))
+            if values.size and (values.min() < 0 or values.max() >= self.codebook_size):
+                raise EntropyError("coded indices are damaged: an index outside the codebook")
+            f.codes[todo] = values
+        # the counts learn from this frame only now: every symbol of it was coded with the same models
+        for ctx, flags in flag_updates:
+            np.add.at(m.flags, (ctx, flags), 1)
+        for p, which in which_updates:
+            np.add.at(m.which, (np.broadcast_to(np.arange(self.stages), which.shape), p, which), 1)
+        for q, values in value_updates:
+            np.add.at(m.values[q], values, 1)
+        m.rescale()
+        self.prev, self.prev_changed = f.codes, f.changed
+        return f.codes
+
+    # -- chunks -----------------------------------------------------------------------------------
+    def encode(self, indices: np.ndarray, keyframe: bool) -> bytes:
+        """Code one chunk's indices; a keyframe resets the state first.
+
+        Shape: indices (L, h, w, Q) integers in [0, codebook_size) -> bytes
+        """
+        L, h, w, q = indices.shape
+        if q != self.stages or L == 0 or not (0 < h < 1 << 16 and 0 < w < 1 << 16):
+            raise ValueError(f"codes of shape {indices.shape} for a coder of {self.stages} stages")
+        if indices.min() < 0 or indices.max() >= self.codebook_size:
+            raise ValueError(f"indices must lie in [0, {self.codebook_size})")
+        if keyframe:
+            self.reset()
+        elif not self.started:
+            raise ValueError("the first chunk must be a keyframe")
+        ops: list = []
+        for t in range(L):
+            self._frame((h, w), np.asarray(indices[t], np.int64), None, ops)
+        coder = constriction.stream.stack.AnsCoder()
+        for symbols, probs in reversed(ops):
+            coder.encode_reverse(symbols, _FAMILY, probs)
+        words = coder.get_compressed().astype("<u4").tobytes()
+        return _HEAD.pack(METHOD, L, h, w, q, self.codebook_size, int(keyframe)) + words
+
+    def decode(self, data: bytes, expect: tuple[int, int, int, int], strict: bool = True) -> np.ndarray:
+        """Inverse of `encode`. Shape: -> (L, h, w, Q) int64.
+
+        ``expect``: the shape the caller needs; a chunk that declares another is refused before it
+        is decoded. ``strict`` False decodes whatever the words are (the privacy experiment of
+        decoding with the wrong key stream) instead of refusing words that do not end exactly.
+        """
+        if strict:
+            shape, k, keyframe = read_shape(data)
+            if shape != tuple(expect) or k != self.codebook_size:
+                raise EntropyError(f"codes of shape {shape} from {k} codes, expected {tuple(expect)} "
+                                   f"from {self.codebook_size}")
+        else:  # noise in place of the head too: take the shape asked for
+            shape, keyframe = tuple(expect), not self.started
+        body = data[_HEAD.size:]
+        if len(body) % 4:
+            if strict:
+                raise EntropyError("coded indices are damaged: not whole 32-bit words")
+            body = body[:len(body) // 4 * 4]
+        if keyframe:
+            self.reset()
+        elif not self.started:
+            raise EntropyError("the chunk continues a keyframe interval this receiver has not seen")
+        coder = constriction.stream.stack.AnsCoder(np.frombuffer(body, "<u4").astype(np.uint32), seal=not strict)
+        L, h, w, _ = shape
+        self._strict = strict
+        try:
+            out = np.stack([self._frame((h, w), None, coder, None) for _ in range(L)])
+        except (ValueError, RuntimeError) as exc:  # the coder's own refusal of words that do not decode
+            if isinstance(exc, EntropyError):
+                raise
+            raise EntropyError(f"coded indices are damaged: {exc}") from exc
+        finally:
+            self._strict = True
+        if strict and not coder.is_empty():
+            raise EntropyError("coded indices are damaged: words left over")
+        return out
+
+    def reset(self) -> None:
+        self.models = _Models(self.codebook_size, self.stages)
+        self.prev = self.prev_changed = None
 
 
 def empirical_bits(indices: np.ndarray, codebook_size: int) -> float:

@@ -13,12 +13,16 @@ fraction, the chunking, the code shape and the audio codec parameters (`StreamHe
 file can fill it in at the end without moving anything; a live encoder writing to a pipe leaves
 it 0 ("unknown") and the END record carries the count either way.
 
-A CHUNK payload is ``first_frame u32 | n_frames u16 | n_frames x pts i64 | coded indices``
-(`veil.stream.entropy`): each frame's timestamp, in the header's ``time_base`` (the source's, so a
-variable-frame-rate video comes back with its own timing). Versions: 1 scrambled the code
-alphabet only; 2 also permuted the cells of the code grid per chunk; 3 also added a keyed offset
-to each cell's indices (`veil.stream.keying`); 4 (this one) carries the frames' timestamps. A
-stream of another version would decode wrongly here and is refused by its version number instead.
+A CHUNK payload is ``first_frame u32 | n_frames u16 | n_frames x pts i64 | sealed codes``: each
+frame's timestamp, in the header's ``time_base`` (the source's, so a variable-frame-rate video
+comes back with its own timing), then the entropy-coded indices (`veil.stream.entropy`) encrypted
+and tagged with the chunk's audio-keyed key stream (`veil.stream.keying`). A header with
+``chunk_bytes`` > 0 (``--constant-rate``) promises that every CHUNK payload has exactly that
+many bytes, and the reader holds the stream to it. Versions: 1 scrambled the code alphabet only;
+2 also permuted the cells of the code grid per chunk; 3 also added a keyed offset to each cell's
+indices; 4 carried the frames' timestamps; 5 (this one) codes the /8 model's indices with a
+context model across frames and chunks and hides the coded bytes, not the indices. A stream of
+another version would decode wrongly here and is refused by its version number instead.
 
 The CRC of each record catches accidental damage only: anyone can recompute it. With a key
 (AES-256-GCM, `cryptography`) every payload is ``nonce (12 bytes, fresh and random per record) |
@@ -26,7 +30,8 @@ ciphertext | tag``, authenticated together with the header's digest, the record'
 sequence number, so a changed, reordered, dropped or duplicated record fails authentication;
 a stream cut short lacks the authenticated END record. A keyed stream's header carries a random
 ``stream_id``, so the digest differs between two streams of one key even where everything else
-in their headers is equal: a record transplanted from another stream fails too. The header
+in their headers is equal: a record transplanted from another stream fails too. (Every stream
+draws a ``stream_id``: it also salts the audio-keyed key stream, `veil.stream.keying`.) The header
 stays readable (size, fps, frame count, audio codec are not secret) but is authenticated through
 that digest.
 """
@@ -53,15 +58,16 @@ from veil.media.audio import AudioPacket, AudioParams
 
 __all__ = ["MAGIC", "VERSION", "StreamHeader", "ChunkRecord", "EndRecord", "StreamError",
            "TruncatedStreamError", "CorruptStreamError", "AuthenticationError", "KeyError_",
-           "StreamWriter", "StreamReader", "read_key", "key_check"]
+           "StreamWriter", "StreamReader", "read_key", "key_check", "CHUNK_HEAD"]
 
 MAGIC = b"\x89VEIL\r\n\x1a"  # high bit and CR/LF catch 7-bit and text-mode transfers
-VERSION = 4  # bump whenever a stream of the old version would decode differently
+VERSION = 5  # bump whenever a stream of the old version would decode differently
 CHUNK, AUDIO, END = 1, 2, 3
 _HEAD = struct.Struct("<8sHII")
 _REC = struct.Struct("<BII")
 _CRC = struct.Struct("<I")
 _CHUNK = struct.Struct("<IH")
+CHUNK_HEAD = _CHUNK.size  # a chunk payload's bytes before its timestamps
 _AUDIO = struct.Struct("<qqqB")
 _END = struct.Struct("<III")
 NONCE = 12
@@ -107,7 +113,8 @@ class StreamHeader:
     version: int = VERSION
     extra: dict = field(default_factory=dict)
     time_base: Fraction | None = None  # of the chunks' frame timestamps; None: 1 / fps
-    stream_id: str = ""  # keyed streams: 16 random bytes (hex) that tie every record to this stream
+    stream_id: str = ""  # 16 random bytes (hex) that tie every record and key stream to this stream
+    chunk_bytes: int = 0  # > 0: every CHUNK payload has this many bytes (--constant-rate)
 
     @property
     def timestamps_base(self) -> Fraction:
@@ -122,6 +129,8 @@ class StreamHeader:
              "time_base": [self.time_base.numerator, self.time_base.denominator] if self.time_base else None}
         if self.stream_id:
             d["stream_id"] = self.stream_id
+        if self.chunk_bytes:
+            d["chunk_bytes"] = self.chunk_bytes
         return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
     def to_bytes(self) -> bytes:
@@ -142,7 +151,8 @@ class StreamHeader:
         if self.time_base is not None and not 0 < self.time_base <= 1:
             raise CorruptStreamError(f"the header's time base {self.time_base} is implausible: the header is damaged")
         if not (0 < self.fps <= 1000 and 0 < self.chunk_frames <= 4096 and 1 < self.codebook_size <= 65536
-                and 0 < self.num_quantizers <= 16 and self.kind in ("f2f", "v2v")):
+                and 0 < self.num_quantizers <= 16 and self.kind in ("f2f", "v2v")
+                and 0 <= self.chunk_bytes <= MAX_RECORD):
             raise CorruptStreamError("the header's rate, chunking or codebook is implausible: the header is damaged")
         return self
 
@@ -153,7 +163,8 @@ class StreamHeader:
                    Fraction(*d["fps"]), int(d["chunk_frames"]), int(d["codebook_size"]),
                    int(d["num_quantizers"]), AudioParams.from_dict(d["audio"]) if d["audio"] else None,
                    bool(d["encrypted"]), d.get("key_check", ""), frame_count, version, d.get("extra", {}),
-                   Fraction(*d["time_base"]) if d.get("time_base") else None, str(d.get("stream_id", "")))
+                   Fraction(*d["time_base"]) if d.get("time_base") else None, str(d.get("stream_id", "")),
+                   int(d.get("chunk_bytes", 0)))
 
 
 @dataclass(frozen=True)
@@ -206,7 +217,7 @@ class StreamWriter:
     def __init__(self, f: BinaryIO, header: StreamHeader, key: bytes | None = None) -> None:
         if header.encrypted != (key is not None):
             raise ValueError("header.encrypted must match whether a key is given")
-        if key is not None and not header.stream_id:
+        if not header.stream_id:
             header = replace(header, stream_id=os.urandom(16).hex())
         self.f, self.header, self._seq = f, header, 0
         self._aead = AESGCM(key) if key is not None else None
@@ -320,6 +331,9 @@ class StreamReader:
             try:
                 if kind == CHUNK:
                     first, n = _CHUNK.unpack_from(p)
+                    if self.header.chunk_bytes and len(p) != self.header.chunk_bytes:
+                        raise CorruptStreamError(f"chunk {chunks} has {len(p)} bytes; this constant-rate stream's "
+                                                 f"chunks have {self.header.chunk_bytes}")
                     if first != frames:
                         raise CorruptStreamError(f"chunk {chunks} starts at frame {first}, expected {frames}")
                     if len(p) < _CHUNK.size + 8 * n:

@@ -1,113 +1,119 @@
-"""The audio-keyed scrambling of the codes: the paper's non-patterned noise on what travels.
+"""The audio-keyed hiding of each chunk's coded codes: the paper's non-patterned noise on what travels.
 
-For each chunk, the bytes of the audio packets sent with it, the model's ``scramble_seed`` and the
-chunk's number seed three things:
+Compress, then hide. The entropy coder (`veil.stream.entropy`) codes the indices in plain order,
+where it can see what neighbouring cells and frames share; the coded bytes are then encrypted with
+a key stream drawn from the chunk's audio, so every byte sent is uniformly random whatever the
+scene (bench/codec.py renders the sent bytes as pictures and runs the face detectors on them).
 
-* a permutation of each quantiser stage's code alphabet (``values``): the sender sends
-  ``perm[q][index]``;
-* a permutation of the positions of the code grid (``positions``): the code sent at grid cell
-  ``i`` (row-major) is the one the model put at cell ``positions[i]``, the same for every stage
-  and every latent frame of the chunk;
-* an offset per stage and sent cell (``offsets``), drawn uniformly from the alphabet and added
-  modulo its size: the index sent at cell ``i`` of stage ``q`` is
-  ``(perm[q][index] + offsets[q, i]) % K``.
+Per chunk, HKDF-SHA256 (`cryptography`) derives a ChaCha20 key and nonce and an HMAC-SHA256 key
+from:
 
-The receiver, holding the same model and the same audio, inverts all three. Without the audio
-(or with other audio) it looks up the wrong codebook entries at the wrong places and decodes
-noise; the benchmark measures this (wrong-audio PSNR).
+* the bytes of the audio packets sent with the chunk (length-prefixed, in order), and ``--key``
+  when the stream has one (input key material);
+* the stream header's digest (salt): it holds the model's sha256 and a random ``stream_id`` drawn
+  for every stream, so two streams never share a key stream even over identical audio;
+* the model's ``scramble_seed`` and the chunk's number (info): chunks of one stream differ too.
 
-Why positions too: permuting the alphabet alone keeps *where* codes are equal or differ, and a
-code-index map is a posterised picture of the scene at 1/4 resolution: with only the alphabet
-permuted, the rendered transmitted codes showed the room and the outline of the head, and MTCNN
-found faces in them (bench/results/codec.md, before format version 2). With the grid permuted too,
-each transmitted frame is the chunk's codes in a keyed random order: no shape survives, only the
-histogram of the codes. The price is the spatial redundancy the entropy coder can no longer see
-(measured in bench/codec.py); the temporal redundancy stays, because both permutations are
-constant within a chunk: a cell that keeps its code from one latent frame to the next still does
-after scrambling. What the chunk-constant order still shows is *how many* cells change between
-frames (a measure of motion, as in any compressed stream).
+A sealed chunk is ``ChaCha20(length u32 | coded | zero padding) | HMAC tag (16 bytes)``. The
+padding makes every chunk of a ``--constant-rate`` stream the same size, and being inside the
+cipher and the MAC it is as random to an observer, and as checked for the receiver, as the codes.
+The receiver, holding the same model and the same audio, derives the same keys, checks the tag
+and decrypts. Without the audio (or with other audio) the key stream is wrong: a strict receiver
+refuses the chunk, and one that decodes anyway (`open_chunk` with ``strict`` False, what
+bench/codec.py does to measure it) gets words that the ANS decoder turns into codes drawn at
+random from its own model, which the network draws as noise.
 
-Why offsets too (format version 3): permutations keep the *histogram* of a frame's codes, and
-the codes are far from uniform (a few entries of the first stage draw most of a scene). Rendered
-as pictures, such frames are noise of a few dominant colours, in which MTCNN finds a face about
-once in 100 pictures, and none in codes drawn uniformly at random (the two reference rows of
-bench/codec.py; format version 2 sent the former). An offset drawn uniformly for each cell is a
-one-time pad on that cell's index: whatever the codes, every transmitted frame is distributed
-exactly like uniformly random codes. Being constant within the chunk, the offsets keep a cell that keeps its code
-unchanged, so the temporal redundancy the entropy coder uses survives; what they cost is the
-gap between the codes' entropy and ``log2 K`` on the first frame of a chunk and on the codes
-that change (measured in bench/codec.py).
-
-Why bytes and not the log-mel features: the key must be identical on both ends, bit for bit;
+Why bytes and not the log-mel features: the keys must be identical on both ends, bit for bit;
 compressed packets are copied exactly, float features need not be on another machine. The
 features still condition the networks (FiLM, `veil.stream.model`).
 
-This is obfuscation, not encryption: whoever has the model file and the stream (which carries the
-audio) can decode. Confidentiality comes from ``--key`` (AES-GCM, `veil.stream.format`).
+Without ``--key`` this is obfuscation, not encryption: whoever has the model file and the stream
+(which carries the audio) can derive the keys. With ``--key`` the key stream depends on the key
+too, and every record is also sealed with AES-GCM (`veil.stream.format`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-__all__ = ["Scramble", "chunk_key", "chunk_scramble", "scramble", "unscramble"]
+__all__ = ["ChunkKeys", "SealError", "chunk_keys", "seal_chunk", "open_chunk", "sealed_size", "OVERHEAD"]
+
+TAG = 16
+LENGTH = struct.Struct("<I")
+OVERHEAD = LENGTH.size + TAG  # bytes a sealed chunk adds to the coded ones
+
+
+class SealError(ValueError):
+    """A sealed chunk fails its tag or its padding: damaged, tampered with, or the wrong audio or key."""
 
 
 @dataclass(frozen=True)
-class Scramble:
-    """One chunk's keyed permutations.
-
-    Shape: values (Q, K), each row a permutation of range(K); positions (h * w,), a permutation
-    of the grid cells in row-major order; offsets (Q, h * w), each in range(K), by sent cell.
-    """
-
-    values: np.ndarray
-    positions: np.ndarray
-    offsets: np.ndarray
+class ChunkKeys:
+    cipher: bytes  # ChaCha20 key, 32 bytes
+    nonce: bytes  # ChaCha20's 16-byte counter and nonce
+    mac: bytes  # HMAC-SHA256 key, 32 bytes
 
 
-def chunk_key(scramble_seed: int, chunk_index: int, audio_payloads: Iterable[bytes]) -> bytes:
-    """A 32-byte seed from the model secret, the chunk's number and the chunk's audio bytes."""
-    h = hashlib.sha256(b"veil-scramble/3\x00" + struct.pack("<QQ", scramble_seed & (2**64 - 1), chunk_index))
+def chunk_keys(header_digest: bytes, scramble_seed: int, chunk_index: int, audio_payloads: Iterable[bytes],
+               key: bytes | None = None) -> ChunkKeys:
+    """The keys of one chunk (see the module docstring for what goes in)."""
+    material = hashlib.sha256(b"veil-chunk-audio/5\x00")
     for payload in audio_payloads:
-        h.update(struct.pack("<I", len(payload)))
-        h.update(payload)
-    return h.digest()
+        material.update(LENGTH.pack(len(payload)))
+        material.update(payload)
+    ikm = material.digest() + (b"\x01" + key if key is not None else b"\x00")
+    info = b"veil-chunk/5\x00" + struct.pack("<QQ", scramble_seed & (2**64 - 1), chunk_index)
+    out = HKDF(algorithm=hashes.SHA256(), length=80, salt=header_digest, info=info).derive(ikm)
+    return ChunkKeys(out[:32], out[32:48], out[48:])
 
 
-def chunk_scramble(key: bytes, num_quantizers: int, codebook_size: int, grid: tuple[int, int]) -> Scramble:
-    """The permutations of one chunk whose code grid is ``grid`` = (h, w) cells."""
-    rng = np.random.Generator(np.random.PCG64(int.from_bytes(key, "little")))
-    values = np.stack([rng.permutation(codebook_size) for _ in range(num_quantizers)])
-    positions = rng.permutation(grid[0] * grid[1])
-    return Scramble(values, positions, rng.integers(0, codebook_size, (num_quantizers, positions.size)))
+def _xor_stream(keys: ChunkKeys, data: bytes) -> bytes:
+    return Cipher(algorithms.ChaCha20(keys.cipher, keys.nonce), mode=None).encryptor().update(data)
 
 
-def _check(indices: np.ndarray, s: Scramble) -> tuple[int, int, int, int]:
-    L, h, w, q = indices.shape
-    if q != s.values.shape[0] or h * w != s.positions.size:
-        raise ValueError(f"codes of shape {indices.shape} do not fit a scramble for {s.values.shape[0]} stages "
-                         f"and {s.positions.size} grid cells")
-    return L, h, w, q
+def _tag(keys: ChunkKeys, ciphertext: bytes) -> bytes:
+    return hmac.new(keys.mac, ciphertext, hashlib.sha256).digest()[:TAG]
 
 
-def scramble(indices: np.ndarray, s: Scramble) -> np.ndarray:
-    """Shape: indices (L, h, w, Q) -> (L, h, w, Q)."""
-    L, h, w, q = _check(indices, s)
-    values = np.stack([s.values[i][indices[..., i]] for i in range(q)], axis=-1)
-    placed = values.reshape(L, h * w, q)[:, s.positions]
-    return ((placed + s.offsets.T) % s.values.shape[1]).reshape(L, h, w, q)
+def sealed_size(coded_bytes: int) -> int:
+    return coded_bytes + OVERHEAD
 
 
-def unscramble(indices: np.ndarray, s: Scramble) -> np.ndarray:
-    """Inverse of `scramble` with the same ``s``."""
-    L, h, w, q = _check(indices, s)
-    placed = np.empty((L, h * w, q), indices.dtype)
-    placed[:, s.positions] = (indices.reshape(L, h * w, q) - s.offsets.T) % s.values.shape[1]
-    inverse = np.argsort(s.values, axis=1)
-    return np.stack([inverse[i][placed[..., i]] for i in range(q)], axis=-1).reshape(L, h, w, q)
+def seal_chunk(coded: bytes, keys: ChunkKeys, size: int | None = None) -> bytes:
+    """Encrypt and tag ``coded``, padded (inside the cipher) to ``size`` sealed bytes when given."""
+    need = sealed_size(len(coded))
+    if size is not None and size < need:
+        raise ValueError(f"{len(coded)} coded bytes do not fit a sealed chunk of {size}")
+    body = LENGTH.pack(len(coded)) + coded + bytes((size or need) - need)
+    ciphertext = _xor_stream(keys, body)
+    return ciphertext + _tag(keys, ciphertext)
+
+
+def open_chunk(sealed: bytes, keys: ChunkKeys, strict: bool = True) -> bytes:
+    """The coded bytes of a sealed chunk, after checking its tag and padding.
+
+    ``strict`` False skips the checks and returns whatever the key stream makes of the bytes (the
+    privacy experiment of decoding with other audio); it never raises for a wrong key.
+    """
+    if len(sealed) < OVERHEAD:
+        raise SealError(f"a sealed chunk of {len(sealed)} bytes is shorter than its {OVERHEAD}-byte frame")
+    ciphertext, tag = sealed[:-TAG], sealed[-TAG:]
+    if strict and not hmac.compare_digest(tag, _tag(keys, ciphertext)):
+        raise SealError("the chunk fails its audio-keyed tag: it was tampered with, damaged, or does not belong "
+                        "to this audio")
+    body = _xor_stream(keys, ciphertext)
+    (n,) = LENGTH.unpack_from(body)
+    room = len(body) - LENGTH.size
+    if not strict:
+        n = min(n, room) // 4 * 4
+    elif n > room or body[LENGTH.size + n:].strip(b"\0"):
+        raise SealError("the chunk's length or padding is wrong")
+    return body[LENGTH.size:LENGTH.size + n]

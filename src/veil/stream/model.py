@@ -4,10 +4,12 @@ Paper: Xu et al., "Audio-Visual Autoencoding for Privacy-Preserving Video Stream
 The abstract fixes the ideas (a VQ-VAE; the video's own audio fused in as non-patterned noise;
 F2F and V2V; a cycle); it gives no layer sizes. The choices made here, and why:
 
-* **Downsampling /4 with a residual quantiser.** A single codebook at /8 or /16 cannot reach the
-  receiver floor of 28 dB PSNR on 640x360 video with a model that trains on two CPU cores; /4 with
-  `ResidualVQ` (``num_quantizers`` stages of ``codebook_size`` codes, from
-  vector-quantize-pytorch) can, and the stage count is the rate knob.
+* **Downsampling /8 with a residual quantiser.** One code cell per 8x8 pixels (a quarter of the
+  cells of a /4 grid, which format 4 streams used) with `ResidualVQ` (``num_quantizers`` stages of
+  ``codebook_size`` codes, from vector-quantize-pytorch) for the capacity a single codebook lacks;
+  the stage count is the rate knob (`veil.stream.codec` drops the last stages to meet
+  ``--constant-rate``). The convolutions are narrow at the large scales (``widths``: 16 channels
+  at /2, 32 at /4, 64 at /8), where a CPU spends its time: about 0.6 GMAC a 640x360 frame each way.
 * **Audio fusion by FiLM.** Each frame's log-mel segment (see `veil.stream.audio`) goes through a
   small MLP to an embedding that scales and shifts the feature maps of both the encoder and the
   decoder (FiLM, initialised to the identity). A learned fusion alone cannot *guarantee* that the
@@ -38,7 +40,6 @@ from vector_quantize_pytorch import ResidualVQ
 __all__ = ["CodecConfig", "CodecModel", "Coded", "pad_to_multiple"]
 
 ModelKind = Literal["f2f", "v2v"]
-SPATIAL_STRIDE = 4  # two stride-2 convolutions
 TIME_STRIDE = 2  # V2V only
 
 
@@ -47,22 +48,34 @@ class CodecConfig:
     """Everything needed to rebuild a codec model; stored inside each checkpoint."""
 
     kind: ModelKind = "f2f"
-    hidden: int = 32  # channels at /2
-    channels: int = 64  # channels at /4
+    widths: tuple[int, ...] = (16, 32, 64)  # channels after each stride-2 convolution
     code_dim: int = 32
     codebook_size: int = 256
-    num_quantizers: int = 4
+    num_quantizers: int = 6
     n_mels: int = 32
     audio_dim: int = 32
     clip_frames: int = 4  # V2V: frames per clip (a multiple of TIME_STRIDE)
-    scramble_seed: int = 0  # secret of this model for the audio-keyed code permutations
+    scramble_seed: int = 0  # secret of this model, mixed into the audio-keyed key stream
+    rate_weight: float = 0.006  # default of `CodecModel.rd_codes` (``veil encode --rate-weight``)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        if not self.widths:
+            raise ValueError("a codec model needs at least one stride-2 layer")
         if self.kind not in ("f2f", "v2v"):
             raise ValueError(f"model kind must be 'f2f' or 'v2v', not {self.kind!r}")
         if self.kind == "v2v" and self.clip_frames % TIME_STRIDE:
             raise ValueError(f"clip_frames must be a multiple of {TIME_STRIDE}, got {self.clip_frames}")
+
+    @property
+    def stride(self) -> int:
+        """Pixels per code cell along each side (frames are padded to a multiple of it)."""
+        return 2 ** len(self.widths)
+
+    @property
+    def channels(self) -> int:
+        return self.widths[-1]
 
     @property
     def frames_per_step(self) -> int:
@@ -88,7 +101,7 @@ class Coded:
     commit_loss: torch.Tensor
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int = SPATIAL_STRIDE) -> torch.Tensor:
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Replicate-pad the last two axes up to a multiple of ``multiple``.
 
     Shape:
@@ -101,6 +114,19 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = SPATIAL_STRIDE) -> torch.Te
     lead = x.shape[:-3]
     flat = x.reshape(-1, *x.shape[-3:])
     return F.pad(flat, (0, pw, 0, ph), mode="replicate").reshape(*lead, x.shape[-3], h + ph, w + pw)
+
+
+NEIGHBOUR_COST = 0.3  # `CodecModel.rd_codes`: a neighbour's code costs this share of a new one
+# `rd_codes`' look-back: the cell itself, then its eight neighbours (the candidates of `veil.stream.entropy`)
+_LOOK = ((0, 0), (-1, 0), (0, -1), (1, 0), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))
+
+
+def _shift(a: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``out[y, x] = a[y + dy, x + dx]``, the edge repeated outside. Shape: (h, w) -> (h, w)."""
+    h, w = a.shape
+    rows = torch.arange(h, device=a.device).add(dy).clamp(0, h - 1)
+    cols = torch.arange(w, device=a.device).add(dx).clamp(0, w - 1)
+    return a[rows][:, cols]
 
 
 class ResBlock(nn.Module):
@@ -136,15 +162,18 @@ class CodecModel(nn.Module):
         c = config
         self.config = c
         self.audio_net = nn.Sequential(nn.Linear(c.n_mels, 64), nn.ReLU(), nn.Linear(64, c.audio_dim))
-        self.enc_stem = nn.Sequential(nn.Conv2d(3, c.hidden, 4, 2, 1), nn.ReLU(),
-                                      nn.Conv2d(c.hidden, c.channels, 4, 2, 1), ResBlock(c.channels))
+        down: list[nn.Module] = []
+        for cin, cout in zip((3, *c.widths), c.widths):
+            down += [nn.Conv2d(cin, cout, 4, 2, 1), nn.ReLU()]
+        self.enc_stem = nn.Sequential(*down[:-1], ResBlock(c.channels))
         self.enc_film = FiLM(c.audio_dim, c.channels)
         self.enc_head = nn.Sequential(ResBlock(c.channels), nn.ReLU(), nn.Conv2d(c.channels, c.code_dim, 1))
         self.dec_in = nn.Conv2d(c.code_dim, c.channels, 1)
         self.dec_film = FiLM(c.audio_dim, c.channels)
-        self.dec_body = nn.Sequential(ResBlock(c.channels), ResBlock(c.channels), nn.ReLU(),
-                                      nn.ConvTranspose2d(c.channels, c.hidden, 4, 2, 1), nn.ReLU(),
-                                      nn.ConvTranspose2d(c.hidden, 3, 4, 2, 1))
+        up: list[nn.Module] = []
+        for cin, cout in zip(reversed(c.widths), (*reversed(c.widths[:-1]), 3)):
+            up += [nn.ReLU(), nn.ConvTranspose2d(cin, cout, 4, 2, 1)]
+        self.dec_body = nn.Sequential(ResBlock(c.channels), ResBlock(c.channels), *up)
         if c.kind == "v2v":
             # Relations between frames: a 3D residual block, then time halved (and restored).
             self.enc_time = nn.Sequential(ResBlock(c.channels, nn.Conv3d),
@@ -161,10 +190,10 @@ class CodecModel(nn.Module):
         """Frames to continuous latents.
 
         Shape:
-            frames: (B, T, 3, H, W) float in [0, 1], H and W multiples of 4,
+            frames: (B, T, 3, H, W) float in [0, 1], H and W multiples of ``config.stride``,
                 T == 1 for F2F, ``clip_frames`` for V2V
             audio: (B, T, n_mels) log-mel features of each frame
-            return: (B * L, D, H/4, W/4) with L = ``latents_per_step``
+            return: (B * L, D, H/s, W/s) with s = ``config.stride``, L = ``latents_per_step``
         """
         b, t = frames.shape[:2]
         a = self.audio_net(rearrange(audio, "b t m -> (b t) m"))
@@ -178,7 +207,7 @@ class CodecModel(nn.Module):
         """Quantised latents back to frames.
 
         Shape:
-            quantized: (B * L, D, h, w); audio: (B, T, n_mels) -> (B, T, 3, 4h, 4w) float (unclamped)
+            quantized: (B * L, D, h, w); audio: (B, T, n_mels) -> (B, T, 3, s*h, s*w) float (unclamped)
         """
         b, t = audio.shape[:2]
         h = self.dec_in(quantized)
@@ -235,42 +264,68 @@ class CodecModel(nn.Module):
         return F.mse_loss(again, coded.quantized.detach())
 
     @torch.no_grad()
-    def keep_previous(self, latent: torch.Tensor, indices: torch.Tensor, tolerance: float) -> torch.Tensor:
-        """Conditional replenishment: a cell keeps the previous latent frame's codes unless they fit worse.
+    def rd_codes(self, latent: torch.Tensor, rate_weight: float, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """Codes chosen for rate as well as distortion: what the entropy coder sends cheaply wins ties.
 
-        Latent frame t keeps, at each cell, the codes the cell had at t - 1 (after this same
-        decision) when their squared error to the latent is at most ``1 + tolerance`` times that
-        of its own nearest codes. Kept codes cost next to nothing in the entropy coder, which
-        codes only the cells that change; with ``tolerance`` 0 a cell keeps its codes only where
-        they fit at least as well (the greedy residual search is not optimal, so this already
-        saves). The first latent frame is always coded in full.
+        The residual search of `nearest_codes`, frame by frame, where at each stage a cell takes
+        the cheapest of: its nearest code, at the cost of its squared error plus ``rate_weight``
+        (a new index costs the coder about a byte); the code it had in the previous latent frame,
+        at its error alone; or a code one of its eight neighbours had in the previous latent frame,
+        at its error plus ``NEIGHBOUR_COST`` times ``rate_weight`` (what `veil.stream.entropy`
+        codes as a candidate costs a few bits). A cell whose codes all repeat the previous frame's
+        costs the coder one flag, so still parts of the picture cost next to nothing, and moving
+        parts reuse what is around them. ``rate_weight`` 0 is `nearest_codes`. The first latent
+        frame looks back at ``reference`` (the codes of the latent frame before it, as sent), and
+        without one takes the nearest codes.
 
-        Shape: latent (N, D, h, w), indices (N, h, w, Q) -> (N, h, w, Q), N latent frames in time order
+        Shape: latent (N, D, h, w), reference (h, w, Q) -> (N, h, w, Q) int64, N latent frames in
+        time order
         """
-        if tolerance < 0:
-            raise ValueError(f"the keep tolerance must be >= 0, got {tolerance}")
-        out = indices.clone()
-        own = ((latent - self.codes_to_quantized(indices)) ** 2).sum(1)  # (N, h, w)
-        for t in range(1, len(out)):
-            prev = ((latent[t] - self.codes_to_quantized(out[t - 1:t])[0]) ** 2).sum(0)
-            keep = prev <= (1.0 + tolerance) * own[t]
-            out[t][keep] = out[t - 1][keep]
-        return out
+        if rate_weight < 0:
+            raise ValueError(f"the rate weight must be >= 0, got {rate_weight}")
+        if not rate_weight:
+            return self.nearest_codes(latent)
+        n, d, h, w = latent.shape
+        books = list(self.quantizer.codebooks)
+        norms = [(cb * cb).sum(1) for cb in books]
+        prev, out = reference, []
+        for t in range(n):
+            residual = rearrange(latent[t], "d y x -> (y x) d").clone()
+            chosen = []
+            for q, cb in enumerate(books):
+                dist = norms[q][None] - 2 * residual @ cb.T + (residual * residual).sum(1, keepdim=True)
+                choice = dist.argmin(1)
+                cost = dist.gather(1, choice[:, None])[:, 0] + rate_weight
+                if prev is not None:
+                    for (dy, dx), extra in zip(_LOOK, (0.0, *[NEIGHBOUR_COST] * 8)):
+                        cand = _shift(prev[..., q], dy, dx).reshape(-1)
+                        c = dist.gather(1, cand[:, None])[:, 0] + extra * rate_weight
+                        better = c < cost
+                        cost, choice = torch.where(better, c, cost), torch.where(better, cand, choice)
+                residual -= cb[choice]
+                chosen.append(choice)
+            prev = rearrange(torch.stack(chosen, -1), "(y x) q -> y x q", y=h)
+            out.append(prev)
+        return torch.stack(out)
 
     @torch.no_grad()
-    def encode_codes(self, frames: torch.Tensor, audio: torch.Tensor, keep_tolerance: float | None = None) -> torch.Tensor:
-        """Frames to code indices; with ``keep_tolerance``, `keep_previous` over the whole run.
+    def null_codes(self) -> torch.Tensor:
+        """Each stage's code nearest the zero vector: sent in place of a stage to drop it. Shape: (Q,)."""
+        return torch.stack([(cb * cb).sum(1).argmin() for cb in self.quantizer.codebooks])
+
+    @torch.no_grad()
+    def encode_codes(self, frames: torch.Tensor, audio: torch.Tensor, rate_weight: float = 0.0,
+                     reference: torch.Tensor | None = None) -> torch.Tensor:
+        """Frames to code indices, by `rd_codes` over the whole run (from ``reference``, the codes
+        of the latent frame before the run, when given; ``rate_weight`` 0: the nearest codes).
 
         Shape: frames (B, T, 3, H, W), audio (B, T, n_mels) -> (B, L, h, w, Q) int64
         """
-        latent = self.encode_latent(frames, audio)
-        idx = self.nearest_codes(latent)
-        if keep_tolerance is not None:
-            idx = self.keep_previous(latent, idx, keep_tolerance)
+        idx = self.rd_codes(self.encode_latent(frames, audio), rate_weight, reference)
         return rearrange(idx, "(b l) y x q -> b l y x q", b=frames.shape[0])
 
     @torch.no_grad()
     def decode_codes(self, indices: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """Shape: indices (B, L, h, w, Q), audio (B, T, n_mels) -> (B, T, 3, 4h, 4w) in [0, 1]."""
+        """Shape: indices (B, L, h, w, Q), audio (B, T, n_mels) -> (B, T, 3, s*h, s*w) in [0, 1]."""
         q = self.codes_to_quantized(rearrange(indices, "b l y x q -> (b l) y x q"))
         return self.decode_latent(q, audio).clamp(0, 1)
