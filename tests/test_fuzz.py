@@ -37,7 +37,7 @@ def stream(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz")
     clip = write_clip(folder / "clip.mkv", synthetic_frames(10, width=32, height=24), tone_hz=440.0)
     torch.manual_seed(0)
-    model = CodecModel(CodecConfig(kind="f2f", scramble_seed=7, hidden=8, channels=8, code_dim=4,
+    model = CodecModel(CodecConfig(kind="f2f", scramble_seed=7, widths=(8, 8), code_dim=4,
                                    codebook_size=16, num_quantizers=2, n_mels=8, audio_dim=4))
     ckpt_path = save_checkpoint(Checkpoint(model.eval()), folder / "tiny.pt")
     ckpt = load_checkpoint(ckpt_path)

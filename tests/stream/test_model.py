@@ -61,7 +61,6 @@ def test_rd_codes_reuse_more_as_the_rate_weight_grows_and_a_still_picture_repeat
 
     scale = error(nearest)
     runs = [model.rd_codes(latent, w * scale) for w in (0.0, 0.1, 1.0, 10.0)]
-    assert all(torch.equal(r[0], nearest[0]) for r in runs)  # no reference: the first frame is the nearest codes
     assert [repeated(r) for r in runs] == sorted(repeated(r) for r in runs) and repeated(runs[-1]) > repeated(nearest)
     assert error(runs[1]) < 1.5 * scale  # a small weight costs little error
     reference = runs[-1][-1]

@@ -138,9 +138,9 @@ def train_codec_command(
     default: Annotated[bool, typer.Option("--default", help="Train the shipped model of --model on the store's "
                                           "real clips (single_face.mp4 held out), with its steps and secret.")] = False,
     steps: Annotated[int | None, typer.Option(help="Total optimisation steps (default: 3000; with --default, "
-                                              "the shipped model's: f2f 1000, v2v 800).")] = None,
+                                              "the shipped model's: f2f 16000, v2v 8000).")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from --output if it exists.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Frames per step.")] = 8,
+    batch_size: Annotated[int, typer.Option(help="Frames per step.")] = 16,
     crop: Annotated[int, typer.Option(help="Crop size in pixels (a multiple of 4).")] = 128,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,

@@ -17,7 +17,6 @@ from the same bytes, and keeps the same coder state.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable
@@ -35,7 +34,12 @@ from veil.media.audio import AudioPacket, AudioParams
 from veil.media.read import Colour, Frame, VideoReader
 from veil.media.write import EncodeOptions, VideoWriter, check_output_path
 from veil.stream.audio import AudioDecoder, frame_features
-from veil.stream.checkpoint import Checkpoint, CheckpointError, default_checkpoint, load_checkpoint
+from veil.stream.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    default_checkpoint,
+    load_checkpoint,
+)
 from veil.stream.entropy import ContextCoder, EntropyError
 from veil.stream.format import (
     CHUNK_HEAD,
@@ -48,10 +52,10 @@ from veil.stream.format import (
 )
 from veil.stream.keying import OVERHEAD, SealError, chunk_keys, open_chunk, seal_chunk
 from veil.stream.model import CodecModel, pad_to_multiple
+from veil.stream.rate import fit_chunk
 
 __all__ = ["KEYFRAME_INTERVAL", "EncodeStats", "AudioOverride", "frame_latents", "latent_codes", "encode_frames",
-           "decode_codes", "encode_stream",
-           "decode_stream", "resolve_checkpoint"]
+           "decode_codes", "encode_stream", "decode_stream", "resolve_checkpoint"]
 
 AUDIO_LAG_CHUNKS = 4  # emit a chunk anyway when the audio lags this many chunks behind the video
 KEYFRAME_INTERVAL = 8  # chunks: 64 frames, 2.6 s at 25 fps with the default chunking
@@ -116,38 +120,6 @@ def encode_frames(model: CodecModel, frames: np.ndarray, feats: np.ndarray, rate
     return latent_codes(model, frame_latents(model, frames, feats), rate_weight, reference)
 
 
-RATE_STEPS = 5  # --constant-rate: try the rate weight doubled up to this many times before dropping stages
-
-
-def _fit(coder: ContextCoder, codes_at: Callable[[float], np.ndarray], rate_weight: float, keyframe: bool,
-         room: int | None, null: np.ndarray) -> tuple[ContextCoder, np.ndarray, bytes, bool]:
-    """Entropy-code a chunk within ``room`` coded bytes (None: any size).
-
-    A chunk that does not fit is searched again with the rate weight doubled (a finer trade of
-    quality for size, up to ``RATE_STEPS`` times), then sent with quantiser stages dropped from the
-    last one (each sent as its null code, `CodecModel.null_codes`).
-    Returns the coder state after the chunk, the codes as sent, the coded bytes and whether the
-    chunk had to give up quality; raises `InputError` when one stage does not fit either.
-    """
-    codes = codes_at(rate_weight)
-    if room is None:
-        return coder, codes, coder.encode(codes, keyframe), False
-    weights = [rate_weight * 2 ** k for k in range(RATE_STEPS + 1)] if rate_weight else [0.0]
-    q = codes.shape[-1]
-    plans = [(w, 0) for w in weights] + [(weights[-1], dropped) for dropped in range(1, q)]
-    for w, dropped in plans:
-        sent = codes_at(w) if w != rate_weight else codes
-        if dropped:
-            sent = sent.copy()
-            sent[..., q - dropped:] = null[q - dropped:]
-        trial = copy.deepcopy(coder)
-        data = trial.encode(sent, keyframe)
-        if len(data) <= room:
-            return trial, sent, data, (w, dropped) != (rate_weight, 0)
-    raise InputError(f"--constant-rate is too low for this video: a chunk needs {len(data)} coded bytes with one "
-                     f"quantiser stage left, and the rate leaves {room}")
-
-
 def decode_codes(model: CodecModel, indices: np.ndarray, feats: np.ndarray, height: int, width: int) -> np.ndarray:
     """Frames back from code indices.
 
@@ -192,7 +164,7 @@ def encode_stream(source: str | Path | BinaryIO, out: BinaryIO, ckpt: Checkpoint
     ``keyframe_interval``: chunks from one keyframe (coded afresh) to the next.
     ``constant_rate`` (bytes per second of video): every chunk is padded to the same size, so the
     stream's size over time tells nothing of the scene; a chunk that would not fit is sent with
-    a lower quality (`_fit`; counted in `EncodeStats.reduced_chunks`).
+    a lower quality (`veil.stream.rate`; counted in `EncodeStats.reduced_chunks`).
     ``on_codes`` receives each chunk's code indices as sent (L, h, w, Q), before they are coded.
     """
     if rate_weight is not None and rate_weight < 0:
@@ -253,7 +225,7 @@ def encode_stream(source: str | Path | BinaryIO, out: BinaryIO, ckpt: Checkpoint
             last_pts[0] = max(t, last_pts[0] + 1)
             pts.append(last_pts[0])
         sealed_room = chunk_bytes - CHUNK_HEAD - 8 * n if chunk_bytes else None
-        coder, sent, coded, reduced = _fit(coder, lambda w: latent_codes(model, latent, w, ref), weight, keyframe,
+        coder, sent, coded, reduced = fit_chunk(coder, lambda w: latent_codes(model, latent, w, ref), weight, keyframe,
                                            sealed_room and sealed_room - OVERHEAD, null)
         reference[0] = sent[-1]
         if on_codes:

@@ -189,9 +189,13 @@ class ContextCoder:
         truth_changed = None if decode else (
             np.ones(grid, np.int64) if self.prev is None else (codes != self.prev).any(-1).astype(np.int64))
 
-        def code(symbols: np.ndarray | None, probs: np.ndarray) -> np.ndarray:
+        def code(symbols: np.ndarray | None, probs: np.ndarray, count: int = 0) -> np.ndarray:
+            """Code ``symbols`` with a probability row each (probs (n, A)), or ``count`` symbols with
+            one row for all (probs (A,))."""
             if decode:
-                return np.asarray(coder.decode(_FAMILY, probs), np.int64)
+                out = coder.decode(_FAMILY, probs) if probs.ndim == 2 else \
+                    coder.decode(constriction.stream.model.Categorical(probs, perfect=False), count)
+                return np.asarray(out, np.int64)
             ops.append((symbols.astype(np.int32), probs))
             return symbols
 
@@ -225,8 +229,7 @@ class ContextCoder:
             for q in range(self.stages):
                 esc = which[:, q] == ESCAPE
                 if esc.any():
-                    probs = np.broadcast_to(_rows(m.values[q]), (int(esc.sum()), self.codebook_size))
-                    values[esc, q] = code(None if decode else codes[todo][esc, q], np.ascontiguousarray(probs))
+                    values[esc, q] = code(None if decode else codes[todo][esc, q], _rows(m.values[q]), int(esc.sum()))
                     value_updates.append((q, values[esc, q]))
             if values.size and (values.min() < 0 or values.max() >= self.codebook_size):
                 raise EntropyError("coded indices are damaged: an index outside the codebook")
@@ -262,7 +265,10 @@ class ContextCoder:
             self._frame((h, w), np.asarray(indices[t], np.int64), None, ops)
         coder = constriction.stream.stack.AnsCoder()
         for symbols, probs in reversed(ops):
-            coder.encode_reverse(symbols, _FAMILY, probs)
+            if probs.ndim == 2:
+                coder.encode_reverse(symbols, _FAMILY, probs)
+            else:
+                coder.encode_reverse(symbols, constriction.stream.model.Categorical(probs, perfect=False))
         words = coder.get_compressed().astype("<u4").tobytes()
         return _HEAD.pack(METHOD, L, h, w, q, self.codebook_size, int(keyframe)) + words
 

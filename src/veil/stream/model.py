@@ -275,8 +275,9 @@ class CodecModel(nn.Module):
         codes as a candidate costs a few bits). A cell whose codes all repeat the previous frame's
         costs the coder one flag, so still parts of the picture cost next to nothing, and moving
         parts reuse what is around them. ``rate_weight`` 0 is `nearest_codes`. The first latent
-        frame looks back at ``reference`` (the codes of the latent frame before it, as sent), and
-        without one takes the nearest codes.
+        frame looks back at ``reference`` (the codes of the latent frame before it, as sent);
+        without one (a keyframe) it looks at its neighbours' nearest codes instead, which the
+        coder's later passes see as candidates too.
 
         Shape: latent (N, D, h, w), reference (h, w, Q) -> (N, h, w, Q) int64, N latent frames in
         time order
@@ -285,7 +286,7 @@ class CodecModel(nn.Module):
             raise ValueError(f"the rate weight must be >= 0, got {rate_weight}")
         if not rate_weight:
             return self.nearest_codes(latent)
-        n, d, h, w = latent.shape
+        n, _, h, w = latent.shape
         books = list(self.quantizer.codebooks)
         norms = [(cb * cb).sum(1) for cb in books]
         prev, out = reference, []
@@ -296,12 +297,14 @@ class CodecModel(nn.Module):
                 dist = norms[q][None] - 2 * residual @ cb.T + (residual * residual).sum(1, keepdim=True)
                 choice = dist.argmin(1)
                 cost = dist.gather(1, choice[:, None])[:, 0] + rate_weight
-                if prev is not None:
-                    for (dy, dx), extra in zip(_LOOK, (0.0, *[NEIGHBOUR_COST] * 8)):
-                        cand = _shift(prev[..., q], dy, dx).reshape(-1)
-                        c = dist.gather(1, cand[:, None])[:, 0] + extra * rate_weight
-                        better = c < cost
-                        cost, choice = torch.where(better, c, cost), torch.where(better, cand, choice)
+                # look back at the previous frame's codes; in a first frame, at the neighbours' nearest
+                source, look = (prev[..., q], _LOOK) if prev is not None else (choice.reshape(h, w), _LOOK[1:])
+                for dy, dx in look:
+                    extra = 0.0 if (dy, dx) == (0, 0) else NEIGHBOUR_COST
+                    cand = _shift(source, dy, dx).reshape(-1)
+                    c = dist.gather(1, cand[:, None])[:, 0] + extra * rate_weight
+                    better = c < cost
+                    cost, choice = torch.where(better, c, cost), torch.where(better, cand, choice)
                 residual -= cb[choice]
                 chosen.append(choice)
             prev = rearrange(torch.stack(chosen, -1), "(y x) q -> y x q", y=h)

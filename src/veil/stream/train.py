@@ -41,7 +41,7 @@ __all__ = ["TrainConfig", "Clip", "sample_batch", "train", "DEFAULT_VIDEOS", "DE
 DEFAULT_VIDEOS = ("media/WolfgangLanger_Pexels.mp4", "media/face_noface.mov", "media/noface_face.mov",
                   "media/no_face.mp4")
 HELD_OUT = "media/single_face.mp4"
-DEFAULT_STEPS = {"f2f": 1000, "v2v": 800}
+DEFAULT_STEPS = {"f2f": 16000, "v2v": 8000}
 """Optimisation steps of the shipped models (``veil train codec --default``)."""
 DEFAULT_SEEDS = {"f2f": 0x5EED0, "v2v": 0x5EED1}
 """The shipped models' scrambling secrets (a new model draws its own)."""

@@ -1,0 +1,53 @@
+"""Fitting a chunk into the bytes ``--constant-rate`` leaves it.
+
+A constant-rate stream pads every chunk to one size (`veil.stream.keying`), so a chunk must code
+into that size. The encoder first spends its quality in the gentlest way it has, a higher rate
+weight (`CodecModel.rd_codes` reuses more codes and sends fewer new ones), and only then drops
+quantiser stages from the last (each sent as its null code, `CodecModel.null_codes`: the
+picture loses its finest detail, not its layout). Each try codes the chunk with a copy of the
+coder's state, so only the chunk that is sent moves it on.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+
+from veil.errors import InputError
+from veil.stream.entropy import ContextCoder
+
+__all__ = ["RATE_STEPS", "fit_chunk"]
+
+RATE_STEPS = 5  # --constant-rate: try the rate weight doubled up to this many times before dropping stages
+
+
+def fit_chunk(coder: ContextCoder, codes_at: Callable[[float], np.ndarray], rate_weight: float, keyframe: bool,
+              room: int | None, null: np.ndarray) -> tuple[ContextCoder, np.ndarray, bytes, bool]:
+    """Entropy-code a chunk within ``room`` coded bytes (None: any size) with a copy of ``coder``.
+
+    A chunk that does not fit is searched again with the rate weight doubled (a finer trade of
+    quality for size, up to ``RATE_STEPS`` times), then sent with quantiser stages dropped from the
+    last one (each sent as its null code, `CodecModel.null_codes`).
+    Returns the coder state after the chunk, the codes as sent, the coded bytes and whether the
+    chunk had to give up quality; raises `InputError` when one stage does not fit either.
+    """
+    codes = {rate_weight: codes_at(rate_weight)}
+    if room is None:
+        return coder, codes[rate_weight], coder.encode(codes[rate_weight], keyframe), False
+    weights = [rate_weight * 2 ** k for k in range(RATE_STEPS + 1)] if rate_weight else [0.0]
+    q = null.shape[0]
+    for w, dropped in [(w, 0) for w in weights] + [(weights[-1], dropped) for dropped in range(1, q)]:
+        if w not in codes:
+            codes[w] = codes_at(w)
+        sent = codes[w]
+        if dropped:
+            sent = sent.copy()
+            sent[..., q - dropped:] = null[q - dropped:]
+        trial = copy.deepcopy(coder)
+        data = trial.encode(sent, keyframe)
+        if len(data) <= room:
+            return trial, sent, data, (w, dropped) != (rate_weight, 0)
+    raise InputError(f"--constant-rate is too low for this video: a chunk needs {len(data)} coded bytes with one "
+                     f"quantiser stage left, and the rate leaves {room}")
