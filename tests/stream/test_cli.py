@@ -141,6 +141,55 @@ def test_constant_rate_pads_every_chunk_to_one_size(tmp_path, clip_path, tiny_ch
     assert r.exit_code == 2 and "--constant-rate" in r.output and not (tmp_path / "low.veil").exists()
 
 
+def _retamper(data: bytes, chunk: int, offset_from_end: int) -> bytes:
+    """Flip one bit of a chunk record's payload, ``offset_from_end`` bytes before its end, and
+    recompute the record's CRC: damage an attacker makes look accidental-free."""
+    import struct
+    import zlib
+
+    from veil.stream.format import _HEAD, _REC, CHUNK
+
+    out = bytearray(data)
+    _, _, _, json_len = _HEAD.unpack_from(out)
+    at, seen = _HEAD.size + json_len + 4, -1
+    while True:
+        kind, _, length = _REC.unpack_from(out, at)
+        if kind == CHUNK:
+            seen += 1
+            if seen == chunk:
+                out[at + _REC.size + length - offset_from_end] ^= 0x10
+                crc = zlib.crc32(bytes(out[at:at + _REC.size + length]))
+                struct.pack_into("<I", out, at + _REC.size + length, crc)
+                return bytes(out)
+        at += _REC.size + length + 4
+
+
+@pytest.mark.parametrize(("where", "offset"), [("codes", 0), ("padding", 40), ("tag", 3)])
+def test_tampered_codes_or_padding_exit_2_even_with_a_fixed_crc(tmp_path, clip_path, tiny_checkpoint,
+                                                                where: str, offset: int) -> None:
+    from veil.stream.format import ChunkRecord, StreamReader
+
+    def second_chunk(*extra: str) -> tuple[Path, int]:
+        stream = tmp_path / f"s{len(extra)}.veil"
+        r = runner.invoke(app, ["encode", str(clip_path), "-o", str(stream), "--checkpoint", str(tiny_checkpoint),
+                                "--chunk-frames", "4", *extra])
+        assert r.exit_code == 0, r.output
+        with open(stream, "rb") as f:
+            chunks = [rec for rec in StreamReader(f) if isinstance(rec, ChunkRecord)]
+        return stream, len(chunks[1].data)
+
+    _, unpadded = second_chunk()
+    stream, sealed = second_chunk("--constant-rate", "9000")
+    assert sealed > unpadded + 40  # the last 40 bytes before the tag are padding, inside the cipher
+    offset = offset if where != "codes" else sealed - 30  # 30 bytes in: the coded codes
+    bad = tmp_path / f"{where}.veil"
+    bad.write_bytes(_retamper(stream.read_bytes(), 1, offset))
+    r = decode(bad, tmp_path / "x.mp4", tiny_checkpoint)
+    assert r.exit_code == 2, r.output
+    assert "chunk 1" in r.output and ("tag" in r.output or "padding" in r.output)
+    assert not (tmp_path / "x.mp4").exists()
+
+
 def test_a_rotated_phone_clip_is_encoded_upright_as_veil_protect_reads_it(tmp_path, tiny_checkpoint) -> None:
     """The codec reads through veil's media layer: a clip tagged 90 degrees is encoded and decoded
     upright (the frames veil protect sees), with its sound."""

@@ -58,7 +58,10 @@ __all__ = ["KEYFRAME_INTERVAL", "EncodeStats", "AudioOverride", "frame_latents",
            "decode_codes", "encode_stream", "decode_stream", "resolve_checkpoint"]
 
 AUDIO_LAG_CHUNKS = 4  # emit a chunk anyway when the audio lags this many chunks behind the video
-KEYFRAME_INTERVAL = 8  # chunks: 64 frames, 2.6 s at 25 fps with the default chunking
+# Chunks from one keyframe to the next: 256 frames with the default chunking (10 s at 25 fps), as
+# x264 starts a new group of pictures every 250 frames by default; a keyframe costs the first frame
+# coded afresh and the coder's models learned again (bench/codec.py).
+KEYFRAME_INTERVAL = 32
 
 
 @dataclass

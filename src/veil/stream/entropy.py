@@ -54,7 +54,8 @@ _PASS_OF_PARITY = np.array([[0, 2], [3, 1]])  # pass of a cell by (row % 2, colu
 PASSES = 4
 SLOTS = 1 + len(_NEIGHBOURS) + 1  # own previous, eight neighbours, escape
 ESCAPE = SLOTS - 1
-_FLAG_CONTEXTS = 3 * PASSES * 4
+_FLAG_CONTEXTS = 3 * 3 * PASSES * 4
+CHOICE_CONTEXTS = 5  # "which" is modelled by how many distinct candidates a cell has: 0, 1, 2, 3, 4+
 _RESCALE = 1 << 16  # halve a model's counts past this total: recent statistics weigh more
 _FAMILY = constriction.stream.model.Categorical(perfect=False)
 
@@ -102,12 +103,12 @@ class _Models:
     codebook_size: int
     stages: int
     flags: np.ndarray = field(init=False)  # (contexts, 2)
-    which: np.ndarray = field(init=False)  # (stages, passes, SLOTS)
+    which: np.ndarray = field(init=False)  # (stages, passes, CHOICE_CONTEXTS, SLOTS)
     values: np.ndarray = field(init=False)  # (stages, K)
 
     def __post_init__(self) -> None:
         self.flags = np.ones((_FLAG_CONTEXTS, 2), np.int64)
-        self.which = np.ones((self.stages, PASSES, SLOTS), np.int64)
+        self.which = np.ones((self.stages, PASSES, CHOICE_CONTEXTS, SLOTS), np.int64)
         self.values = np.ones((self.stages, self.codebook_size), np.int64)
 
     def rescale(self) -> None:
@@ -128,7 +129,11 @@ class _Frame:
         self.pass_of = _PASS_OF_PARITY[np.arange(h)[:, None] % 2, np.arange(w)[None, :] % 2]
         self.codes = np.full((h, w, q), -1, np.int64)
         self.changed = np.full((h, w), -1, np.int64)
-        self.prev_state = np.full((h, w), 2, np.int64) if prev_changed is None else prev_changed.astype(np.int64)
+        if prev_changed is None:
+            self.prev_state = np.full((h, w), 2 * 3, np.int64)
+        else:  # the cell's own flag in the previous frame, and how many of its neighbours changed there (0, 1-2, 3+)
+            around = sum((_shifted(prev_changed, dy, dx, 0) == 1).astype(np.int64) for dy, dx in _NEIGHBOURS)
+            self.prev_state = prev_changed.astype(np.int64) * 3 + np.digitize(around, (1, 3))
 
     def flag_context(self, cells: np.ndarray, p: int) -> np.ndarray:
         """Context of the changed flags of the cells (a boolean mask) of pass ``p``."""
@@ -214,7 +219,8 @@ class ContextCoder:
                 continue
             cand, valid = f.candidates(todo)  # (n, Q, 9), (n, Q, 10)
             group = np.broadcast_to(np.arange(self.stages)[None, :], valid.shape[:2])
-            rows = _rows(m.which[group, p], valid).reshape(-1, SLOTS)
+            choices = np.minimum(valid[..., :-1].sum(-1), CHOICE_CONTEXTS - 1)  # (n, Q)
+            rows = _rows(m.which[group, p, choices], valid).reshape(-1, SLOTS)
             if decode:
                 which = code(None, rows).reshape(valid.shape[:2])
             else:
@@ -222,7 +228,7 @@ class ContextCoder:
                 hit = (cand == v[..., None]) & valid[..., :-1]
                 which = np.where(hit.any(-1), hit.argmax(-1), ESCAPE)
                 code(which.ravel(), rows)
-            which_updates.append((p, which))
+            which_updates.append((p, choices, which))
             values = np.take_along_axis(cand, np.minimum(which, ESCAPE - 1)[..., None], -1)[..., 0]
             if decode and not self._strict:  # words that are noise may pick a candidate that is not there
                 values = np.maximum(values, 0)
@@ -237,8 +243,8 @@ class ContextCoder:
         # the counts learn from this frame only now: every symbol of it was coded with the same models
         for ctx, flags in flag_updates:
             np.add.at(m.flags, (ctx, flags), 1)
-        for p, which in which_updates:
-            np.add.at(m.which, (np.broadcast_to(np.arange(self.stages), which.shape), p, which), 1)
+        for p, choices, which in which_updates:
+            np.add.at(m.which, (np.broadcast_to(np.arange(self.stages), which.shape), p, choices, which), 1)
         for q, values in value_updates:
             np.add.at(m.values[q], values, 1)
         m.rescale()
