@@ -101,6 +101,11 @@ def test_train_codec_writes_a_resumable_checkpoint(tmp_path, clip_path) -> None:
     ckpt = load_checkpoint(out)
     assert ckpt.step == 10 and ckpt.train_config["steps"] == 10 and ckpt.model.config.kind == "f2f"
     assert [h["step"] for h in ckpt.history] == [5, 10]  # resumed at 5, not restarted
+    q, k = ckpt.model.config.num_quantizers, ckpt.model.config.codebook_size
+    assert ckpt.coder_prior["values"].shape == (q, k)  # the entropy coder's prior, learned and kept
+    stream = tmp_path / "m.veil"
+    assert runner.invoke(app, ["encode", str(clip_path), "-o", str(stream), "--checkpoint", str(out)]).exit_code == 0
+    assert decode(stream, tmp_path / "m.mp4", out).exit_code == 0
     r = runner.invoke(app, ["train", "codec", "--videos", str(tmp_path / "none"), "-o", str(out)])
     assert r.exit_code == 2
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from veil.stream.entropy import ContextCoder, EntropyError, empirical_bits
+from veil.stream.entropy import ContextCoder, EntropyError, empirical_bits, learn_prior
 from veil.stream.keying import SealError, chunk_keys, open_chunk, seal_chunk
 
 
@@ -135,3 +135,18 @@ def test_padding_is_hidden_and_checked() -> None:
         tampered[at] ^= 1
         with pytest.raises(SealError):
             open_chunk(bytes(tampered), keys)
+
+
+def test_a_learned_prior_saves_bytes_on_like_video_and_both_ends_must_share_it() -> None:
+    train = [(_scene(8, 24, 32, 3, 64, seed=s), True) for s in range(4)]
+    prior = learn_prior(train, 64, 3)
+    assert prior["which"].shape == (3, 4, 5, 10) and prior["values"].shape == (3, 64) and prior["flags"].min() >= 1
+    codes = _scene(8, 24, 32, 3, 64, seed=9)
+    flat = ContextCoder(64, 3).encode(codes, True)
+    learned = ContextCoder(64, 3, prior).encode(codes, True)
+    assert len(learned) < 0.97 * len(flat)
+    np.testing.assert_array_equal(ContextCoder(64, 3, prior).decode(learned, codes.shape), codes)
+    with pytest.raises(EntropyError):  # a receiver without the prior cannot read it
+        ContextCoder(64, 3).decode(learned, codes.shape)
+    with pytest.raises(ValueError, match="prior"):
+        ContextCoder(64, 4, prior)

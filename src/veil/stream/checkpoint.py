@@ -1,4 +1,5 @@
-"""Codec checkpoints: one torch file holding the model config, weights, training state and log.
+"""Codec checkpoints: one torch file holding the model config, weights, the entropy coder's learned
+prior (`veil.stream.entropy.learn_prior`), training state and log.
 
 A stream names the model it was encoded with (``model_id``) and the sha256 of the checkpoint
 file; the receiver refuses a checkpoint whose hash differs, since any other weights (or another
@@ -9,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from veil.models import checkpoint as checkpoint_io
 from veil.models.store import sha256_file
@@ -31,6 +35,7 @@ class Checkpoint:
     optimizer: dict | None = None
     train_config: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    coder_prior: dict[str, np.ndarray] | None = None  # start counts of the entropy coder's models
     sha256: str = ""
     path: Path | None = None
 
@@ -43,7 +48,8 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     """Write atomically (temp file + rename) so an interrupted save never leaves a broken file."""
     blob = {"format": FORMAT, "config": ckpt.model.config.to_dict(), "state_dict": ckpt.model.state_dict(),
             "step": ckpt.step, "optimizer": ckpt.optimizer, "train_config": ckpt.train_config,
-            "history": ckpt.history}
+            "history": ckpt.history,
+            "coder_prior": {k: torch.from_numpy(v) for k, v in ckpt.coder_prior.items()} if ckpt.coder_prior else None}
     path = checkpoint_io.save_blob(blob, path)
     ckpt.path, ckpt.sha256 = path, sha256_file(path)
     return path
@@ -55,8 +61,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     model = CodecModel(CodecConfig(**blob["config"]))
     model.load_state_dict(blob["state_dict"])
     model.eval()
+    prior = blob.get("coder_prior")
     return Checkpoint(model, blob["step"], blob.get("optimizer"), blob.get("train_config", {}),
-                      blob.get("history", []), sha256_file(path), path)
+                      blob.get("history", []), {k: v.numpy() for k, v in prior.items()} if prior else None,
+                      sha256_file(path), path)
 
 
 def default_checkpoint(kind: str) -> Path:

@@ -151,12 +151,14 @@ def train_codec_command(
     import torch
 
     from veil.models.store import fetch_many
+    from veil.stream.checkpoint import save_checkpoint
     from veil.stream.model import CodecConfig
     from veil.stream.train import (
         DEFAULT_SEEDS,
         DEFAULT_STEPS,
         DEFAULT_VIDEOS,
         TrainConfig,
+        learn_coder_prior,
         load_clips,
         release,
         start_or_resume,
@@ -184,6 +186,9 @@ def train_codec_command(
     ckpt = start_or_resume(out, config, resume)
     clips = load_clips(paths, ckpt.model.config.n_mels, tc.max_frames, log=typer.echo)
     train(ckpt, clips, tc, out, log=typer.echo)
+    typer.echo("learning the entropy coder's prior from the training videos' codes")
+    ckpt.coder_prior = learn_coder_prior(ckpt.model, clips)
+    save_checkpoint(ckpt, out)
     if default:
         ckpt = release(out)
     typer.echo(f"saved {out} (step {ckpt.step}, sha256 {ckpt.sha256[:16]}...)")

@@ -18,9 +18,10 @@ the first sees decoded neighbours on all sides:
   alphabet carries most of the picture.
 * **escaped** indices, with the stage's own adaptive histogram.
 
-Every model is adaptive: integer counts, started flat and updated after each latent frame, kept
-across the chunks of one keyframe interval (`ContextCoder` is the state both ends keep), so the
-coder needs no side information and learns each scene as it goes. Probabilities are formed from
+Every model is adaptive: integer counts, updated after each latent frame and kept across the
+chunks of one keyframe interval (`ContextCoder` is the state both ends keep), so the coder needs
+no side information and learns each scene as it goes. They start from a prior learned on the
+training videos and stored in the model's checkpoint (`learn_prior`), or flat without one. Probabilities are formed from
 the integer counts with one division each, which IEEE arithmetic makes identical on every machine:
 both ends must agree bit for bit.
 
@@ -39,12 +40,13 @@ Layout of a coded chunk: ``method u8 | L u16 | h u16 | w u16 | Q u8 | K u32 | ke
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import constriction
 import numpy as np
 
-__all__ = ["ContextCoder", "EntropyError", "empirical_bits", "read_shape"]
+__all__ = ["ContextCoder", "EntropyError", "empirical_bits", "learn_prior", "read_shape"]
 
 _HEAD = struct.Struct("<BHHHBIB")
 METHOD = 4
@@ -57,6 +59,7 @@ ESCAPE = SLOTS - 1
 _FLAG_CONTEXTS = 3 * 3 * PASSES * 4
 CHOICE_CONTEXTS = 5  # "which" is modelled by how many distinct candidates a cell has: 0, 1, 2, 3, 4+
 _RESCALE = 1 << 16  # halve a model's counts past this total: recent statistics weigh more
+PRIOR_WEIGHT, PRIOR_ROW = 16, 1024  # `learn_prior`: what a learned start weighs, in symbols seen
 _FAMILY = constriction.stream.model.Categorical(perfect=False)
 
 
@@ -73,12 +76,6 @@ def read_shape(data: bytes) -> tuple[tuple[int, int, int, int], int, bool]:
     if method != METHOD or L == 0 or q == 0 or k < 2 or keyframe > 1:
         raise EntropyError(f"coded indices are damaged: method {method}, {L} frames, {q} stages, {k} codes")
     return (L, h, w, q), k, bool(keyframe)
-
-
-def _rescale(counts: np.ndarray) -> None:
-    """Halve (rounding up, so nothing reaches 0) the rows of ``counts`` whose total passed the limit."""
-    big = counts.sum(-1) > _RESCALE
-    counts[big] = (counts[big] + 1) // 2
 
 
 def _rows(counts: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
@@ -98,22 +95,56 @@ def _shifted(a: np.ndarray, dy: int, dx: int, fill: int) -> np.ndarray:
 
 @dataclass
 class _Models:
-    """The adaptive counts of one keyframe interval."""
+    """The adaptive counts of one keyframe interval, started from ``prior`` (or flat)."""
 
     codebook_size: int
     stages: int
+    prior: dict[str, np.ndarray] | None = None
+    limit: int = _RESCALE
     flags: np.ndarray = field(init=False)  # (contexts, 2)
     which: np.ndarray = field(init=False)  # (stages, passes, CHOICE_CONTEXTS, SLOTS)
     values: np.ndarray = field(init=False)  # (stages, K)
 
     def __post_init__(self) -> None:
-        self.flags = np.ones((_FLAG_CONTEXTS, 2), np.int64)
-        self.which = np.ones((self.stages, PASSES, CHOICE_CONTEXTS, SLOTS), np.int64)
-        self.values = np.ones((self.stages, self.codebook_size), np.int64)
+        shapes = {"flags": (_FLAG_CONTEXTS, 2), "which": (self.stages, PASSES, CHOICE_CONTEXTS, SLOTS),
+                  "values": (self.stages, self.codebook_size)}
+        for name, shape in shapes.items():
+            start = None if self.prior is None else self.prior.get(name)
+            if start is not None and (start.shape != shape or start.min() < 1):
+                raise ValueError(f"the coder's prior {name!r} has shape {start.shape}, expected {shape} of counts >= 1")
+            setattr(self, name, np.ones(shape, np.int64) if start is None else np.array(start, np.int64))
 
     def rescale(self) -> None:
         for counts in (self.flags, self.which, self.values):
-            _rescale(counts)
+            big = counts.sum(-1) > self.limit
+            counts[big] = (counts[big] + 1) // 2
+
+
+def learn_prior(chunks: Iterable[tuple[np.ndarray, bool]], codebook_size: int, stages: int,
+                weight: int = PRIOR_WEIGHT) -> dict[str, np.ndarray]:
+    """Start counts for `ContextCoder` from typical codes: the statistics of coding ``chunks``
+    ((L, h, w, Q) codes, keyframe) in order, each model's row scaled to ``weight`` symbols seen
+    per symbol of its alphabet, at most ``PRIOR_ROW`` (and at least 1 a symbol), so that a
+    keyframe interval starts from what such video looks like and still adapts within a few frames.
+    Stored in the codec checkpoint (`veil.stream.train`), so both ends use the same.
+    """
+    coder = ContextCoder(codebook_size, stages)
+    coder.limit = 1 << 62  # learn totals: no halving
+    seen: list[_Models] = []
+    for codes, keyframe in chunks:
+        if keyframe and coder.started:
+            seen.append(coder.models)
+        coder.encode(codes, keyframe)
+    if not coder.started:
+        raise ValueError("no codes to learn a prior from")
+    seen.append(coder.models)
+    out = {}
+    for name in ("flags", "which", "values"):
+        counts = sum(getattr(m, name) - 1 for m in seen).astype(np.float64)  # minus the flat start
+        total = min(weight * counts.shape[-1], PRIOR_ROW)
+        scaled = np.floor(counts * total / np.maximum(counts.sum(-1, keepdims=True), 1))
+        out[name] = np.maximum(scaled, 1).astype(np.int64)
+    return out
 
 
 class _Frame:
@@ -169,10 +200,11 @@ class ContextCoder:
     begin at any keyframe.
     """
 
-    def __init__(self, codebook_size: int, stages: int) -> None:
+    def __init__(self, codebook_size: int, stages: int, prior: dict[str, np.ndarray] | None = None) -> None:
         if not 1 < codebook_size <= 1 << 16 or not 0 < stages <= 255:
             raise ValueError(f"codebook size {codebook_size} and {stages} stages are out of range")
-        self.codebook_size, self.stages = codebook_size, stages
+        self.codebook_size, self.stages, self.prior, self.limit = codebook_size, stages, prior, _RESCALE
+        _Models(codebook_size, stages, prior)  # a prior of the wrong shape fails here, not mid-stream
         self.models: _Models | None = None
         self.prev: np.ndarray | None = None
         self.prev_changed: np.ndarray | None = None
@@ -317,7 +349,7 @@ class ContextCoder:
         return out
 
     def reset(self) -> None:
-        self.models = _Models(self.codebook_size, self.stages)
+        self.models = _Models(self.codebook_size, self.stages, self.prior, self.limit)
         self.prev = self.prev_changed = None
 
 

@@ -35,7 +35,7 @@ from veil.stream.audio import AudioDecoder, frame_features
 from veil.stream.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from veil.stream.model import CodecConfig, CodecModel
 
-__all__ = ["TrainConfig", "Clip", "sample_batch", "train", "DEFAULT_VIDEOS", "DEFAULT_STEPS", "DEFAULT_SEEDS",
+__all__ = ["TrainConfig", "Clip", "sample_batch", "train", "learn_coder_prior", "DEFAULT_VIDEOS", "DEFAULT_STEPS", "DEFAULT_SEEDS",
            "HELD_OUT", "video_files", "load_clip", "load_clips", "start_or_resume", "release"]
 
 DEFAULT_VIDEOS = ("media/WolfgangLanger_Pexels.mp4", "media/face_noface.mov", "media/noface_face.mov",
@@ -135,6 +135,31 @@ def train(ckpt: Checkpoint, clips: Sequence[Clip], tc: TrainConfig, out: Path | 
     model.eval()
     ckpt.optimizer = opt.state_dict()
     return ckpt
+
+
+PRIOR_FRAMES = 128  # per training video, for the entropy coder's prior
+
+
+def learn_coder_prior(model: CodecModel, clips: Sequence[Clip], chunk_frames: int = 8,
+                      frames: int = PRIOR_FRAMES) -> dict[str, np.ndarray]:
+    """The entropy coder's start counts (`veil.stream.entropy.learn_prior`), learned from the codes
+    the model sends for the first ``frames`` frames of each training video at its default rate
+    weight, each video one keyframe interval."""
+    from veil.stream.codec import frame_latents, latent_codes
+    from veil.stream.entropy import learn_prior
+
+    model.eval()
+    cfg, chunks = model.config, []
+    step = chunk_frames - chunk_frames % cfg.frames_per_step
+    for clip in clips:
+        reference = None
+        usable = len(clip.frames[:frames]) // cfg.frames_per_step * cfg.frames_per_step
+        for start in range(0, usable, step):
+            latent = frame_latents(model, clip.frames[start:start + step], clip.audio[start:start + step])
+            codes = latent_codes(model, latent, cfg.rate_weight, reference)
+            chunks.append((codes, reference is None))
+            reference = codes[-1]
+    return learn_prior(chunks, cfg.codebook_size, cfg.num_quantizers)
 
 
 def video_files(folder: Path) -> list[Path]:
