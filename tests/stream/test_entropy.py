@@ -150,3 +150,18 @@ def test_a_learned_prior_saves_bytes_on_like_video_and_both_ends_must_share_it()
         ContextCoder(64, 3).decode(learned, codes.shape)
     with pytest.raises(ValueError, match="prior"):
         ContextCoder(64, 4, prior)
+
+
+def test_first_stage_moves_coded_by_nearness_in_the_codebook() -> None:
+    """A changed first-stage code that moves to a near code costs less with the codebook's geometry."""
+    rng = np.random.default_rng(4)
+    book = np.sort(rng.normal(size=(64, 1)), 0) * np.ones((1, 4))  # codes on a line: i and i+1 are near
+    codes = _scene(8, 24, 32, 2, 64, seed=5)
+    codes[1:, ..., 0] = np.clip(codes[:1, ..., 0] + rng.integers(-2, 3, codes[1:, ..., 0].shape), 0, 63)  # small moves
+    plain = ContextCoder(64, 2).encode(codes, True)
+    sender, receiver = ContextCoder(64, 2, first_codebook=book), ContextCoder(64, 2, first_codebook=book)
+    near = sender.encode(codes, True)
+    assert len(near) < 0.9 * len(plain)
+    np.testing.assert_array_equal(receiver.decode(near, codes.shape), codes)
+    fork = sender.fork()
+    assert fork.encode(codes, False) == sender.encode(codes, False)  # a fork moves on like the original

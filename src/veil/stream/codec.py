@@ -196,7 +196,7 @@ def encode_stream(source: str | Path | BinaryIO, out: BinaryIO, ckpt: Checkpoint
                           time_base=info.time_base, chunk_bytes=chunk_bytes)
     writer = StreamWriter(out, header, key)
     digest = writer.header.digest  # with the stream's own random id
-    coder = ContextCoder(cfg.codebook_size, cfg.num_quantizers, ckpt.coder_prior)
+    coder = ContextCoder(cfg.codebook_size, cfg.num_quantizers, ckpt.coder_prior, model.first_codebook())
     null = model.null_codes().cpu().numpy()
     adec = AudioDecoder(info.audio) if info.audio else None
     stats, t0 = EncodeStats(), time.perf_counter()
@@ -321,7 +321,7 @@ def decode_stream(f: BinaryIO, out_path: str | Path | None, key: bytes | None = 
                            audio=[header.audio] if header.audio else (), colour=_colour(header))
     since_chunk: list[AudioPacket] = []
     ok, chunks = False, 0
-    coder = ContextCoder(cfg.codebook_size, cfg.num_quantizers, ckpt.coder_prior)
+    coder = ContextCoder(cfg.codebook_size, cfg.num_quantizers, ckpt.coder_prior, model.first_codebook())
     strict = audio_override is None  # the privacy experiment decodes whatever other audio makes of it
     try:
         for rec in reader:

@@ -16,7 +16,11 @@ the first sees decoded neighbours on all sides:
   cells, and cells decoded in earlier passes), duplicates removed; or *escape* (an index none of
   them has). Most indices of a talking head, a wall or a desk repeat a neighbour's, so this small
   alphabet carries most of the picture.
-* **escaped** indices, with the stage's own adaptive histogram.
+* **escaped** indices: of the first stage, where the cell had a code in the frame before, by
+  the rank of the new code among all codes ordered by their distance from the old one in the
+  codebook (`first_codebook`; a changed first-stage code moves to a near one far more often
+  than not); otherwise with the stage's own adaptive histogram. The distances are computed once
+  in integers (the codebook in units of 1/4096) and sorted stably, so both ends agree exactly.
 
 Every model is adaptive: integer counts, updated after each latent frame and kept across the
 chunks of one keyframe interval (`ContextCoder` is the state both ends keep), so the coder needs
@@ -39,6 +43,7 @@ Layout of a coded chunk: ``method u8 | L u16 | h u16 | w u16 | Q u8 | K u32 | ke
 
 from __future__ import annotations
 
+import copy
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -104,10 +109,11 @@ class _Models:
     flags: np.ndarray = field(init=False)  # (contexts, 2)
     which: np.ndarray = field(init=False)  # (stages, passes, CHOICE_CONTEXTS, SLOTS)
     values: np.ndarray = field(init=False)  # (stages, K)
+    nearness: np.ndarray = field(init=False)  # (K,): ranks of escaped first-stage indices (`ContextCoder`)
 
     def __post_init__(self) -> None:
         shapes = {"flags": (_FLAG_CONTEXTS, 2), "which": (self.stages, PASSES, CHOICE_CONTEXTS, SLOTS),
-                  "values": (self.stages, self.codebook_size)}
+                  "values": (self.stages, self.codebook_size), "nearness": (self.codebook_size,)}
         for name, shape in shapes.items():
             start = None if self.prior is None else self.prior.get(name)
             if start is not None and (start.shape != shape or start.min() < 1):
@@ -115,20 +121,20 @@ class _Models:
             setattr(self, name, np.ones(shape, np.int64) if start is None else np.array(start, np.int64))
 
     def rescale(self) -> None:
-        for counts in (self.flags, self.which, self.values):
+        for counts in (self.flags, self.which, self.values, self.nearness):
             big = counts.sum(-1) > self.limit
             counts[big] = (counts[big] + 1) // 2
 
 
 def learn_prior(chunks: Iterable[tuple[np.ndarray, bool]], codebook_size: int, stages: int,
-                weight: int = PRIOR_WEIGHT) -> dict[str, np.ndarray]:
+                first_codebook: np.ndarray | None = None, weight: int = PRIOR_WEIGHT) -> dict[str, np.ndarray]:
     """Start counts for `ContextCoder` from typical codes: the statistics of coding ``chunks``
     ((L, h, w, Q) codes, keyframe) in order, each model's row scaled to ``weight`` symbols seen
     per symbol of its alphabet, at most ``PRIOR_ROW`` (and at least 1 a symbol), so that a
     keyframe interval starts from what such video looks like and still adapts within a few frames.
     Stored in the codec checkpoint (`veil.stream.train`), so both ends use the same.
     """
-    coder = ContextCoder(codebook_size, stages)
+    coder = ContextCoder(codebook_size, stages, first_codebook=first_codebook)
     coder.limit = 1 << 62  # learn totals: no halving
     seen: list[_Models] = []
     for codes, keyframe in chunks:
@@ -139,7 +145,7 @@ def learn_prior(chunks: Iterable[tuple[np.ndarray, bool]], codebook_size: int, s
         raise ValueError("no codes to learn a prior from")
     seen.append(coder.models)
     out = {}
-    for name in ("flags", "which", "values"):
+    for name in ("flags", "which", "values", "nearness"):
         counts = sum(getattr(m, name) - 1 for m in seen).astype(np.float64)  # minus the flat start
         total = min(weight * counts.shape[-1], PRIOR_ROW)
         scaled = np.floor(counts * total / np.maximum(counts.sum(-1, keepdims=True), 1))
@@ -200,15 +206,31 @@ class ContextCoder:
     begin at any keyframe.
     """
 
-    def __init__(self, codebook_size: int, stages: int, prior: dict[str, np.ndarray] | None = None) -> None:
+    def __init__(self, codebook_size: int, stages: int, prior: dict[str, np.ndarray] | None = None,
+                 first_codebook: np.ndarray | None = None) -> None:
         if not 1 < codebook_size <= 1 << 16 or not 0 < stages <= 255:
             raise ValueError(f"codebook size {codebook_size} and {stages} stages are out of range")
+        self.order = self.rank = None
+        if first_codebook is not None:
+            if first_codebook.shape[0] != codebook_size:
+                raise ValueError(f"a first codebook of {first_codebook.shape[0]} codes for a coder of {codebook_size}")
+            # integers, so that the order is exact on every machine (a float sum may round otherwise)
+            book = np.round(np.asarray(first_codebook, np.float64) * 4096).astype(np.int64)
+            dist = ((book[:, None] - book[None]) ** 2).sum(-1)
+            self.order = np.argsort(dist, 1, kind="stable")  # order[a]: the codes by distance from a
+            self.rank = np.argsort(self.order, 1, kind="stable")  # rank[a, b]: where b stands in order[a]
         self.codebook_size, self.stages, self.prior, self.limit = codebook_size, stages, prior, _RESCALE
         _Models(codebook_size, stages, prior)  # a prior of the wrong shape fails here, not mid-stream
         self.models: _Models | None = None
         self.prev: np.ndarray | None = None
         self.prev_changed: np.ndarray | None = None
         self._strict = True
+
+    def fork(self) -> ContextCoder:
+        """A copy whose state moves on independently (the tables it only reads are shared)."""
+        twin = copy.copy(self)
+        twin.models = copy.deepcopy(self.models)
+        return twin  # prev and prev_changed are replaced, never changed in place
 
     @property
     def started(self) -> bool:
@@ -236,7 +258,7 @@ class ContextCoder:
             ops.append((symbols.astype(np.int32), probs))
             return symbols
 
-        flag_updates, which_updates, value_updates = [], [], []
+        flag_updates, which_updates, value_updates, rank_updates = [], [], [], []
         for p in range(PASSES):
             cells = f.pass_of == p
             if self.prev is None:
@@ -266,9 +288,18 @@ class ContextCoder:
                 values = np.maximum(values, 0)
             for q in range(self.stages):
                 esc = which[:, q] == ESCAPE
-                if esc.any():
-                    values[esc, q] = code(None if decode else codes[todo][esc, q], _rows(m.values[q]), int(esc.sum()))
-                    value_updates.append((q, values[esc, q]))
+                near = esc & (cand[:, q, 0] >= 0) if q == 0 and self.order is not None else np.zeros_like(esc)
+                plain = esc & ~near
+                if plain.any():
+                    values[plain, q] = code(None if decode else codes[todo][plain, q], _rows(m.values[q]),
+                                            int(plain.sum()))
+                    value_updates.append((q, values[plain, q]))
+                if near.any():  # by rank of nearness to the cell's previous code, in the codebook
+                    ref = cand[near, q, 0]
+                    rank = code(None if decode else self.rank[ref, codes[todo][near, q]], _rows(m.nearness),
+                                int(near.sum()))
+                    values[near, q] = self.order[ref, rank]
+                    rank_updates.append(rank)
             if values.size and (values.min() < 0 or values.max() >= self.codebook_size):
                 raise EntropyError("coded indices are damaged: an index outside the codebook")
             f.codes[todo] = values
@@ -279,6 +310,8 @@ class ContextCoder:
             np.add.at(m.which, (np.broadcast_to(np.arange(self.stages), which.shape), p, choices, which), 1)
         for q, values in value_updates:
             np.add.at(m.values[q], values, 1)
+        for rank in rank_updates:
+            np.add.at(m.nearness, rank, 1)
         m.rescale()
         self.prev, self.prev_changed = f.codes, f.changed
         return f.codes

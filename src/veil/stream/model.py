@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -310,6 +311,11 @@ class CodecModel(nn.Module):
             prev = rearrange(torch.stack(chosen, -1), "(y x) q -> y x q", y=h)
             out.append(prev)
         return torch.stack(out)
+
+    @torch.no_grad()
+    def first_codebook(self) -> np.ndarray:
+        """The first stage's codes, for the entropy coder's model of how codes move. Shape: (K, D) float32."""
+        return self.quantizer.codebooks[0].detach().cpu().float().numpy()
 
     @torch.no_grad()
     def null_codes(self) -> torch.Tensor:

@@ -4,13 +4,12 @@ A constant-rate stream pads every chunk to one size (`veil.stream.keying`), so a
 into that size. The encoder first spends its quality in the gentlest way it has, a higher rate
 weight (`CodecModel.rd_codes` reuses more codes and sends fewer new ones), and only then drops
 quantiser stages from the last (each sent as its null code, `CodecModel.null_codes`: the
-picture loses its finest detail, not its layout). Each try codes the chunk with a copy of the
-coder's state, so only the chunk that is sent moves it on.
+picture loses its finest detail, not its layout). Each try codes the chunk with a fork of the
+coder's state (`ContextCoder.fork`), so only the chunk that is sent moves it on.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import numpy as np
@@ -45,7 +44,7 @@ def fit_chunk(coder: ContextCoder, codes_at: Callable[[float], np.ndarray], rate
         if dropped:
             sent = sent.copy()
             sent[..., q - dropped:] = null[q - dropped:]
-        trial = copy.deepcopy(coder)
+        trial = coder.fork()
         data = trial.encode(sent, keyframe)
         if len(data) <= room:
             return trial, sent, data, (w, dropped) != (rate_weight, 0)

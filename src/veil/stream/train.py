@@ -159,7 +159,7 @@ def learn_coder_prior(model: CodecModel, clips: Sequence[Clip], chunk_frames: in
             codes = latent_codes(model, latent, cfg.rate_weight, reference)
             chunks.append((codes, reference is None))
             reference = codes[-1]
-    return learn_prior(chunks, cfg.codebook_size, cfg.num_quantizers)
+    return learn_prior(chunks, cfg.codebook_size, cfg.num_quantizers, model.first_codebook())
 
 
 def video_files(folder: Path) -> list[Path]:
