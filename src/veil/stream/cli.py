@@ -154,6 +154,7 @@ def train_codec_command(
     from veil.stream.checkpoint import save_checkpoint
     from veil.stream.model import CodecConfig
     from veil.stream.train import (
+        DEFAULT_RATE_WEIGHTS,
         DEFAULT_SEEDS,
         DEFAULT_STEPS,
         DEFAULT_VIDEOS,
@@ -177,7 +178,7 @@ def train_codec_command(
         paths = [Path(p) for p in fetch_many(list(DEFAULT_VIDEOS)).values()]
         out = output or default_checkpoint(model)
         torch.manual_seed(0)
-        config = CodecConfig(kind=model, scramble_seed=DEFAULT_SEEDS[model])
+        config = CodecConfig(kind=model, scramble_seed=DEFAULT_SEEDS[model], rate_weight=DEFAULT_RATE_WEIGHTS[model])
         tc = TrainConfig(steps=steps or DEFAULT_STEPS[model], batch=batch_size, crop=crop, lr=lr)
     else:
         paths, out = video_files(videos), output

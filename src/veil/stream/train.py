@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -35,7 +35,8 @@ from veil.stream.audio import AudioDecoder, frame_features
 from veil.stream.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from veil.stream.model import CodecConfig, CodecModel
 
-__all__ = ["TrainConfig", "Clip", "sample_batch", "train", "learn_coder_prior", "DEFAULT_VIDEOS", "DEFAULT_STEPS", "DEFAULT_SEEDS",
+__all__ = ["TrainConfig", "Clip", "sample_batch", "train", "learn_coder_prior", "DEFAULT_VIDEOS", "DEFAULT_STEPS",
+           "DEFAULT_SEEDS", "DEFAULT_RATE_WEIGHTS",
            "HELD_OUT", "video_files", "load_clip", "load_clips", "start_or_resume", "release"]
 
 DEFAULT_VIDEOS = ("media/WolfgangLanger_Pexels.mp4", "media/face_noface.mov", "media/noface_face.mov",
@@ -44,7 +45,9 @@ HELD_OUT = "media/single_face.mp4"
 DEFAULT_STEPS = {"f2f": 16000, "v2v": 8000}
 """Optimisation steps of the shipped models (``veil train codec --default``)."""
 DEFAULT_SEEDS = {"f2f": 0x5EED0, "v2v": 0x5EED1}
-"""The shipped models' scrambling secrets (a new model draws its own)."""
+"""The shipped models' secrets, mixed into the key stream (a new model draws its own)."""
+DEFAULT_RATE_WEIGHTS = {"f2f": 0.006, "v2v": 0.006}
+"""The shipped models' default ``--rate-weight``, chosen on the training clips by bench/codec.py's sweep."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,8 @@ def start_or_resume(out: Path, config: CodecConfig, resume: bool) -> Checkpoint:
         ckpt = load_checkpoint(out)
         if ckpt.model.config.kind != config.kind:
             raise InputError(f"{str(out)!r} holds a {ckpt.model.config.kind} model, not {config.kind}")
+        # the rate weight is the encoder's default, not a trained parameter: the one asked for now holds
+        ckpt.model.config = replace(ckpt.model.config, rate_weight=config.rate_weight)
         return ckpt
     return Checkpoint(CodecModel(config))
 
