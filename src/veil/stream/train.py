@@ -46,7 +46,7 @@ DEFAULT_STEPS = {"f2f": 16000, "v2v": 8000}
 """Optimisation steps of the shipped models (``veil train codec --default``)."""
 DEFAULT_SEEDS = {"f2f": 0x5EED0, "v2v": 0x5EED1}
 """The shipped models' secrets, mixed into the key stream (a new model draws its own)."""
-DEFAULT_RATE_WEIGHTS = {"f2f": 0.006, "v2v": 0.006}
+DEFAULT_RATE_WEIGHTS = {"f2f": 0.002, "v2v": 0.004}
 """The shipped models' default ``--rate-weight``, chosen on the training clips by bench/codec.py's sweep."""
 
 
