@@ -147,26 +147,18 @@ def test_constant_rate_pads_every_chunk_to_one_size(tmp_path, clip_path, tiny_ch
 
 
 def _retamper(data: bytes, chunk: int, offset_from_end: int) -> bytes:
-    """Flip one bit of a chunk record's payload, ``offset_from_end`` bytes before its end, and
-    recompute the record's CRC: damage an attacker makes look accidental-free."""
-    import struct
-    import zlib
+    """Flip one bit of a chunk record's payload, ``offset_from_end`` bytes before its end, with
+    the CRCs recomputed: damage made to look like none."""
+    from stream_bytes import assemble, split_records
 
-    from veil.stream.format import _HEAD, _REC, CHUNK
+    from veil.stream.format import CHUNK
 
-    out = bytearray(data)
-    _, _, _, json_len = _HEAD.unpack_from(out)
-    at, seen = _HEAD.size + json_len + 4, -1
-    while True:
-        kind, _, length = _REC.unpack_from(out, at)
-        if kind == CHUNK:
-            seen += 1
-            if seen == chunk:
-                out[at + _REC.size + length - offset_from_end] ^= 0x10
-                crc = zlib.crc32(bytes(out[at:at + _REC.size + length]))
-                struct.pack_into("<I", out, at + _REC.size + length, crc)
-                return bytes(out)
-        at += _REC.size + length + 4
+    head, records = split_records(data)
+    at = [i for i, (kind, _) in enumerate(records) if kind == CHUNK][chunk]
+    payload = bytearray(records[at][1])
+    payload[-offset_from_end] ^= 0x10
+    records[at] = (CHUNK, bytes(payload))
+    return assemble(head, records)
 
 
 @pytest.mark.parametrize(("where", "offset"), [("codes", 0), ("padding", 40), ("tag", 3)])

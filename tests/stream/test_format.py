@@ -8,6 +8,7 @@ import zlib
 from fractions import Fraction
 
 import pytest
+from stream_bytes import assemble, header_size, split_records
 
 from veil.media.audio import AudioPacket, AudioParams
 from veil.stream.format import (
@@ -44,18 +45,13 @@ def sample_stream(key: bytes | None = None) -> bytes:
     return buf.getvalue()
 
 
-def header_size(data: bytes) -> int:
-    (json_len,) = struct.unpack_from("<I", data, 14)  # after magic (8), version (2), frame count (4)
-    return 18 + json_len + 4
-
-
 def read_all(data: bytes, key: bytes | None = None) -> tuple[StreamHeader, list]:
     r = StreamReader(io.BytesIO(data), key)
     return r.header, list(r)
 
 
 @pytest.mark.parametrize("key", [None, KEY])
-def test_round_trip_keeps_header_and_records(key: bytes | None) -> None:
+def test_round_trip_keeps_header_andsplit_records(key: bytes | None) -> None:
     h, records = read_all(sample_stream(key), key)
     assert (h.model_id, h.width, h.height, h.fps, h.frame_count, h.audio) == \
         ("f2f-test", 640, 360, Fraction(24000, 1001), 11, PARAMS)
@@ -140,48 +136,29 @@ def test_a_stream_of_another_version_is_refused() -> None:
 
 # --- an attacker who holds the stream but not the key, and rewrites the clear parts -------------
 
-def _records(data: bytes) -> tuple[bytes, list[tuple[int, bytes]]]:
-    """The header's bytes and each record's (type, payload)."""
-    pos, out = header_size(data), []
-    while pos < len(data):
-        kind, _, length = struct.unpack_from("<BII", data, pos)
-        out.append((kind, data[pos + 9:pos + 9 + length]))
-        pos += 9 + length + 4
-    return data[:header_size(data)], out
-
-
-def _assemble(head: bytes, records: list[tuple[int, bytes]]) -> bytes:
-    """Records numbered 0, 1, 2, ... again with valid CRCs: only the key's authentication can tell."""
-    out = bytearray(head)
-    for seq, (kind, payload) in enumerate(records):
-        rec = struct.pack("<BII", kind, seq, len(payload)) + payload
-        out += rec + struct.pack("<I", zlib.crc32(rec))
-    return bytes(out)
-
-
 def _refused(data: bytes) -> None:
     with pytest.raises((AuthenticationError, TruncatedStreamError)):
         read_all(data, KEY)
 
 
 def test_the_attackers_reassembly_is_itself_valid() -> None:
-    head, records = _records(sample_stream(KEY))
-    assert read_all(_assemble(head, records), KEY)[1][-1] == EndRecord(11, 2, 2)  # the harness changes nothing
+    head, records = split_records(sample_stream(KEY))
+    assert read_all(assemble(head, records), KEY)[1][-1] == EndRecord(11, 2, 2)  # the harness changes nothing
 
 
 def test_a_rewritten_header_fails_authentication() -> None:
-    head, records = _records(sample_stream(KEY))
+    head, records = split_records(sample_stream(KEY))
     json_len = struct.unpack_from("<I", head, 14)[0]
     body = head[18:18 + json_len].replace(b'"width":640', b'"width":320')
     assert body != head[18:18 + json_len]
     new = head[:14] + struct.pack("<I", len(body)) + body
     with pytest.raises(AuthenticationError, match="record 0"):
-        read_all(_assemble(new + struct.pack("<I", zlib.crc32(new)), records), KEY)
+        read_all(assemble(new + struct.pack("<I", zlib.crc32(new)), records), KEY)
 
 
 @pytest.mark.parametrize("change", ["swap", "drop", "duplicate", "drop-end"])
 def test_records_reordered_dropped_or_duplicated_fail(change: str) -> None:
-    head, records = _records(sample_stream(KEY))
+    head, records = split_records(sample_stream(KEY))
     r = list(records)
     if change == "swap":
         r[1], r[2] = r[2], r[1]
@@ -191,30 +168,30 @@ def test_records_reordered_dropped_or_duplicated_fail(change: str) -> None:
         r.insert(2, r[1])
     else:
         del r[-1]
-    _refused(_assemble(head, r))
+    _refused(assemble(head, r))
 
 
 def test_a_stream_cut_at_any_record_boundary_is_refused() -> None:
     data = sample_stream(KEY)
-    head, records = _records(data)
+    head, records = split_records(data)
     for n in range(len(records)):  # every prefix of whole records: the END record is missing
         with pytest.raises(TruncatedStreamError):
-            read_all(_assemble(head, records[:n]), KEY)
+            read_all(assemble(head, records[:n]), KEY)
 
 
 def test_a_record_transplanted_from_another_stream_of_the_same_key_fails() -> None:
     """Two streams of one key with equal headers otherwise (same model, size, audio): a record
     of one, at the same place in the other, must not pass."""
-    head_a, records_a = _records(sample_stream(KEY))
-    _, records_b = _records(sample_stream(KEY))
+    head_a, records_a = split_records(sample_stream(KEY))
+    _, records_b = split_records(sample_stream(KEY))
     assert records_a[1] != records_b[1]
     for i in range(len(records_a)):
         mixed = list(records_a)
         mixed[i] = records_b[i]
         with pytest.raises(AuthenticationError, match=f"record {i}"):
-            read_all(_assemble(head_a, mixed), KEY)
+            read_all(assemble(head_a, mixed), KEY)
 
 
 def test_nonces_never_repeat_across_records_and_runs() -> None:
-    nonces = [payload[:12] for _ in range(20) for _, payload in _records(sample_stream(KEY))[1]]
+    nonces = [payload[:12] for _ in range(20) for _, payload in split_records(sample_stream(KEY))[1]]
     assert len(nonces) == 20 * 5 and len(set(nonces)) == len(nonces)

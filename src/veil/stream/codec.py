@@ -54,7 +54,7 @@ from veil.stream.keying import OVERHEAD, SealError, chunk_keys, open_chunk, seal
 from veil.stream.model import CodecModel, pad_to_multiple
 from veil.stream.rate import fit_chunk
 
-__all__ = ["KEYFRAME_INTERVAL", "EncodeStats", "AudioOverride", "frame_latents", "latent_codes", "encode_frames",
+__all__ = ["KEYFRAME_INTERVAL", "EncodeStats", "AudioOverride", "frame_latents", "latent_codes",
            "decode_codes", "encode_stream", "decode_stream", "resolve_checkpoint"]
 
 AUDIO_LAG_CHUNKS = 4  # emit a chunk anyway when the audio lags this many chunks behind the video
@@ -112,15 +112,6 @@ def latent_codes(model: CodecModel, latent: torch.Tensor, rate_weight: float,
     """Codes of latents by `CodecModel.rd_codes`. Shape: latent (L, D, h, w), reference (h, w, Q) -> (L, h, w, Q)."""
     ref = torch.from_numpy(reference).to(latent.device) if reference is not None else None
     return model.rd_codes(latent, rate_weight, ref).cpu().numpy()
-
-
-def encode_frames(model: CodecModel, frames: np.ndarray, feats: np.ndarray, rate_weight: float = 0.0,
-                  reference: np.ndarray | None = None) -> np.ndarray:
-    """Code indices of a run of frames (`frame_latents`, then `latent_codes`).
-
-    Shape: frames (n, H, W, 3) uint8, feats (n, n_mels), reference (h, w, Q) -> (L, h, w, Q) int64
-    """
-    return latent_codes(model, frame_latents(model, frames, feats), rate_weight, reference)
 
 
 def decode_codes(model: CodecModel, indices: np.ndarray, feats: np.ndarray, height: int, width: int) -> np.ndarray:

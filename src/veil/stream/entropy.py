@@ -51,15 +51,16 @@ from dataclasses import dataclass, field
 import constriction
 import numpy as np
 
-__all__ = ["ContextCoder", "EntropyError", "empirical_bits", "learn_prior", "read_shape"]
+__all__ = ["ContextCoder", "EntropyError", "NEIGHBOURS", "empirical_bits", "learn_prior", "read_shape"]
 
 _HEAD = struct.Struct("<BHHHBIB")
 METHOD = 4
-# Neighbour offsets (dy, dx): the candidates after the cell's own previous index.
-_NEIGHBOURS = ((-1, 0), (0, -1), (1, 0), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))
+# Neighbour offsets (dy, dx): the candidates after the cell's own previous index, in their order
+# (`CodecModel.rd_codes` looks at the same cells).
+NEIGHBOURS = ((-1, 0), (0, -1), (1, 0), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))
 _PASS_OF_PARITY = np.array([[0, 2], [3, 1]])  # pass of a cell by (row % 2, column % 2)
 PASSES = 4
-SLOTS = 1 + len(_NEIGHBOURS) + 1  # own previous, eight neighbours, escape
+SLOTS = 1 + len(NEIGHBOURS) + 1  # own previous, eight neighbours, escape
 ESCAPE = SLOTS - 1
 _FLAG_CONTEXTS = 3 * 3 * PASSES * 4
 CHOICE_CONTEXTS = 5  # "which" is modelled by how many distinct candidates a cell has: 0, 1, 2, 3, 4+
@@ -169,12 +170,12 @@ class _Frame:
         if prev_changed is None:
             self.prev_state = np.full((h, w), 2 * 3, np.int64)
         else:  # the cell's own flag in the previous frame, and how many of its neighbours changed there (0, 1-2, 3+)
-            around = sum((_shifted(prev_changed, dy, dx, 0) == 1).astype(np.int64) for dy, dx in _NEIGHBOURS)
+            around = sum((_shifted(prev_changed, dy, dx, 0) == 1).astype(np.int64) for dy, dx in NEIGHBOURS)
             self.prev_state = prev_changed.astype(np.int64) * 3 + np.digitize(around, (1, 3))
 
     def flag_context(self, cells: np.ndarray, p: int) -> np.ndarray:
         """Context of the changed flags of the cells (a boolean mask) of pass ``p``."""
-        known = sum((_shifted(self.changed, dy, dx, -1) == 1).astype(np.int64) for dy, dx in _NEIGHBOURS)
+        known = sum((_shifted(self.changed, dy, dx, -1) == 1).astype(np.int64) for dy, dx in NEIGHBOURS)
         return ((self.prev_state * PASSES + p) * 4 + np.minimum(known, 3))[cells]
 
     def set_flags(self, cells: np.ndarray, flags: np.ndarray) -> None:
@@ -191,7 +192,7 @@ class _Frame:
         (escape always valid; a candidate is valid when known and not equal to an earlier one).
         """
         own = self.prev[cells] if self.prev is not None else np.full((int(cells.sum()), self.codes.shape[2]), -1)
-        cand = np.stack([own] + [_shifted(self.codes, dy, dx, -1)[cells] for dy, dx in _NEIGHBOURS], -1)
+        cand = np.stack([own] + [_shifted(self.codes, dy, dx, -1)[cells] for dy, dx in NEIGHBOURS], -1)
         valid = cand >= 0
         for j in range(1, cand.shape[-1]):
             valid[..., j] &= ~(cand[..., :j] == cand[..., j:j + 1]).any(-1)

@@ -38,6 +38,8 @@ from einops import rearrange
 from torch import nn
 from vector_quantize_pytorch import ResidualVQ
 
+from veil.stream.entropy import NEIGHBOURS
+
 __all__ = ["CodecConfig", "CodecModel", "Coded", "pad_to_multiple"]
 
 ModelKind = Literal["f2f", "v2v"]
@@ -118,8 +120,8 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 NEIGHBOUR_COST = 0.3  # `CodecModel.rd_codes`: a neighbour's code costs this share of a new one
-# `rd_codes`' look-back: the cell itself, then its eight neighbours (the candidates of `veil.stream.entropy`)
-_LOOK = ((0, 0), (-1, 0), (0, -1), (1, 0), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))
+# `rd_codes`' look-back: the cell itself, then its eight neighbours (the entropy coder's candidates)
+_LOOK = ((0, 0), *NEIGHBOURS)
 
 
 def _shift(a: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
