@@ -162,7 +162,7 @@ class _Frame:
     """
 
     def __init__(self, prev: np.ndarray | None, prev_changed: np.ndarray | None, grid: tuple[int, int], q: int):
-        self.prev, self.grid = prev, grid
+        self.prev = prev
         h, w = grid
         self.pass_of = _PASS_OF_PARITY[np.arange(h)[:, None] % 2, np.arange(w)[None, :] % 2]
         self.codes = np.full((h, w, q), -1, np.int64)
