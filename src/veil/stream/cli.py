@@ -76,16 +76,12 @@ def encode_command(
     ] = KEYFRAME_INTERVAL,
     constant_rate: Annotated[float | None, typer.Option(
         help="bytes per second of video: pad every chunk to the same size so the stream's size says nothing "
-             "of motion or scene (chunks that would not fit drop quantiser stages)")] = None,
+             "of motion or scene (a chunk that would not fit is sent at a lower quality)")] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "cpu",
 ) -> None:
     """Encode a video into a privacy-preserving .veil stream (codes + the video's own audio)."""
     use_device(device)
     _check_kind(model)
-    if keyframe_interval < 1:
-        fail(f"--keyframe-interval must be >= 1, got {keyframe_interval}")
-    if constant_rate is not None and constant_rate <= 0:
-        fail(f"--constant-rate must be > 0 bytes per second, got {constant_rate:g}")
     _encode(source, output, model, checkpoint, key, chunk_frames, follow, rate_weight, keyframe_interval,
             constant_rate)
 

@@ -54,7 +54,7 @@ from veil.stream.keying import OVERHEAD, SealError, chunk_keys, open_chunk, seal
 from veil.stream.model import CodecModel, pad_to_multiple
 from veil.stream.rate import fit_chunk
 
-__all__ = ["KEYFRAME_INTERVAL", "EncodeStats", "AudioOverride", "frame_latents", "latent_codes",
+__all__ = ["KEYFRAME_INTERVAL", "EncodeStats", "AudioOverride", "new_coder", "frame_latents", "latent_codes",
            "decode_codes", "encode_stream", "decode_stream", "resolve_checkpoint"]
 
 AUDIO_LAG_CHUNKS = 4  # emit a chunk anyway when the audio lags this many chunks behind the video
@@ -93,6 +93,13 @@ def _to_tensor(frames: np.ndarray, feats: np.ndarray, per_step: int, stride: int
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
     x = pad_to_multiple(x, stride)
     return x.reshape(-1, per_step, *x.shape[1:]), torch.from_numpy(feats).reshape(-1, per_step, feats.shape[-1])
+
+
+def new_coder(ckpt: Checkpoint) -> ContextCoder:
+    """The entropy coder of a stream of ``ckpt``'s model: the sender's and the receiver's must be
+    built alike (the learned prior, the first codebook's geometry), or the codes decode wrongly."""
+    cfg = ckpt.model.config
+    return ContextCoder(cfg.codebook_size, cfg.num_quantizers, ckpt.coder_prior, ckpt.model.first_codebook())
 
 
 def frame_latents(model: CodecModel, frames: np.ndarray, feats: np.ndarray) -> torch.Tensor:
@@ -187,7 +194,7 @@ def encode_stream(source: str | Path | BinaryIO, out: BinaryIO, ckpt: Checkpoint
                           time_base=info.time_base, chunk_bytes=chunk_bytes)
     writer = StreamWriter(out, header, key)
     digest = writer.header.digest  # with the stream's own random id
-    coder = ContextCoder(cfg.codebook_size, cfg.num_quantizers, ckpt.coder_prior, model.first_codebook())
+    coder = new_coder(ckpt)
     null = model.null_codes().cpu().numpy()
     adec = AudioDecoder(info.audio) if info.audio else None
     stats, t0 = EncodeStats(), time.perf_counter()
@@ -312,8 +319,9 @@ def decode_stream(f: BinaryIO, out_path: str | Path | None, key: bytes | None = 
                            audio=[header.audio] if header.audio else (), colour=_colour(header))
     since_chunk: list[AudioPacket] = []
     ok, chunks = False, 0
-    coder = ContextCoder(cfg.codebook_size, cfg.num_quantizers, ckpt.coder_prior, model.first_codebook())
+    coder = new_coder(ckpt)
     strict = audio_override is None  # the privacy experiment decodes whatever other audio makes of it
+    grid = (-(-header.height // cfg.stride), -(-header.width // cfg.stride))
     try:
         for rec in reader:
             if isinstance(rec, AudioPacket):
@@ -328,7 +336,6 @@ def decode_stream(f: BinaryIO, out_path: str | Path | None, key: bytes | None = 
                 if not 0 < rec.n_frames <= header.chunk_frames:
                     raise CorruptStreamError(f"chunk {chunks} holds {rec.n_frames} frames; the header allows "
                                              f"1 to {header.chunk_frames}")
-                grid = (-(-header.height // cfg.stride), -(-header.width // cfg.stride))
                 latents = -(-rec.n_frames // cfg.frames_per_step) * cfg.latents_per_step
                 if audio_override is not None and params is not None:
                     end = Fraction(rec.first_frame + rec.n_frames) / header.fps

@@ -7,8 +7,8 @@ F2F and V2V; a cycle); it gives no layer sizes. The choices made here, and why:
 * **Downsampling /8 with a residual quantiser.** One code cell per 8x8 pixels (a quarter of the
   cells of a /4 grid, which format 4 streams used) with `ResidualVQ` (``num_quantizers`` stages of
   ``codebook_size`` codes, from vector-quantize-pytorch) for the capacity a single codebook lacks;
-  the stage count is the rate knob (`veil.stream.codec` drops the last stages to meet
-  ``--constant-rate``). The convolutions are narrow at the large scales (``widths``: 16 channels
+  the rate is chosen per cell by `CodecModel.rd_codes`, and `veil.stream.rate` drops the last
+  stages where ``--constant-rate`` leaves no room for them. The convolutions are narrow at the large scales (``widths``: 16 channels
   at /2, 32 at /4, 64 at /8), where a CPU spends its time: about 0.6 GMAC a 640x360 frame each way.
 * **Audio fusion by FiLM.** Each frame's log-mel segment (see `veil.stream.audio`) goes through a
   small MLP to an embedding that scales and shifts the feature maps of both the encoder and the
