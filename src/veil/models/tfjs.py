@@ -180,7 +180,7 @@ def depthwise_filter_to_torch(w: np.ndarray) -> torch.Tensor:
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TensorFlow "same" padding (before, after) along one axis; the odd pixel goes after."""
-    out = -(-size // stride)
+    out = (size + stride - 1) // stride  # ceil; not -(-size // stride): traced to ONNX, // truncates
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
 

@@ -220,17 +220,20 @@ class ExpressionService:
 
 
 def service_divergence(logits_original: torch.Tensor, logits_generated: torch.Tensor) -> torch.Tensor:
-    """Differentiable surrogate of Eq. 8: KL(p_original || p_generated), batch mean.
+    """Differentiable surrogate of Eq. 8: KL(p_original || p_generated), averaged over faces (and
+    over the classifiers of an ensemble, :class:`veil.qmvae.service.ExpressionEnsemble`).
 
     Shape:
-        (B, C), (B, C) -> ()
+        (B, C), (B, C) or (B, M, C), (B, M, C) -> ()
     """
     target = F.log_softmax(logits_original.detach(), dim=-1)
-    return F.kl_div(F.log_softmax(logits_generated, dim=-1), target, log_target=True, reduction="batchmean")
+    generated = F.log_softmax(logits_generated, dim=-1)
+    return (target.exp() * (target - generated)).sum(-1).mean()
 
 
 def service_loss_rate(logits_original: torch.Tensor, logits_generated: torch.Tensor) -> float:
-    """Eq. 8 averaged: the fraction of faces whose service result (argmax) changed."""
+    """Eq. 8 averaged: the fraction of faces whose service result (argmax) changed (of an ensemble:
+    the fraction of its classifiers' answers, over all faces)."""
     if len(logits_original) == 0:
         return 0.0
     return float((logits_original.argmax(-1) != logits_generated.argmax(-1)).float().mean())

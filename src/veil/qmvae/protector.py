@@ -6,12 +6,13 @@ face only ever reaches the model through those de-identified versions.
 
 Service search (``service_steps``, default 8; 0 is the paper's plain forward pass): the service's
 answer on the original face (face-api's expression classifier, the service the model is trained
-for) is known at protection time, so the model's code map is then searched for it
+for; with the ``service`` option, an ensemble of veil's expression classifiers,
+:mod:`veil.qmvae.service`) is known at protection time, so the model's code map is then searched for it
 (:func:`veil.qmvae.model.search_codes`): a few of the codes the encoder chose are swapped for
 other entries of the codebook where that brings the service's output on the shown face (the
 generated face under the mask, the frame around it) closer to its output on the original. The
 face is still drawn by the model's decoder from its codebook, so the search chooses among faces
-the model can draw; it never copies pixels of the original. Only the service's 7 probabilities
+the model can draw; it never copies pixels of the original. Only the classifiers' 7 probabilities
 of the original steer it. In a video, each tracked face starts from its swaps of the previous
 frame. Privacy is checked, not assumed: :class:`IdentityGuard` measures each searched face against
 its original with dlib's ResNet, searches again with the distance in the loss where it came
@@ -56,12 +57,15 @@ searches again: privacy first."""
 class QMVAEProtect:
     """QM-VAE (utility-keeping de-identification). Options: ``checkpoint`` (a `veil train qmvae`
     file; default: the shipped model), ``mask_radius``/``feather`` (the pasted ellipse, fractions of
-    the crop), ``service_steps`` (code-search steps for the expression service; 0: none)."""
+    the crop), ``service_steps`` (code-search steps for the expression service; 0: none),
+    ``service`` (the expression classifiers the search keeps the answer of, comma-separated: any of
+    faceapi, human, fer; default faceapi, the service the shipped model was trained for)."""
 
     checkpoint: str | None = None
     mask_radius: float = 0.47
     feather: float = 0.08
     service_steps: int = 8
+    service: str = "faceapi"  # of veil.qmvae.service.MEMBERS (a module that loads torch: not imported here)
     model: QMVAE = field(init=False, repr=False)
     faces_only = True  # the model draws aligned faces
 
@@ -71,6 +75,9 @@ class QMVAEProtect:
                              f"got {self.mask_radius}, {self.feather}")
         if not 0 <= int(self.service_steps) == self.service_steps:
             raise ValueError(f"service_steps must be a whole number >= 0, got {self.service_steps}")
+        from veil.qmvae.service import parse_members
+
+        members = parse_members(self.service)
         path = Path(self.checkpoint) if self.checkpoint else default_checkpoint()
         self.model = load_checkpoint(path).model.eval()
         for p in self.model.parameters():
@@ -80,10 +87,10 @@ class QMVAEProtect:
         if self.service_steps:
             from veil.models.identity import get_recognizer
             from veil.models.onnx_runtime import FrozenNet
-            from veil.qmvae.model import ExpressionService
+            from veil.qmvae.service import ExpressionEnsemble
 
-            service = ExpressionService(self.model.config.crop)
-            frozen = FrozenNet(service.net, "expression", service.own_crop.size)
+            service = ExpressionEnsemble(self.model.config.crop, members)
+            frozen = FrozenNet(service.module, service.name, service.own_crop.size)
             self._search = ServiceSearch(service, self._mask, frozen, int(self.service_steps))
             recognizer = get_recognizer("dlib")
             self._guard = IdentityGuard(recognizer, recognizer.threshold + GUARD_MARGIN)

@@ -17,7 +17,8 @@ from veil.qmvae.paste import draw, inside_frame, renderer
 if TYPE_CHECKING:  # the model (torch, vector-quantize-pytorch) loads only when the method is used
     from veil.models.identity import IdentityModel
     from veil.models.onnx_runtime import FrozenNet
-    from veil.qmvae.model import QMVAE, ExpressionService
+    from veil.qmvae.model import QMVAE
+    from veil.qmvae.service import ExpressionEnsemble
 
 __all__ = ["generate", "ServiceSearch", "IdentityGuard"]
 
@@ -68,7 +69,7 @@ class ServiceSearch:
     under the mask, the original crop around it, as in training).
     """
 
-    service: ExpressionService
+    service: ExpressionEnsemble
     mask: np.ndarray
     frozen: FrozenNet | None = None
     """The service's forward pass by ONNX Runtime (probabilities), for the candidates the search
@@ -132,12 +133,15 @@ class ServiceSearch:
                 views.append(F.grid_sample(shown, grid, padding_mode="border", align_corners=False))
             batch = torch.cat(views)
             if self.frozen is not None and not torch.is_grad_enabled():
-                probs = torch.from_numpy(self.frozen(batch.numpy() * 255.0))
+                probs = torch.from_numpy(self.frozen(batch.numpy() * 255.0)).view(len(batch), *target.shape[1:])
                 logp = torch.log(probs.clamp_min(1e-12))
             else:
                 logp = F.log_softmax(svc.on_own_crop(batch), -1)
-            t = target[face].repeat(len(views), 1)
-            return (t.exp() * (t - logp)).sum(-1).view(len(views), -1).amax(0)
+            t = target[face].repeat(len(views), *([1] * (target.dim() - 1)))
+            kl = (t.exp() * (t - logp)).sum(-1)
+            if kl.dim() > 1:  # an ensemble: its classifiers' divergences averaged
+                kl = kl.mean(-1)
+            return kl.view(len(views), -1).amax(0)
 
         return per_face
 

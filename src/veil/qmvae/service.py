@@ -1,0 +1,146 @@
+"""The expression service as an ensemble: every expression classifier veil ships, each in its crop.
+
+One classifier steering the code search finds codes that this one network reads as the original's
+expression, not an expression (bench/qmvae_table.py: face-api's answer kept on every face, Human's
+lost on nine in ten). The ensemble's answer is what several networks of different origin, input
+and crop agree on:
+
+- ``faceapi``: face-api's :class:`veil.models.expression.ExpressionNet`, RGB 112 px, its crop
+  (:data:`veil.align.EXPRESSION_CROP`, padding 0.2, about a detector's box);
+- ``human``: Human's :class:`veil.models.emotion.HumanEmotion`, grey 64 px, Human's box 1.4x a
+  detector's (padding 0.48 of the mean face);
+- ``fer``: fer's :class:`veil.models.fer.FerEmotion`, grey 64 px, the box squared and widened by 10
+  pixels a side (about 1.2x: padding 0.34).
+
+Here every member takes the face aligned by its landmarks (a similarity transform, as veil cuts
+every face) at its own size and padding, resampled from one shared crop that holds them all
+(:data:`SHARED_CROP`), so the search renders the shown face once per view. A member's own
+pipeline (its own box crop, :meth:`probabilities`) is what a judge runs: bench/qmvae_table.py
+leaves each member out of the ensemble in turn and judges with it.
+
+Outputs are log-probabilities in :data:`veil.models.expression.EXPRESSIONS` order, stacked per
+member: (B, M, 7). :func:`veil.qmvae.model.service_divergence` and the search average the members'
+KL divergences, so each counts the same whatever its confidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from veil.align import EXPRESSION_CROP, CropSpec
+from veil.qmvae.model import crop_to_spec
+
+__all__ = ["MEMBERS", "SHARED_CROP", "ExpressionEnsemble", "parse_members"]
+
+MEMBERS = ("faceapi", "human", "fer")
+"""Every expression classifier veil ships, in the order their outputs are stacked."""
+SHARED_CROP = CropSpec(160, 0.5)
+"""The crop the members' crops are resampled from: the widest member's, at face-api's resolution."""
+_CROPS = {"faceapi": EXPRESSION_CROP, "human": CropSpec(64, 0.48), "fer": CropSpec(64, 0.34)}
+_GREY = torch.tensor([0.2989, 0.5870, 0.1140]).view(1, 3, 1, 1)  # Human's weights; fer's BT.601 ones agree to 1e-3
+
+
+def parse_members(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``"faceapi,fer"`` -> ("faceapi", "fer"), checked, in :data:`MEMBERS` order."""
+    wanted = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+    unknown = sorted(set(wanted) - set(MEMBERS))
+    if unknown or not wanted:
+        raise ValueError(f"expression classifiers are {', '.join(MEMBERS)}; got {', '.join(unknown) or 'none'}")
+    return tuple(n for n in MEMBERS if n in wanted)
+
+
+def resampling(source: CropSpec, target: CropSpec) -> torch.Tensor:
+    """The 1-D bilinear weights that take a face in ``source`` to ``target`` (same centre; zero
+    outside), as :func:`veil.qmvae.model.crop_to_spec` samples it, as a matrix: applied to rows
+    and columns it resamples with two matrix products, which ONNX Runtime runs (its grid sampling
+    needs a newer opset than torch exports).
+
+    Shape: -> (target.size, source.size)
+    """
+    scale = (1 + 2 * target.padding) / (1 + 2 * source.padding)
+    u = torch.arange(target.size, dtype=torch.float64)
+    x = ((scale * ((2 * u + 1) / target.size - 1) + 1) * source.size - 1) / 2  # source pixel coordinates
+    left = torch.floor(x)
+    weights = torch.zeros(target.size, source.size, dtype=torch.float64)
+    for pixel, w in ((left, 1 - (x - left)), (left + 1, x - left)):
+        ok = (pixel >= 0) & (pixel <= source.size - 1)
+        weights[u[ok].long(), pixel[ok].long()] += w[ok]
+    return weights.float()
+
+
+def _network(name: str) -> nn.Module:
+    if name == "faceapi":
+        from veil.models.expression import ExpressionNet
+
+        return ExpressionNet.pretrained()
+    if name == "human":
+        from veil.models.emotion import HumanEmotion
+
+        return HumanEmotion.pretrained()
+    from veil.models.fer import FerEmotion
+
+    return FerEmotion.pretrained()
+
+
+class _Members(nn.Module):
+    """The members on faces in :data:`SHARED_CROP`: (B, 3, S, S) RGB 0..255 -> (B, M * 7) probabilities
+    (a plain tensor in and out, so ONNX Runtime can run it for the search's candidates)."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.names = names
+        self.nets = nn.ModuleList(_network(n) for n in names)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        for n in names:
+            self.register_buffer(f"to_{n}", resampling(SHARED_CROP, _CROPS[n]), persistent=False)
+
+    def log_probs(self, faces: torch.Tensor) -> torch.Tensor:
+        """Shape: (B, 3, S, S) RGB 0..1 in SHARED_CROP -> (B, M, 7) log-probabilities."""
+        out = []
+        for name, net in zip(self.names, self.nets):
+            weights = getattr(self, f"to_{name}")
+            x = torch.matmul(torch.matmul(weights, faces), weights.T)  # rows, then columns
+            if name == "faceapi":
+                out.append(F.log_softmax(net.logits(x * 255.0), -1))
+                continue
+            grey = ((x * _GREY.to(x)).sum(1, keepdim=True) - 0.5) * 2.0
+            out.append(F.log_softmax(net.logits(grey), -1) if name == "fer" else torch.log(net(grey).clamp_min(1e-12)))
+        return torch.stack(out, 1)
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        return self.log_probs(faces / 255.0).exp().flatten(1)
+
+
+@dataclass
+class ExpressionEnsemble:
+    """QM-VAE's service as an ensemble of expression classifiers (see the module docstring).
+
+    Shape:
+        __call__(faces): (B, 3, S, S) RGB 0..1 in ``crop`` -> (B, M, 7) log-probabilities
+    """
+
+    crop: CropSpec
+    members: tuple[str, ...] = MEMBERS
+    own_crop: CropSpec = SHARED_CROP
+    """The crop :meth:`on_own_crop` takes faces in."""
+    module: _Members = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.members = parse_members(self.members)
+        self.module = _Members(self.members).eval()
+
+    @property
+    def name(self) -> str:
+        return "expression-" + "-".join(self.members)
+
+    def __call__(self, faces: torch.Tensor) -> torch.Tensor:
+        return self.module.log_probs(crop_to_spec(faces, self.crop, self.own_crop))
+
+    def on_own_crop(self, faces: torch.Tensor) -> torch.Tensor:
+        """Shape: (B, 3, 160, 160) RGB 0..1 cut from the frame in :attr:`own_crop` -> (B, M, 7)."""
+        return self.module.log_probs(faces)
