@@ -100,3 +100,21 @@ def test_scene_cut_detection():
     assert not is_scene_cut(None, scene_thumbnail(dark))
     assert not is_scene_cut(scene_thumbnail(dark), scene_thumbnail(dark + 5))
     assert is_scene_cut(scene_thumbnail(dark), scene_thumbnail(light))
+
+
+def test_camera_motion_carries_tracks_through_a_fast_pan():
+    # A 30-pixel face in a pan of 20 pixels a frame, detected every other frame: it moves past any
+    # overlap with where it was. Carried by the camera's motion, it keeps one track, and the frames
+    # between detections are covered where the face is (not where it was).
+    frames = [face(10 + 20 * i, size=30) if i % 2 == 0 else Faces.empty() for i in range(12)]
+    tracker = Tracker(TrackerConfig(lookahead=0))
+    out = [tracker.push(f, camera=(20.0, 0.0))[0] for f in frames]
+    assert {int(f.track_ids[0]) for f in out} == {0}
+    for i in (1, 5, 11):
+        truth = face(10 + 20 * i, size=30).boxes
+        assert iou_matrix(truth, out[i].boxes).max() > 0.9
+    # Without it, every detection starts a new track, and a frame between them lags a whole step.
+    tracker = Tracker(TrackerConfig(lookahead=0))
+    still = [tracker.push(f)[0] for f in frames]
+    assert len({int(i) for f in still for i in f.track_ids}) == 6
+    assert iou_matrix(face(10 + 20 * 11, size=30).boxes, still[11].boxes).max() < 0.5

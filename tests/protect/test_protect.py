@@ -215,3 +215,13 @@ def test_small_faces_of_a_1080p_wide_shot_are_hidden_at_the_defaults(load_rgb, t
     assert leaked == [0, 0, 0, 0]
     # The same shot seen at 640 pixels, the old default: faces about 8 pixels wide, lost.
     assert veil.protect(src, None, method="blur", detect_size=640, dry_run=True).faces < 10
+
+
+@pytest.mark.parametrize("size, mask_scale, grown", [(200, 1.3, 260), (20, 1.3, 36), (40, 1.5, 60), (10, 1.0, 26)])
+def test_a_face_mask_grows_by_its_scale_and_at_least_a_margin(size, mask_scale, grown):
+    from veil.protect.base import ellipse_boxes
+
+    faces = Faces(np.array([[100.0, 100.0, 100.0 + size, 100.0 + size]]), np.zeros((1, 5, 2)), np.ones(1))
+    box = ellipse_boxes(faces, mask_scale)[0]
+    centre = 100 + size / 2
+    np.testing.assert_allclose(box, [centre - grown / 2] * 2 + [centre + grown / 2] * 2)

@@ -3,7 +3,8 @@
 A detector misses a face now and then (motion blur, a turned head); a blur that vanishes for one
 frame shows the face to anyone who steps through the video. The tracker therefore:
 
-- matches detections to tracks by overlap with the track's predicted box (constant velocity),
+- matches detections to tracks by overlap with the track's predicted box (constant velocity,
+  carried along by the camera's motion where the caller measures it, :mod:`veil.detect.motion`),
   a detection only to a track of its own kind (a face never continues a person's track);
 - keeps a missed track alive for `max_missing` frames at its predicted, slowly growing box;
 - holds the last `lookahead` frames back, so that when a track is detected again after a gap the
@@ -112,11 +113,12 @@ class _Track:
     smooth: np.ndarray
     last_frame: int
     kind: int = 0
-    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))  # its own, the camera's apart
     missing: int = 0
+    carried: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))  # camera motion since last seen
 
     def predicted(self, frame: int) -> np.ndarray:
-        return self.box + self.velocity * (frame - self.last_frame)
+        return self.box + self.carried + self.velocity * (frame - self.last_frame)
 
 
 class Tracker:
@@ -139,12 +141,19 @@ class Tracker:
         self.assigned = np.zeros(0, np.int64)  # track id of each face of the latest `push`
         self.started: list[int] = []  # the tracks the latest `push` started
 
-    def push(self, faces: Faces, scene_cut: bool = False) -> list[Faces]:
-        """Add the detections of the next frame; returns the frames that are final now."""
+    def push(self, faces: Faces, scene_cut: bool = False, camera: tuple[float, float] = (0.0, 0.0)) -> list[Faces]:
+        """Add the detections of the next frame; returns the frames that are final now.
+
+        `camera`: how far the picture moved since the previous frame, (dx, dy) pixels
+        (:class:`veil.detect.motion.CameraMotion`); every track is carried along by it."""
         t = self._frame
         if scene_cut:
             self._tracks = []
             self._cut_at = t
+        if camera != (0.0, 0.0):
+            shift = np.array([camera[0], camera[1], camera[0], camera[1]], np.float32)
+            for track in self._tracks:
+                track.carried = track.carried + shift
         entries: dict[int, _Entry] = {}
         self._buffer.append(entries)
         matched = self._match(faces, t)
@@ -239,9 +248,10 @@ class Tracker:
         if gap > 1:
             self._interpolate(track, box, points, t)
         a = self.config.smoothing
-        track.velocity = (0.5 * track.velocity + 0.5 * (box - track.box) / gap).astype(np.float32)
-        track.smooth = (a * box + (1 - a) * (track.smooth + track.velocity * gap)).astype(np.float32)
+        track.velocity = (0.5 * track.velocity + 0.5 * (box - track.box - track.carried) / gap).astype(np.float32)
+        track.smooth = (a * box + (1 - a) * (track.smooth + track.carried + track.velocity * gap)).astype(np.float32)
         track.box, track.points, track.last_frame, track.missing = box, points, t, 0
+        track.carried = np.zeros(4, np.float32)
         entries[track.id] = _Entry(_union(box, track.smooth), points, float(faces.scores[d]), False, track.kind)
 
     def _interpolate(self, track: _Track, box: np.ndarray, points: np.ndarray, t: int) -> None:

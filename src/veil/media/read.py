@@ -39,6 +39,7 @@ from veil.media.sources import (
     open_container,
     source_name,
 )
+from veil.media.yuv import yuv420_to_rgb
 
 __all__ = ["VIDEO_SUFFIXES", "Colour", "VideoInfo", "Frame", "FrameSource", "VideoReader", "probe", "read_frames",
            "upright_rgb", "av_reason"]
@@ -131,7 +132,12 @@ def upright_rgb(frame: av.VideoFrame, info: VideoInfo) -> np.ndarray:
     deep = frame.format.components[0].bits > 8
     width, height = (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
     resize = {} if (frame.width, frame.height) == (width, height) else {"width": width, "height": height}
-    image = frame.to_ndarray(format="rgb24", interpolation=_ACCURATE if deep or resize else None, **resize)
+    image = None
+    if frame.format.name in ("yuv420p", "yuvj420p") and not resize:
+        full = frame.format.name == "yuvj420p" or int(frame.color_range) == 2
+        image = yuv420_to_rgb(frame.to_ndarray(), int(frame.colorspace), full)
+    if image is None:
+        image = frame.to_ndarray(format="rgb24", interpolation=_ACCURATE if deep or resize else None, **resize)
     # The display matrix angle is counter-clockwise; showing the frame upright means rotating by it.
     k = (info.rotation // 90) % 4
     return np.ascontiguousarray(np.rot90(image, k=k)) if k else image

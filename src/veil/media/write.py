@@ -28,6 +28,7 @@ from veil.media.outputs import check_output, discard, publish, temporary_beside
 from veil.media.read import VIDEO_SUFFIXES, Colour
 from veil.media.sinks import is_live_target, open_live_output, target_name
 from veil.media.sources import av_reason
+from veil.media.yuv import rgb_to_yuv420
 
 __all__ = ["EncodeOptions", "VideoWriter", "write_frames", "check_output_path"]
 
@@ -271,10 +272,16 @@ class VideoWriter:
         if self._last_pts is not None and pts <= self._last_pts:
             pts = self._last_pts + 1  # a damaged source may repeat a timestamp; keep order strictly
         self._last_pts = pts
-        rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         ctx = self._video.codec_context
-        frame = self._reformatter.reformat(rgb, format=ctx.pix_fmt, dst_colorspace=self._sws_matrix,
-                                           dst_color_range=ctx.color_range or None, threads=ctx.thread_count)
+        # (A SWS_CS_* code is the AVCOL_SPC code of the same matrix; none: swscale's default, BT.601.)
+        planes = (rgb_to_yuv420(np.ascontiguousarray(image), self._sws_matrix or 5, ctx.color_range == 2)
+                  if ctx.pix_fmt == "yuv420p" else None)
+        if planes is not None:
+            frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+        else:
+            rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame = self._reformatter.reformat(rgb, format=ctx.pix_fmt, dst_colorspace=self._sws_matrix,
+                                               dst_color_range=ctx.color_range or None, threads=ctx.thread_count)
         frame.pts = pts
         frame.time_base = self._time_base
         self._mux_audio_until(float(pts * self._time_base))

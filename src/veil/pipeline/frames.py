@@ -28,6 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from veil.detect import Detector, Tracker
+from veil.detect.motion import CameraMotion
 from veil.detect.track import iou_matrix, is_scene_cut, scene_thumbnail
 from veil.errors import DetectionError, ProtectionError
 from veil.export import Exports
@@ -124,6 +125,7 @@ class _FrameLoop:
         self.kept: KeptTracks | None = known.tracks() if known is not None else None
         self.held: deque[HeldFrame] = deque()
         self.previous_thumb: np.ndarray | None = None
+        self.camera = CameraMotion()
         self.last_failed = False  # whether the latest detection failed (the frames it skipped inherit it)
         # The next frame shown is detected whatever the cadence: the frames before it were masked
         # or dropped unseen, so the tracker has nothing recent to cover it with.
@@ -206,11 +208,15 @@ class _FrameLoop:
         if self.review is not None:
             self._push_reviewed(frame, masked, late, due)
             return
-        cut = False
+        cut, camera = False, (0.0, 0.0)
         if not masked:  # a garbled frame is neither looked at for faces nor compared for a cut
             thumb = scene_thumbnail(frame.image)
             cut = is_scene_cut(self.previous_thumb, thumb)
             self.previous_thumb = thumb
+            with self.clock.stage("track"):
+                camera = self.camera.update(frame.image)
+        else:
+            self.camera.reset()
         whole = cut or self.detect_next
         detected = not masked and (whole or frame.index % self.options.detect_every == 0)
         self.detect_next = masked
@@ -236,7 +242,7 @@ class _FrameLoop:
         info = self.source.info
         faces = faces.clipped(info.width, info.height)
         with self.clock.stage("track"):
-            ready = self.tracker.push(faces, scene_cut=cut)
+            ready = self.tracker.push(faces, scene_cut=cut, camera=camera)
             if self.kept is not None and detected and not failed:  # people and plates are never kept
                 own = faces.kinds == FACE
                 self.kept.observe(frame.index, frame.image, faces[own], self.tracker.assigned[own])

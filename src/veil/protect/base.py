@@ -124,11 +124,19 @@ def get_protector(name: str, **options: Any) -> Protector:
         raise InputError(f"bad option for --method {name}: {exc}") from None
 
 
+# A face box grows by at least this much on every side: a detector's box of a face 20-40 pixels
+# wide is off by several pixels, and `mask_scale` alone leaves such a face a margin of 3-6; a
+# blurred head that keeps its outline still reads as a face to another detector.
+MIN_MARGIN_PX = 8.0
+
+
 def ellipse_boxes(faces: Faces, mask_scale: float) -> np.ndarray:
-    """Face boxes grown by `mask_scale` about their centres. Shape: (N, 4) xyxy."""
+    """Face boxes grown by `mask_scale` about their centres, and by at least `MIN_MARGIN_PX` on
+    every side. Shape: (N, 4) xyxy."""
     b = faces.boxes
     c = np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1)
-    half = np.stack([(b[:, 2] - b[:, 0]) / 2, (b[:, 3] - b[:, 1]) / 2], axis=1) * mask_scale
+    half = np.stack([(b[:, 2] - b[:, 0]) / 2, (b[:, 3] - b[:, 1]) / 2], axis=1)
+    half = np.maximum(half * mask_scale, half + MIN_MARGIN_PX)
     return np.concatenate([c - half, c + half], axis=1)
 
 
