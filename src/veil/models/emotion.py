@@ -54,7 +54,7 @@ from veil.models.expression import EXPRESSIONS
 from veil.models.tfjs import load_graph_model
 from veil.models.tfjs_graph import GraphModule
 
-__all__ = ["LABELS", "HUMAN_LABELS", "HumanEmotion", "human_face_box", "crop_gray"]
+__all__ = ["LABELS", "HUMAN_LABELS", "HumanEmotion", "human_face_box", "crop_gray", "box_probabilities"]
 
 LABELS = EXPRESSIONS
 """face-api's label order (neutral, happy, sad, angry, fearful, disgusted, surprised): outputs come in it."""
@@ -173,7 +173,14 @@ class HumanEmotion(nn.Module):
         Shape:
             frame_rgb: (H, W, 3) uint8 RGB, boxes: (N, 4) xyxy float -> (N, 7) float32, LABELS order
         """
-        x = torch.from_numpy(crop_gray(frame_rgb, boxes))
-        if len(x) == 0:
-            return np.zeros((0, len(LABELS)), np.float32)
-        return self(x).numpy().astype(np.float32)
+        return box_probabilities(self, crop_gray(frame_rgb, boxes))
+
+
+def box_probabilities(net: nn.Module, crops: np.ndarray) -> np.ndarray:
+    """A grey-crop classifier's probabilities on its crops (none: an empty (0, 7)).
+
+    Shape: crops (N, 1, S, S) float32 -> (N, 7) float32
+    """
+    if len(crops) == 0:
+        return np.zeros((0, len(LABELS)), np.float32)
+    return net(torch.from_numpy(crops)).numpy().astype(np.float32)

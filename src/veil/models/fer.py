@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from veil.errors import VeilError
+from veil.models.emotion import box_probabilities
 from veil.models.expression import EXPRESSIONS
 from veil.models.tfjs import pad_same
 
@@ -258,7 +259,4 @@ class FerEmotion(nn.Module):
         Shape:
             frame_rgb: (H, W, 3) uint8 RGB, boxes: (N, 4) xyxy float -> (N, 7) float32, LABELS order
         """
-        x = torch.from_numpy(crop_gray(frame_rgb, boxes))
-        if len(x) == 0:
-            return np.zeros((0, len(LABELS)), np.float32)
-        return self(x).numpy().astype(np.float32)
+        return box_probabilities(self, crop_gray(frame_rgb, boxes))
