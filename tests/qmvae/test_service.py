@@ -96,3 +96,14 @@ def test_the_protection_takes_the_classifiers_it_keeps():
     assert get_protector("qmvae", service="faceapi,fer", service_steps=0).service == "faceapi,fer"
     with pytest.raises(InputError, match="expression classifiers"):
         get_protector("qmvae", service="faceapi,nope")
+
+
+def test_a_lone_member_is_the_single_classifier_service(faces):
+    lone = ExpressionEnsemble(QMVAEConfig().crop, ("faceapi",))
+    assert lone.own_crop == EXPRESSION_CROP
+    single = ExpressionService(QMVAEConfig().crop)
+    image, found = faces[0]
+    crops = _tensor(crop_faces(image, found.landmarks, EXPRESSION_CROP))
+    with torch.no_grad():
+        torch.testing.assert_close(lone.on_own_crop(crops)[:, 0], torch.log_softmax(single.on_own_crop(crops), -1),
+                                   atol=1e-5, rtol=0)

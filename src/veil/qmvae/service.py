@@ -14,7 +14,8 @@ and crop agree on:
 
 Here every member takes the face aligned by its landmarks (a similarity transform, as veil cuts
 every face) at its own size and padding, resampled from one shared crop that holds them all
-(:data:`SHARED_CROP`), so the search renders the shown face once per view. A member's own
+(:data:`SHARED_CROP`), so the search renders the shown face once per view; a lone member takes
+its own crop directly. A member's own
 pipeline (its own box crop, :meth:`probabilities`) is what a judge runs: bench/qmvae_table.py
 leaves each member out of the ensemble in turn and judges with it.
 
@@ -90,17 +91,18 @@ class _Members(nn.Module):
     """The members on faces in :data:`SHARED_CROP`: (B, 3, S, S) RGB 0..255 -> (B, M * 7) probabilities
     (a plain tensor in and out, so ONNX Runtime can run it for the search's candidates)."""
 
-    def __init__(self, names: tuple[str, ...]) -> None:
+    def __init__(self, names: tuple[str, ...], source: CropSpec = SHARED_CROP) -> None:
         super().__init__()
         self.names = names
+        self.source = source
         self.nets = nn.ModuleList(_network(n) for n in names)
         for p in self.parameters():
             p.requires_grad_(False)
         for n in names:
-            self.register_buffer(f"to_{n}", resampling(SHARED_CROP, _CROPS[n]), persistent=False)
+            self.register_buffer(f"to_{n}", resampling(source, _CROPS[n]), persistent=False)
 
     def log_probs(self, faces: torch.Tensor) -> torch.Tensor:
-        """Shape: (B, 3, S, S) RGB 0..1 in SHARED_CROP -> (B, M, 7) log-probabilities."""
+        """Shape: (B, 3, S, S) RGB 0..1 in `source` -> (B, M, 7) log-probabilities."""
         out = []
         for name, net in zip(self.names, self.nets):
             weights = getattr(self, f"to_{name}")
@@ -126,13 +128,14 @@ class ExpressionEnsemble:
 
     crop: CropSpec
     members: tuple[str, ...] = MEMBERS
-    own_crop: CropSpec = SHARED_CROP
-    """The crop :meth:`on_own_crop` takes faces in."""
+    own_crop: CropSpec = field(init=False)
+    """The crop :meth:`on_own_crop` takes faces in: :data:`SHARED_CROP`, or a lone member's own."""
     module: _Members = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.members = parse_members(self.members)
-        self.module = _Members(self.members).eval()
+        self.own_crop = _CROPS[self.members[0]] if len(self.members) == 1 else SHARED_CROP
+        self.module = _Members(self.members, self.own_crop).eval()
 
     @property
     def name(self) -> str:
@@ -142,5 +145,5 @@ class ExpressionEnsemble:
         return self.module.log_probs(crop_to_spec(faces, self.crop, self.own_crop))
 
     def on_own_crop(self, faces: torch.Tensor) -> torch.Tensor:
-        """Shape: (B, 3, 160, 160) RGB 0..1 cut from the frame in :attr:`own_crop` -> (B, M, 7)."""
+        """Shape: (B, 3, S, S) RGB 0..1 cut from the frame in :attr:`own_crop` -> (B, M, 7)."""
         return self.module.log_probs(faces)
