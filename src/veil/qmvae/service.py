@@ -94,19 +94,19 @@ class _Members(nn.Module):
     def __init__(self, names: tuple[str, ...], source: CropSpec = SHARED_CROP) -> None:
         super().__init__()
         self.names = names
-        self.source = source
         self.nets = nn.ModuleList(_network(n) for n in names)
         for p in self.parameters():
             p.requires_grad_(False)
-        for n in names:
-            self.register_buffer(f"to_{n}", resampling(source, _CROPS[n]), persistent=False)
+        for n in names:  # none where the member's crop is the source (a lone member): nothing to resample
+            weights = None if _CROPS[n] == source else resampling(source, _CROPS[n])
+            self.register_buffer(f"to_{n}", weights, persistent=False)
 
     def log_probs(self, faces: torch.Tensor) -> torch.Tensor:
         """Shape: (B, 3, S, S) RGB 0..1 in `source` -> (B, M, 7) log-probabilities."""
         out = []
         for name, net in zip(self.names, self.nets):
             weights = getattr(self, f"to_{name}")
-            x = torch.matmul(torch.matmul(weights, faces), weights.T)  # rows, then columns
+            x = faces if weights is None else torch.matmul(torch.matmul(weights, faces), weights.T)  # rows, then columns
             if name == "faceapi":
                 out.append(F.log_softmax(net.logits(x * 255.0), -1))
                 continue
