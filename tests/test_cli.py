@@ -233,3 +233,18 @@ def test_an_os_error_is_one_line_and_exit_1(face_clip, tmp_path, monkeypatch):
     result = veil("protect", face_clip, "-o", tmp_path / "safe.mp4")
     assert result.exit_code == 1
     assert result.output.strip().startswith("error: No space left on device") and "Traceback" not in result.output
+
+
+def test_entry_point_exits_with_the_code_after_exit_handlers_and_output(tmp_path):
+    """`main` leaves without tearing modules down, but after the exit handlers, with all output."""
+    import subprocess
+    import sys
+
+    code = ("import atexit; atexit.register(lambda: print('handler ran', flush=True)); "
+            "from veil.cli import main; main()")
+    ok = subprocess.run([sys.executable, "-c", code, "version"], capture_output=True, text=True)
+    assert ok.returncode == 0
+    assert ok.stdout.splitlines()[0].strip() and ok.stdout.splitlines()[-1] == "handler ran"
+    bad = subprocess.run([sys.executable, "-c", code, "protect", str(tmp_path / "missing.mp4"), "-o",
+                          str(tmp_path / "out.mp4")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and "handler ran" in bad.stdout

@@ -89,7 +89,7 @@ def protect(
     device: Annotated[str, typer.Option(help="Where the detector and the other ONNX Runtime networks run: cpu, cuda[:N] (needs veil[gpu]) or auto (a GPU where there is one).")] = ProtectOptions.device,
     mask_scale: Annotated[Optional[float], typer.Option(help="Mask size relative to the face box.")] = None,
     mask_shape: Annotated[Optional[str], typer.Option(help="ellipse or box.")] = None,
-    strength: Annotated[Optional[float], typer.Option(help="blur: strength (1: sigma = face size / 8).")] = None,
+    strength: Annotated[Optional[float], typer.Option(help="blur: strength (1: sigma = face size / 6).")] = None,
     blocks: Annotated[Optional[int], typer.Option(help="mosaic: cells across the face.")] = None,
     block_pixels: Annotated[Optional[int], typer.Option(help="mosaic: fixed cell size in pixels (QM-VAE: 8).")] = None,
     color: Annotated[Optional[str], typer.Option(help="solid: fill colour R,G,B.")] = None,
