@@ -248,3 +248,26 @@ def test_entry_point_exits_with_the_code_after_exit_handlers_and_output(tmp_path
     bad = subprocess.run([sys.executable, "-c", code, "protect", str(tmp_path / "missing.mp4"), "-o",
                           str(tmp_path / "out.mp4")], capture_output=True, text=True)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "handler ran" in bad.stdout
+
+
+def test_help_lists_every_command_with_its_own_summary_without_importing_torch():
+    """`veil --help` shows the lazily registered commands by their summaries alone; each summary is
+    the registered command's own one-line help (here, with every command registered)."""
+    import subprocess
+    import sys
+
+    from typer.main import get_command
+
+    from veil.cli import SUMMARIES
+
+    def listing(group) -> dict:
+        return {n: group.get_command(None, n).get_short_help_str(500) for n in group.list_commands(None)}
+
+    code = ("import json, sys; from typer.main import get_command; from veil.cli import app, register_commands; "
+            "register_commands(['--help']); g = get_command(app); "
+            "print(json.dumps({n: g.get_command(None, n).get_short_help_str(500) for n in g.list_commands(None)})); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    quick, full = json.loads(out[0]), listing(get_command(app))
+    assert out[1] == "False"
+    assert quick == full and set(SUMMARIES) <= set(full)

@@ -173,3 +173,55 @@ def test_a_frozen_decoder_stays_put_once_the_service_joins(faces):
     train(ckpt, data, data, service, log=lambda _: None)
     assert all(torch.equal(v, ckpt.model.decoder.state_dict()[k]) for k, v in decoder.items())
     assert not all(torch.equal(v, ckpt.model.encoder.state_dict()[k]) for k, v in encoder.items())
+
+
+def test_shape_terms_are_zero_for_the_original_and_grow_with_damage(faces):
+    """1 - SSIM and the geometry change: nothing for the original itself, more for a face whose
+    mouth is painted over than for one slightly blurred."""
+    from veil.qmvae.service import ExpressionGeometry
+    from veil.qmvae.train import _shape_terms
+
+    cfg = QMVAEConfig(**SMALL)
+    geometry = ExpressionGeometry(cfg.crop)
+    data = prepare(faces.crops, cfg, None, seed=0, geometry=geometry)
+    assert data.geometry.shape == (5, 4) and torch.isfinite(data.geometry).all()
+    tc = TrainConfig(ssim_weight=1.0, geometry_weight=1.0)
+    every = slice(0, 5)
+    same = _shape_terms(data.target, data, every, tc, geometry, None)
+    assert set(same) == {"structure", "geometry"}
+    assert float(same["structure"]) < 1e-4 and float(same["geometry"]) < 1e-4
+    blurred = torch.nn.functional.avg_pool2d(data.target, 3, 1, 1)
+    painted = data.target.clone()
+    painted[:, :, 40:56, 16:48] = painted[:, :, 40:56, 16:48].mean((2, 3), keepdim=True)  # the mouth, flat
+    soft, flat = (_shape_terms(f, data, every, tc, geometry, None) for f in (blurred, painted))
+    assert 0 < float(soft["structure"]) and 0 < float(flat["structure"])
+    assert float(flat["geometry"]) > float(soft["geometry"]) > 0
+    assert _shape_terms(data.target, data, every, TrainConfig(), geometry, None) == {}
+
+
+def test_training_with_the_ensemble_and_shape_terms_records_them(faces):
+    """The service term over face-api's, Human's and fer's nets, SSIM from the start, geometry once
+    the service joins: every term is in the history, and the test split's geometry change too."""
+    from veil.qmvae.service import ExpressionEnsemble, ExpressionGeometry
+
+    cfg = QMVAEConfig(**SMALL)
+    service, geometry = ExpressionEnsemble(cfg.crop, ("faceapi", "human", "fer")), ExpressionGeometry(cfg.crop)
+    data = prepare(faces.crops, cfg, service, seed=0, geometry=geometry)
+    assert data.logits.shape == (5, 3, 7)
+    torch.manual_seed(0)
+    tc = TrainConfig(epochs=2, batch_size=4, service_batch=2, warmup_epochs=1, ssim_weight=0.5, geometry_weight=1.0)
+    ckpt = train(QMVAECheckpoint(QMVAE(cfg), tc), data, data, service, log=lambda _: None, geometry=geometry)
+    warm, joined = ckpt.history
+    assert "train_structure" in warm and "train_geometry" not in warm
+    assert joined["train_geometry"] > 0 and joined["test_geometry"] > 0 and 0 <= joined["test_service_loss_rate"] <= 1
+    assert all(np.isfinite(v) for v in joined.values())
+
+
+def test_train_command_checks_the_service_and_shape_weights(tmp_path):
+    from veil.cli import app
+
+    base = ["train", "qmvae", "--faces", str(tmp_path), "-o", str(tmp_path / "m.pt")]
+    bad = CliRunner().invoke(app, [*base, "--service", "faceapi,bogus"])
+    assert bad.exit_code == 2 and "bogus" in bad.output
+    bad = CliRunner().invoke(app, [*base, "--geometry-weight", "-1"])
+    assert bad.exit_code == 2 and "--geometry-weight" in bad.output

@@ -70,20 +70,49 @@ _LAZY = {"evaluate": _register_evaluate, "encode": _register_stream, "decode": _
          "train": _register_train, "action": _register_action, "review": _register_review}
 
 
+# What `veil --help` says of each of those, without importing them (torch alone takes seconds).
+# tests/test_cli.py holds each to the registered command's own help.
+SUMMARIES = {
+    "evaluate": "Measure how well PROTECTED hides the people of ORIGINAL, and what it keeps.",
+    "encode": "Encode a video into a privacy-preserving .veil stream (codes + the video's own audio).",
+    "decode": "Decode a .veil stream back to a video with its sound (the receiver's side).",
+    "review": "Check what was protected, fix what was missed, render again: a page on a local server.",
+    "train": "Train veil's learned models (--default: the shipped ones).",
+    "action": "Privacy-preserving action recognition (STPrivacy): evaluate, predict, make-synthetic (train: veil "
+              "train action).",
+}
+
 _REGISTERED: set = set()
 
 
 def register_commands(argv: list[str] | None = None) -> None:
-    """Register the command `argv` names, or every command when it names none of them (help).
+    """Register the command `argv` names; for a command line that names none (``veil``,
+    ``veil --help``), only their one-line summaries; with no `argv` (tests), every command.
 
     Registering again is a no-op: tests and the entry point may both call it.
     """
-    first = next((a for a in (argv or []) if not a.startswith("-")), None)
-    wanted = {_LAZY[first]} if first in _LAZY else (set() if first in ("protect", "demo", "version", "models", "status")
-                                                      else set(_LAZY.values()))
+    if argv is not None and not _REGISTERED:
+        first = next((a for a in argv if not a.startswith("-")), None)
+        if first not in _LAZY:
+            if first is None:
+                _REGISTERED.add(_register_summaries)
+                _register_summaries()
+            return
+        wanted = {_LAZY[first]}
+    else:
+        wanted = set(_LAZY.values())
     for register in dict.fromkeys(r for r in _LAZY.values() if r in wanted and r not in _REGISTERED):
         _REGISTERED.add(register)
         register()
+
+
+def _register_summaries() -> None:
+    for name, summary in SUMMARIES.items():
+        app.command(name, help=summary, add_help_option=False)(_summary_only)
+
+
+def _summary_only() -> None:
+    """Stands in for a command in the listing only: a command line that names it registers it."""
 
 
 def main() -> None:

@@ -62,9 +62,14 @@ class Dlib:
 
     def faces(self, image: np.ndarray) -> list[np.ndarray]:
         """The descriptors of every face dlib finds, largest first. image: (H, W, 3) uint8 RGB."""
+        return [descriptor for _, descriptor in self.located(image)]
+
+    def located(self, image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(box xyxy (4,), descriptor (128,)) of every face dlib finds, largest first."""
         found = sorted(self.detector(image, 1), key=lambda r: -r.width() * r.height())
         chips = [dlib.get_face_chip(image, self.shape(image, r), 150, 0.25) for r in found]
-        return [np.array(self.net.compute_face_descriptor(np.ascontiguousarray(c))) for c in chips]
+        return [(np.array([r.left(), r.top(), r.right(), r.bottom()], np.float32),
+                 np.array(self.net.compute_face_descriptor(np.ascontiguousarray(c)))) for r, c in zip(found, chips)]
 
 
 def _photo(path: Path) -> np.ndarray:

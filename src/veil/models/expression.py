@@ -26,7 +26,7 @@ from torch import nn
 from veil.models.recognizer import MEAN_RGB
 from veil.models.tfjs import conv_filter_to_torch, depthwise_filter_to_torch, load_weights_manifest, pad_same
 
-__all__ = ["EXPRESSIONS", "ExpressionNet"]
+__all__ = ["EXPRESSIONS", "ExpressionNet", "FaceFeatureNet"]
 
 EXPRESSIONS = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
 """Class order of the network's output."""
@@ -84,38 +84,36 @@ class _DenseBlock(nn.Module):
         return torch.relu(total)
 
 
-class ExpressionNet(nn.Module):
-    """Facial-expression classifier.
+class FaceFeatureNet(nn.Module):
+    """face-api's ``FaceFeatureExtractor`` (four dense blocks and a 7x7 average pool, 256 features
+    at 112 px) and one linear layer: the body that face-api's expression and 68-landmark nets share.
 
     Shape:
-        forward(crops): (B, 3, 112, 112) float RGB in 0..255 -> (B, 7) probabilities
-        logits(crops): the same, before the softmax
+        linear(crops): (B, 3, 112, 112) float RGB in 0..255 -> (B, outputs)
     """
 
     input_size: int = 112
-    labels: tuple[str, ...] = EXPRESSIONS
 
     def __init__(self, weights: dict[str, np.ndarray]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(MEAN_RGB).view(1, 3, 1, 1))
         self.blocks = nn.ModuleList(_DenseBlock(weights, f"dense{i}", first=i == 0) for i in range(4))
-        self.fc_weight = _param(torch.from_numpy(weights["fc/weights"]))  # [256, 7]
+        self.fc_weight = _param(torch.from_numpy(weights["fc/weights"]))  # [256, outputs]
         self.fc_bias = _param(torch.from_numpy(weights["fc/bias"]))
 
     @classmethod
-    def pretrained(cls, manifest: Path | str | None = None) -> "ExpressionNet":
-        """The network with face-api's weights, fetched into veil's cache on first use."""
+    def from_store(cls, manifest_name: str, weights_name: str, manifest: Path | str | None = None):
+        """The network with face-api's weights (store names), fetched into veil's cache on first use."""
         if manifest is None:
             from veil.models.store import fetch_many
 
-            paths = fetch_many(["faceapi/face_expression_model-weights_manifest.json",
-                                "faceapi/face_expression_model.bin"])
-            manifest = paths["faceapi/face_expression_model-weights_manifest.json"]
+            manifest = fetch_many([manifest_name, weights_name])[manifest_name]
         return cls(load_weights_manifest(manifest)).eval().to(memory_format=torch.channels_last)
 
-    def logits(self, crops: torch.Tensor) -> torch.Tensor:
+    def linear(self, crops: torch.Tensor) -> torch.Tensor:
+        size = self.input_size
         if crops.dim() != 4 or crops.shape[1] != 3:
-            raise ValueError(f"expected crops of shape (B, 3, 112, 112), got {tuple(crops.shape)}")
+            raise ValueError(f"expected crops of shape (B, 3, {size}, {size}), got {tuple(crops.shape)}")
         # channels-last runs oneDNN's fast (depthwise) convolutions on CPU: 2-4x faster here
         crops = crops.contiguous(memory_format=torch.channels_last)
         x = (crops - self.mean.to(crops.dtype)) / 255.0
@@ -124,6 +122,26 @@ class ExpressionNet(nn.Module):
         # face-api: avgPool 7x7 stride 2 "valid", i.e. the global mean of the 7x7 map at 112 px
         x = F.avg_pool2d(x, 7, 2).flatten(1)
         return x @ self.fc_weight.to(x.dtype) + self.fc_bias.to(x.dtype)
+
+
+class ExpressionNet(FaceFeatureNet):
+    """Facial-expression classifier.
+
+    Shape:
+        forward(crops): (B, 3, 112, 112) float RGB in 0..255 -> (B, 7) probabilities
+        logits(crops): the same, before the softmax
+    """
+
+    labels: tuple[str, ...] = EXPRESSIONS
+
+    @classmethod
+    def pretrained(cls, manifest: Path | str | None = None) -> "ExpressionNet":
+        """The network with face-api's weights, fetched into veil's cache on first use."""
+        return cls.from_store("faceapi/face_expression_model-weights_manifest.json",
+                              "faceapi/face_expression_model.bin", manifest)
+
+    def logits(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.linear(crops)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits(crops), dim=-1)

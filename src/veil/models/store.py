@@ -164,6 +164,13 @@ _add("faceapi/face_expression_model-weights_manifest.json", FACE_API,
 _add("faceapi/face_expression_model.bin", FACE_API, "package/model/face_expression_model.bin",
      "9a9840f2cf1f4c7eab95f197512569345c00d2426754d4608b92af30e0300f3d", 329468,
      "face-api expression weights (7 classes)")
+_add("faceapi/face_landmark_68_model-weights_manifest.json", FACE_API,
+     "package/model/face_landmark_68_model-weights_manifest.json",
+     "ca4886639f86e99b39fed0c155f81b63317225773bd9616716e887b0153389c9", 8485,
+     "face-api 68-landmark manifest")
+_add("faceapi/face_landmark_68_model.bin", FACE_API, "package/model/face_landmark_68_model.bin",
+     "4611ef65c87d836d03d684b30eec4d195d8b219fa1dd58fc58945831c6b9299b", 356840,
+     "face-api 68-landmark weights (iBUG 300-W points)")
 _add("human/faceres.json", HUMAN, "package/models/faceres.json",
      "5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df", 71432,
      "Human faceres graph (1024-D descriptor)")

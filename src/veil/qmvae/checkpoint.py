@@ -44,6 +44,15 @@ class TrainConfig:
     paste_mask: bool = True
     """Judge the service on the generated face pasted into the original crop under the
     protection's feathered ellipse (what the protected frame shows), not on the bare face."""
+    ssim_weight: float = 0.0
+    """Weight of 1 - SSIM (``pytorch_msssim``, 7-px Gaussian window) between the drawn face and the
+    original, added to the MSE in every epoch: the MSE alone is met by a blurred average face; SSIM
+    asks for the original's local structure (edges of mouth, eyes, brows)."""
+    geometry_weight: float = 0.0
+    """Weight of the expression-geometry term once the service term joins: the mean absolute change
+    of the pasted face's mouth opening and width, eyebrow height and eye opening against the
+    original's, in eye distances (:class:`veil.qmvae.service.ExpressionGeometry`), so the drawn face
+    carries the expression in its shape, not only in what a classifier reads."""
 
 
 @dataclass

@@ -50,6 +50,12 @@ def train_qmvae_command(
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from --output if it exists.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and noise.")] = 0,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
+    service: Annotated[str, typer.Option(help="Expression classifiers of the service term, comma-separated "
+                                         "(faceapi, human, fer): their KL divergences averaged.")] = "faceapi",
+    ssim_weight: Annotated[float, typer.Option(help="Weight of 1 - SSIM of the drawn face against the original, "
+                                               "beside the MSE.")] = 0.0,
+    geometry_weight: Annotated[float, typer.Option(help="Weight of the change of the expression's geometry (face-api's "
+                                                   "68 landmarks: mouth, brows, eyes) in the service epochs.")] = 0.0,
 ) -> None:
     """Train QM-VAE (Eq. 7, Adam) on an 80/20 split; prints progress and saves after every epoch."""
     import torch
@@ -57,6 +63,7 @@ def train_qmvae_command(
     from veil.qmvae.checkpoint import TrainConfig, default_checkpoint, save_checkpoint
     from veil.qmvae.data import default_sources
     from veil.qmvae.model import QMVAEConfig
+    from veil.qmvae.service import parse_members, service_for
     from veil.qmvae.train import run
 
     if default == (faces is not None):
@@ -65,19 +72,23 @@ def train_qmvae_command(
         fail("--faces needs --output FILE: the checkpoint to write")
     if epochs < 1 or batch_size < 1 or lr <= 0 or not 0 <= alpha <= 1 or cap < 0 or copies < 0:
         fail("need epochs >= 1, batch size >= 1, lr > 0, 0 <= alpha <= 1, cap >= 0 and copies >= 0")
+    if ssim_weight < 0 or geometry_weight < 0:
+        fail("need --ssim-weight >= 0 and --geometry-weight >= 0")
     try:
         config = QMVAEConfig(inputs=tuple(s.strip() for s in inputs.split(",") if s.strip()), size=size,
                              codebook_size=codebook_size, codebook_dim=codebook_dim)
+        members = parse_members(service)
     except ValueError as exc:
         fail(str(exc))
     tc = TrainConfig(alpha=alpha, beta=beta, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                     warmup_epochs=warmup, service_lr_scale=service_lr_scale, freeze_decoder=freeze_decoder)
+                     warmup_epochs=warmup, service_lr_scale=service_lr_scale, freeze_decoder=freeze_decoder,
+                     ssim_weight=ssim_weight, geometry_weight=geometry_weight)
     if threads:
         torch.set_num_threads(threads)
     out = output or default_checkpoint()
     ckpt = run(default_sources() if default else faces, out, config, tc, resume=resume, stride=stride,
-               max_frames=max_frames, max_images=max_images, cap=cap or None, copies=copies, colour=0.15,
-               log=lambda line: typer.echo(line, err=True))
+               max_frames=max_frames, max_images=max_images, service=service_for(config.crop, members),
+               cap=cap or None, copies=copies, colour=0.15, log=lambda line: typer.echo(line, err=True))
     if default:
         save_checkpoint(ckpt, out, keep_optimizer=False)  # the shipped file: weights, config, history
     last = ckpt.history[-1] if ckpt.history else {}

@@ -39,11 +39,13 @@ __all__ = ["prepare", "evaluate_split", "train", "run"]
 
 @dataclass
 class Prepared:
-    """Tensors for training. Shape: x (N, 3k, S, S), target (N, 3, S, S) in 0..1; logits (N, C)."""
+    """Tensors for training. Shape: x (N, 3k, S, S), target (N, 3, S, S) in 0..1; logits (N, C) or
+    (N, M, C); geometry (N, 4): the originals' expression geometry, where training holds to it."""
 
     x: torch.Tensor
     target: torch.Tensor
     logits: torch.Tensor | None
+    geometry: torch.Tensor | None = None
 
 
 def paste_mask(config: QMVAEConfig) -> torch.Tensor:
@@ -60,11 +62,12 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def prepare(crops: np.ndarray, config: QMVAEConfig, service: Service | None, seed: int,
-            batch: int = 64, logits: torch.Tensor | None = None) -> Prepared:
+            batch: int = 64, logits: torch.Tensor | None = None, geometry: Callable | None = None) -> Prepared:
     """De-identify the crops and run the service on the originals once (its target never changes).
 
     ``logits``: the service's target for each crop if already known (e.g. measured on the
     full-resolution face by :func:`service_targets`); otherwise it is run on the crops.
+    ``geometry``: an :class:`~veil.qmvae.service.ExpressionGeometry`, measured on the crops.
     """
     x = _to_tensor(deidentify_batch(crops, config.inputs, config.crop, np.random.default_rng(seed)))
     target = _to_tensor(crops)
@@ -73,7 +76,11 @@ def prepare(crops: np.ndarray, config: QMVAEConfig, service: Service | None, see
             logits = torch.cat([service(target[i:i + batch]) for i in range(0, len(target), batch)])
     if logits is not None and len(logits) != len(target):
         raise ValueError(f"{len(logits)} service targets for {len(target)} crops")
-    return Prepared(x, target, logits)
+    shape = None
+    if geometry is not None:
+        with torch.no_grad():
+            shape = torch.cat([geometry(target[i:i + batch]) for i in range(0, len(target), batch)])
+    return Prepared(x, target, logits, shape)
 
 
 def service_targets(faces: FaceSet, service: Service | None, batch: int = 64) -> torch.Tensor | None:
@@ -90,8 +97,9 @@ def service_targets(faces: FaceSet, service: Service | None, batch: int = 64) ->
 
 
 def evaluate_split(model: QMVAE, data: Prepared, service: Service | None, tc: TrainConfig,
-                   batch: int = 64) -> dict[str, float]:
-    """Mean loss terms and the 0/1 service loss rate (Eq. 8) on a split, in eval mode."""
+                   batch: int = 64, geometry: Callable | None = None) -> dict[str, float]:
+    """Mean loss terms and the 0/1 service loss rate (Eq. 8) on a split, in eval mode; with
+    ``geometry`` and the split's geometry, the mean absolute geometry change too."""
     model.eval()
     mask = paste_mask(model.config) if tc.paste_mask else None
     sums: dict[str, float] = {}
@@ -101,7 +109,8 @@ def evaluate_split(model: QMVAE, data: Prepared, service: Service | None, tc: Tr
             out = model(data.x[i:i + batch])
             so = data.logits[i:i + batch] if data.logits is not None else None
             terms = qmvae_loss(out, data.target[i:i + batch], service, tc.alpha, tc.beta, so, mask)
-            for k, v in terms._asdict().items():
+            extra = _shape_terms(out.faces, data, slice(i, i + batch), tc, geometry, mask)
+            for k, v in {**terms._asdict(), **extra}.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(out.faces)
             if service is not None:
                 generated.append(service(composite(out.faces, data.target[i:i + batch], mask)))
@@ -112,7 +121,8 @@ def evaluate_split(model: QMVAE, data: Prepared, service: Service | None, tc: Tr
 
 
 def train(ckpt: QMVAECheckpoint, train_data: Prepared, test_data: Prepared, service: Service | None,
-          out: Path | None = None, log: Callable[[str], None] = print) -> QMVAECheckpoint:
+          out: Path | None = None, log: Callable[[str], None] = print,
+          geometry: Callable | None = None) -> QMVAECheckpoint:
     """Run epochs ``ckpt.epoch + 1 .. tc.epochs`` of Adam on Eq. 7, saving after each epoch.
 
     Torch's deterministic algorithms are on meanwhile: with several threads some CPU kernels sum in
@@ -123,13 +133,13 @@ def train(ckpt: QMVAECheckpoint, train_data: Prepared, test_data: Prepared, serv
     before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _train(ckpt, train_data, test_data, service, out, log)
+        return _train(ckpt, train_data, test_data, service, out, log, geometry)
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def _train(ckpt: QMVAECheckpoint, train_data: Prepared, test_data: Prepared, service: Service | None,
-           out: Path | None, log: Callable[[str], None]) -> QMVAECheckpoint:
+           out: Path | None, log: Callable[[str], None], geometry: Callable | None = None) -> QMVAECheckpoint:
     tc, model = ckpt.train_config, ckpt.model
     optim = torch.optim.Adam(model.parameters(), lr=tc.lr)
     if ckpt.optimizer:
@@ -165,16 +175,20 @@ def _train(ckpt: QMVAECheckpoint, train_data: Prepared, test_data: Prepared, ser
             service_terms = qmvae_loss(sub, target[:k], service if alpha else None, alpha, tc.beta, so, mask)
             terms = qmvae_loss(result, target, None, alpha, tc.beta)
             total = terms.total + alpha * service_terms.service
+            # SSIM on every face of the batch; the geometry (a network's backward pass, like the
+            # service's) on the service's faces, and only once the service term has joined.
+            shape = _shape_terms(result.faces, train_data, idx, tc, None if warm else geometry, mask, k)
+            total = total + sum(_WEIGHT[name](tc) * v for name, v in shape.items())
             optim.zero_grad(set_to_none=True)
             total.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)
             optim.step()
             for name, v in (("total", total), ("service", service_terms.service), ("mse", terms.mse),
-                            ("codebook", terms.codebook), ("commitment", terms.commitment)):
+                            ("codebook", terms.codebook), ("commitment", terms.commitment), *shape.items()):
                 sums[name] = sums.get(name, 0.0) + float(v.detach()) * len(idx)
         row = {"epoch": epoch, "alpha": alpha, "seconds": round(time.time() - start, 1),
                **{f"train_{k}": v / n for k, v in sums.items()},
-               **{f"test_{k}": v for k, v in evaluate_split(model, test_data, service, tc).items()}}
+               **{f"test_{k}": v for k, v in evaluate_split(model, test_data, service, tc, geometry=geometry).items()}}
         ckpt.history.append(row)
         ckpt.epoch, ckpt.optimizer = epoch, optim.state_dict()
         log(f"epoch {epoch}/{tc.epochs} ({row['seconds']:.0f} s): train loss {row['train_total']:.4f} "
@@ -188,6 +202,30 @@ def _train(ckpt: QMVAECheckpoint, train_data: Prepared, test_data: Prepared, ser
         p.requires_grad_(True)
     model.eval()
     return ckpt
+
+
+_WEIGHT = {"structure": lambda tc: tc.ssim_weight, "geometry": lambda tc: tc.geometry_weight}
+
+
+def _shape_terms(faces: torch.Tensor, data: Prepared, idx, tc: TrainConfig,  # noqa: ANN001 - an index
+                 geometry: Callable | None, mask: torch.Tensor | None, k: int | None = None) -> dict[str, torch.Tensor]:
+    """The terms of the drawn face's shape that ``tc`` weighs: ``structure`` (1 - SSIM against the
+    original) and ``geometry`` (mean absolute change of the pasted face's expression geometry, on
+    the first ``k`` faces).
+
+    Shape: faces (B, 3, S, S) in 0..1, data's rows ``idx`` -> scalars
+    """
+    from pytorch_msssim import ssim
+
+    terms = {}
+    target = data.target[idx]
+    if tc.ssim_weight:
+        terms["structure"] = 1.0 - ssim(faces, target, data_range=1.0, win_size=7)
+    if geometry is not None and tc.geometry_weight and data.geometry is not None:
+        k = len(faces) if k is None else k
+        shown = composite(faces[:k], target[:k], mask)
+        terms["geometry"] = (geometry(shown) - data.geometry[idx][:k]).abs().mean()
+    return terms
 
 
 def _decay(tc: TrainConfig, epoch: int) -> float:
@@ -252,6 +290,11 @@ def run(faces: Path | list[Path], out: Path, config: QMVAEConfig, tc: TrainConfi
     ckpt = start_or_resume(out, config, tc, resume)
     config = ckpt.model.config
     service = service if service is not None else ExpressionService(config.crop)
+    geometry = None
+    if ckpt.train_config.geometry_weight:
+        from veil.qmvae.service import ExpressionGeometry
+
+        geometry = ExpressionGeometry(config.crop)
     faceset: FaceSet = load_faces(faces, config.crop, stride=stride, max_frames=max_frames,
                                   max_images=max_images, service_spec=getattr(service, "own_crop", None), log=log)
     train_set, test_set = balance(faceset.subset(~faceset.test), cap), faceset.subset(faceset.test)
@@ -263,7 +306,8 @@ def run(faces: Path | list[Path], out: Path, config: QMVAEConfig, tc: TrainConfi
         f"testing on {len(test_set)}; inputs: {', '.join(config.inputs)}")
     targets = service_targets(train_set, service)
     if targets is not None:  # an augmented face keeps its original's expression
-        targets = targets.repeat(len(train_crops) // len(train_set), 1)
-    train_data = prepare(train_crops, config, service, tc.seed, logits=targets)
-    test_data = prepare(test_set.crops, config, service, tc.seed + 1, logits=service_targets(test_set, service))
-    return train(ckpt, train_data, test_data, service, out, log)
+        targets = targets.repeat(len(train_crops) // len(train_set), *([1] * (targets.dim() - 1)))
+    train_data = prepare(train_crops, config, service, tc.seed, logits=targets, geometry=geometry)
+    test_data = prepare(test_set.crops, config, service, tc.seed + 1, logits=service_targets(test_set, service),
+                        geometry=geometry)
+    return train(ckpt, train_data, test_data, service, out, log, geometry)
