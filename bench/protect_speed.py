@@ -9,7 +9,10 @@ store's group photos (real faces, 25-45 pixels wide, under a slow camera pan), w
 detector sees decides which faces are found: a second table runs veil on it at several
 `--detect-size` values.
 
-Ratios to the transcode: "whole command" as timed from outside, and "per file" from veil's own
+Every timing is the best of REPEATS runs, veil's and the transcode's taken in turn: on a shared
+2-core machine one run of a 3-second clip varies by a third from the next, and the best run is
+the one least disturbed by anything else (as `timeit` reports). deface runs once (its ratio is
+far from its floor). Ratios to the transcode: "whole command" as timed from outside, and "per file" from veil's own
 `--json` seconds for the file against the transcode loop's own time (what start-up and model
 loading cost apart: a long video or a batch pays them once). The profile table is veil's
 `stage_ms` (`veil.pipeline.profile`): ms per frame in each stage, which run at once on four
@@ -53,6 +56,7 @@ CLIPS = ["single_face.mp4", "WolfgangLanger_Pexels.mp4"]
 WIDE = "wide_1080p.mp4"
 WIDE_PHOTOS = [f"media/faceapi-sample{i}.jpg" for i in range(1, 5)]
 SIZES = [640, 960, 1280, DETECT_SIZE]
+REPEATS = 3
 LOOKS = [("whole looks, fp32", ["--no-track-regions", "--detector-precision", "fp32"]),
          ("whole looks, int8", ["--no-track-regions"]),
          ("around tracks, fp32", ["--detector-precision", "fp32"]),
@@ -102,6 +106,13 @@ def veil_run(veil_cmd: list[str], clip: Path, out: Path, *extra: str) -> tuple[f
     return seconds, json.loads(report.read_text())["files"][0]
 
 
+def best_veil_run(veil_cmd: list[str], clip: Path, out: Path, *extra: str) -> tuple[float, dict]:
+    """The best of REPEATS :func:`veil_run`: the least wall time, and the summary of the run whose
+    own time for the file was least."""
+    runs = [veil_run(veil_cmd, clip, out, *extra) for _ in range(REPEATS)]
+    return min(r[0] for r in runs), min(runs, key=lambda r: r[1]["seconds"])[1]
+
+
 def wide_shot(path: Path, seconds_each: float = 1.5, fps: int = 24) -> Path:
     """A 1920x1080 clip: each group photo small in a grey frame (faces 25-45 pixels), panned."""
     def frames():
@@ -147,13 +158,17 @@ def main() -> None:
         for clip in clips:
             frames = probe(clip).frame_count
             out_veil, out_deface, out_x264 = (Path(tmp) / f"{k}_{clip.name}" for k in ("veil", "deface", "x264"))
-            t_veil, summary = veil_run(veil_cmd, clip, out_veil)
+            veil_runs, x264_runs = [], []
+            for _ in range(REPEATS):  # in turn, so both meet the same spells of a busy machine
+                veil_runs.append(veil_run(veil_cmd, clip, out_veil))
+                x264_runs.append(timed([sys.executable, "-c", TRANSCODE, str(clip), str(out_x264)]))
+            t_veil, summary = min(r[0] for r in veil_runs), min(veil_runs, key=lambda r: r[1]["seconds"])[1]
+            t_x264, loop = min(r[0] for r in x264_runs), min(float(r[1]) for r in x264_runs)
             t_deface, _ = timed([deface, str(clip), "-o", str(out_deface), "--backend", "opencv"])
-            t_x264, loop = timed([sys.executable, "-c", TRANSCODE, str(clip), str(out_x264)])
             original = judge_faces(judge, clip)
             faces = sum(len(f) for f in original)
             missed_v, missed_d = missed(judge, original, out_veil), missed(judge, original, out_deface)
-            per_file = (frames / summary["seconds"]) / (frames / float(loop))
+            per_file = loop / summary["seconds"]
             rows.append((clip.name, frames, frames / t_veil, frames / t_deface, frames / t_x264, per_file, faces,
                          missed_v, missed_d))
             profiles.append((clip.name, summary["stage_ms"], summary["frames_detected_whole"],
@@ -163,13 +178,13 @@ def main() -> None:
                     looks.append((clip.name, label, frames / t_veil, missed_v, faces))
                     continue
                 out = Path(tmp) / f"veil_looks_{clip.name}"
-                seconds, _ = veil_run(veil_cmd, clip, out, *extra)
+                seconds, _ = best_veil_run(veil_cmd, clip, out, *extra)
                 looks.append((clip.name, label, frames / seconds, missed(judge, original, out), faces))
             if clip.name != WIDE:
                 continue
             for size in SIZES:
                 out = Path(tmp) / f"veil_{size}_{clip.name}"
-                seconds = t_veil if size == DETECT_SIZE else veil_run(veil_cmd, clip, out, "--detect-size", str(size))[0]
+                seconds = t_veil if size == DETECT_SIZE else best_veil_run(veil_cmd, clip, out, "--detect-size", str(size))[0]
                 sizes.append((size, frames / seconds, missed_v if size == DETECT_SIZE else missed(judge, original, out), faces))
     header = ("| clip | frames | veil fps | deface fps | transcode fps | veil / deface | veil / transcode "
               "| per file | faces | missed by veil | missed by deface |")
@@ -194,7 +209,8 @@ def main() -> None:
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     (results / "protect_speed.md").write_text(
-        "Made by `python bench/protect_speed.py` (2 CPU cores, no GPU; whole commands timed, model loading included).\n\n"
+        f"Made by `python bench/protect_speed.py` (2 CPU cores, no GPU; whole commands timed, model loading included; "
+        f"best of {REPEATS} runs).\n\n"
         + table + "\n")
 
 
