@@ -190,6 +190,35 @@ def test_code_search_widens_where_the_ranking_fails(trained):
     assert torch.equal(kept, start) and float(loss[0]) == before
 
 
+def test_a_settled_carried_choice_is_kept_unsearched(trained):
+    """Two cells off the target, carried with one of them right: with ``settled`` above its loss
+    the carried choice is drawn as it is; without, the search goes on to the exact target."""
+    model = trained
+    k = model.config.codebook_size
+    torch.manual_seed(3)
+    goal = torch.randint(0, k, (1, 8, 8))
+    start = goal.clone()
+    start[0, 6, 3], start[0, 1, 2] = (goal[0, 6, 3] + 5) % k, (goal[0, 1, 2] + 7) % k
+    carried = start.clone()
+    carried[0, 1, 2] = goal[0, 1, 2]
+    with torch.no_grad():
+        target = model.decode(goal)
+
+    def loss_fn(faces: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        return ((faces - target[face]) ** 2).flatten(1).mean(1)
+
+    with torch.no_grad():
+        own, other = (float(loss_fn(model.decode(c), torch.arange(1))[0]) for c in (start, carried))
+    assert 0 < other < own
+    everything = k * 64
+    kept, loss = search_codes(model, start, loss_fn, steps=4, candidates=everything, alternative=carried,
+                              settled=other * 1.01)
+    assert torch.equal(kept, carried) and float(loss[0]) == other
+    found, loss = search_codes(model, start, loss_fn, steps=4, candidates=everything, done=1e-9, alternative=carried,
+                               settled=other * 0.5)
+    assert torch.equal(found, goal)
+
+
 def test_code_search_keeps_the_start_when_no_swap_helps(model):
     start = torch.zeros(1, 8, 8, dtype=torch.long)
 

@@ -287,7 +287,8 @@ def qmvae_loss(out: QMVAEOutput, original: torch.Tensor, service: Service | None
 def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  steps: int = 8, candidates: int = 32, done: float = 0.0,
                  alternative: torch.Tensor | None = None, widest: int | None = None,
-                 wide_above: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                 wide_above: float = 0.0, settled: float | None = None,
+                 narrow: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Change a few codes of each face's code map where that lowers a per-face loss (the service's).
 
     The model's forward pass picks each cell's code for the reconstruction; the service term of
@@ -303,7 +304,10 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
     decoder: the search chooses among the faces the model can draw, it does not paint pixels.
     Faces whose loss is at most ``done`` are left alone. ``alternative``: a second start per face
     (a video passes the previous frame's swaps carried over to this frame's codes), taken where
-    its loss is lower.
+    its loss is lower; with ``settled``, a face whose alternative was taken at a loss of at most
+    ``settled`` is not searched further (in a video: the previous frame's choice still serves).
+    ``narrow``: per face, True where the search is only asked for ``settled`` (not ``done``) and
+    never widens past ``candidates``: a face that starts from a carried choice, near a good one.
 
     Shape:
         indices, alternative: (B, s, s) long; loss_fn: faces (B', 3, S, S), face (B',) long (which
@@ -317,14 +321,22 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
         book = model.codes(torch.arange(k).view(1, k, 1))[0, :, :, 0].T  # (K, D)
         idx = indices.clone()
         loss = loss_fn(model.decode(idx), torch.arange(len(idx)))
+        stuck = torch.zeros(len(idx), dtype=torch.bool)  # no swap up to `widest` helped
         if alternative is not None:
             other = loss_fn(model.decode(alternative), torch.arange(len(idx)))
             better = other < loss
             idx[better], loss[better] = alternative[better], other[better]
+            if settled is not None:
+                stuck |= better & (other <= settled)
     tried = torch.zeros(len(idx), dtype=torch.long)  # swaps of the current ranking already scored
-    stuck = torch.zeros(len(idx), dtype=torch.bool)  # no swap up to `widest` helped
+    limit = torch.full((len(idx),), widest, dtype=torch.long)  # how far each face's search may widen
+    goal = torch.full((len(idx),), float(done), dtype=loss.dtype)  # the loss at which a face is done
+    if narrow is not None:
+        limit[narrow] = min(candidates, widest)
+        if settled is not None:
+            goal[narrow] = max(float(settled), float(done))
     for _ in range(steps):
-        active = torch.nonzero((loss > done) & ~stuck).flatten()
+        active = torch.nonzero((loss > goal) & ~stuck).flatten()
         if len(active) == 0:
             break
         z = model.codes(idx[active]).detach().requires_grad_(True)  # (A, D, s, s)
@@ -350,7 +362,7 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
                 loss[rows] = best[better]
                 tried[rows] = 0
                 failed = faces[~better]
-                widen = (start + m < widest) & (loss[failed] > wide_above)
+                widen = (start + m < limit[failed]) & (loss[failed] > wide_above)
                 tried[failed] = start + m
                 stuck[failed] = ~widen
     return idx, loss
