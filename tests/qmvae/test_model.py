@@ -191,8 +191,8 @@ def test_code_search_widens_where_the_ranking_fails(trained):
 
 
 def test_a_settled_carried_choice_is_kept_unsearched(trained):
-    """Two cells off the target, carried with one of them right: with ``settled`` above its loss
-    the carried choice is drawn as it is; without, the search goes on to the exact target."""
+    """Two cells off the target, carried with one of them right: a narrow face with ``settled``
+    above the carried choice's loss keeps it; below, the search goes on to the exact target."""
     model = trained
     k = model.config.codebook_size
     torch.manual_seed(3)
@@ -211,11 +211,15 @@ def test_a_settled_carried_choice_is_kept_unsearched(trained):
         own, other = (float(loss_fn(model.decode(c), torch.arange(1))[0]) for c in (start, carried))
     assert 0 < other < own
     everything = k * 64
+    narrow = torch.tensor([True])
     kept, loss = search_codes(model, start, loss_fn, steps=4, candidates=everything, alternative=carried,
-                              settled=other * 1.01)
+                              settled=other * 1.01, narrow=narrow)
     assert torch.equal(kept, carried) and float(loss[0]) == other
     found, loss = search_codes(model, start, loss_fn, steps=4, candidates=everything, done=1e-9, alternative=carried,
-                               settled=other * 0.5)
+                               settled=other * 0.5, narrow=narrow)
+    assert float(loss[0]) <= other * 0.5 and not torch.equal(found, carried)
+    found, loss = search_codes(model, start, loss_fn, steps=4, candidates=everything, done=1e-9, alternative=carried,
+                               settled=other * 1.01)  # not narrow: searched down to `done`
     assert torch.equal(found, goal)
 
 

@@ -304,10 +304,10 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
     decoder: the search chooses among the faces the model can draw, it does not paint pixels.
     Faces whose loss is at most ``done`` are left alone. ``alternative``: a second start per face
     (a video passes the previous frame's swaps carried over to this frame's codes), taken where
-    its loss is lower; with ``settled``, a face whose alternative was taken at a loss of at most
-    ``settled`` is not searched further (in a video: the previous frame's choice still serves).
-    ``narrow``: per face, True where the search is only asked for ``settled`` (not ``done``) and
-    never widens past ``candidates``: a face that starts from a carried choice, near a good one.
+    its loss is lower. ``narrow``: per face, True where the face is done at a loss of ``settled``
+    (not ``done``) and its search never widens past ``candidates``: in a video, a face that starts
+    from the previous frame's choice, near a good one (if that choice still serves, it is kept
+    unsearched).
 
     Shape:
         indices, alternative: (B, s, s) long; loss_fn: faces (B', 3, S, S), face (B',) long (which
@@ -321,14 +321,12 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
         book = model.codes(torch.arange(k).view(1, k, 1))[0, :, :, 0].T  # (K, D)
         idx = indices.clone()
         loss = loss_fn(model.decode(idx), torch.arange(len(idx)))
-        stuck = torch.zeros(len(idx), dtype=torch.bool)  # no swap up to `widest` helped
         if alternative is not None:
             other = loss_fn(model.decode(alternative), torch.arange(len(idx)))
             better = other < loss
             idx[better], loss[better] = alternative[better], other[better]
-            if settled is not None:
-                stuck |= better & (other <= settled)
     tried = torch.zeros(len(idx), dtype=torch.long)  # swaps of the current ranking already scored
+    stuck = torch.zeros(len(idx), dtype=torch.bool)  # no swap up to `widest` helped
     limit = torch.full((len(idx),), widest, dtype=torch.long)  # how far each face's search may widen
     goal = torch.full((len(idx),), float(done), dtype=loss.dtype)  # the loss at which a face is done
     if narrow is not None:

@@ -86,11 +86,11 @@ class ServiceSearch:
     """Faces whose divergence (KL, nats) from the original's service output is at most this are
     left as they are."""
     settled: float | None = 0.1
-    """In a video, a tracked face whose previous frame's choice, carried to this frame's codes,
-    keeps the divergence at most this is drawn with it and not searched again (None: searched
-    down to ``done`` on every frame). A face whose carried choice no longer serves is searched
-    down to this, not to ``done``. On single_face.mp4: 3.1 frames/s and face-api's answer kept on
-    96% of the frames, against 2.1 frames/s and 99% searching every frame down to ``done``."""
+    """In a video, a tracked face starts from its previous frame's choice, carried to this frame's
+    codes, and is searched only down to this divergence, not to ``done``: where the carried choice
+    keeps it, the face is drawn with it unsearched (None: every frame searched down to ``done``).
+    On single_face.mp4: 3.1 frames/s and face-api's answer kept on 96% of the frames, against 2.1
+    frames/s and 99% searching every frame down to ``done``."""
     views: int = 3
     """Renderings the loss is the worst of: the plain one and ``views - 1`` slightly moved,
     scaled and turned (by at most 1 pixel, 3% and 2 degrees, fixed per call). A code map that
@@ -100,8 +100,7 @@ class ServiceSearch:
     def search(self, model: QMVAE, indices, loss_fn, alternative=None, carried=None):  # noqa: ANN001, ANN201 - torch tensors
         """:func:`veil.qmvae.model.search_codes` with these settings: the chosen code maps.
         ``carried``: per face, True where ``alternative`` is the previous frame's choice (such a
-        face is searched narrowly: it starts near a good choice, and a wide search of one face
-        cost up to 5 s of a video's frame on 2 cores).
+        face starts near a good choice: it is searched down to ``settled`` only, and narrowly).
 
         Shape: indices, alternative (B, s, s) long; carried (B,) bool -> (B, s, s) long
         """
