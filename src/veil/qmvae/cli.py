@@ -23,7 +23,7 @@ def train_qmvae_command(
                                                    "model's file.")] = None,
     default: Annotated[bool, typer.Option("--default", help="Train the shipped model (src/veil/qmvae/weights/"
                                           "qmvae.pt) on the store's real photos and videos, with the "
-                                          "defaults: about 5 min on 2 CPU cores, the same weights on the "
+                                          "defaults: about 3 min on 2 CPU cores, the same weights on the "
                                           "same machine.")] = False,
     alpha: Annotated[float, typer.Option(help="Eq. 7: weight of the service loss against the MSE (0..1).")] = 0.4,
     beta: Annotated[float, typer.Option(help="Eq. 7: commitment weight.")] = 0.25,
@@ -53,9 +53,9 @@ def train_qmvae_command(
     service: Annotated[str, typer.Option(help="Expression classifiers of the service term, comma-separated "
                                          "(faceapi, human, fer): their KL divergences averaged.")] = "faceapi",
     ssim_weight: Annotated[float, typer.Option(help="Weight of 1 - SSIM of the drawn face against the original, "
-                                               "beside the MSE.")] = 0.0,
+                                               "beside the MSE.")] = 0.2,
     geometry_weight: Annotated[float, typer.Option(help="Weight of the change of the expression's geometry (face-api's "
-                                                   "68 landmarks: mouth, brows, eyes) in the service epochs.")] = 0.0,
+                                                   "68 landmarks: mouth, brows, eyes) in the service epochs.")] = 1.0,
 ) -> None:
     """Train QM-VAE (Eq. 7, Adam) on an 80/20 split; prints progress and saves after every epoch."""
     import torch

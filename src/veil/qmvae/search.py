@@ -89,8 +89,8 @@ class ServiceSearch:
     """In a video, a tracked face starts from its previous frame's choice, carried to this frame's
     codes, and is searched only down to this divergence, not to ``done``: where the carried choice
     keeps it, the face is drawn with it unsearched (None: every frame searched down to ``done``).
-    On single_face.mp4: 3.1 frames/s and face-api's answer kept on 96% of the frames, against 2.1
-    frames/s and 99% searching every frame down to ``done``."""
+    On single_face.mp4 with the previous shipped model: 3.1 frames/s and face-api's answer kept on
+    96% of the frames, against 2.1 frames/s and 99% searching every frame down to ``done``."""
     views: int = 3
     """Renderings the loss is the worst of: the plain one and ``views - 1`` slightly moved,
     scaled and turned (by at most 1 pixel, 3% and 2 degrees, fixed per call). A code map that
