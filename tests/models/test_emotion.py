@@ -18,9 +18,6 @@ from veil.models.expression import EXPRESSIONS, ExpressionNet
 from veil.models.tfjs import load_graph_model
 from veil.models.tfjs_graph import GraphModule
 
-PHOTOS = ["0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg", "obama.jpg", "biden.jpg",
-          "multi_face.jpg", "single_face.jpg"] + [f"faceapi-sample{i}.jpg" for i in range(1, 7)]
-
 
 @pytest.fixture(scope="module")
 def net() -> HumanEmotion:
@@ -28,12 +25,13 @@ def net() -> HumanEmotion:
 
 
 @pytest.fixture(scope="module")
-def both(net: HumanEmotion, load_rgb: Callable) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def both(net: HumanEmotion, load_rgb: Callable,
+         face_photos: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """photo -> (Human's probabilities, face-api's probabilities) of every CenterFace face, (N, 7) each."""
     detector = get_detector("centerface", detect_size=None)
     faceapi = ExpressionNet.pretrained()
     out = {}
-    for name in PHOTOS:
+    for name in face_photos:
         image = load_rgb(name)
         faces = detector.detect(image)
         crops = torch.from_numpy(crop_faces(image, faces.landmarks, EXPRESSION_CROP)).permute(0, 3, 1, 2).float()

