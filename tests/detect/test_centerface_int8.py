@@ -75,3 +75,22 @@ def test_a_face_cut_by_a_regions_edge_is_left_to_the_whole_look(networks, load_r
 def test_an_unknown_precision_is_refused():
     with pytest.raises(InputError, match="precision"):
         CenterFace(precision="fp16")
+
+
+def test_small_looks_run_on_one_thread_and_find_what_the_full_session_finds(networks, images):
+    _, int8 = networks
+    small = int8._small_session
+    assert small is not int8._session and small.get_session_options().intra_op_num_threads == 1
+    one = CenterFace(threads=1)
+    assert one._small_session is one._session  # already one thread: no second session
+    for image in images:
+        whole = int8.detect(image)
+        if not len(whole):
+            continue
+        regions = whole.boxes + np.array([-1.0, -1.0, 1.0, 1.0]) * whole.sizes[:, None]
+        int8._small_session, kept = int8._session, int8._small_session
+        try:
+            full = int8.detect_regions(image, regions, whole.sizes)
+        finally:
+            int8._small_session = kept
+        assert np.allclose(int8.detect_regions(image, regions, whole.sizes).boxes, full.boxes, atol=1e-3)

@@ -19,6 +19,11 @@ input instead of the whole frame. A face cut by a region's edge (where that edge
 frame's) is left to the next full look, which sees it whole.
 
 `precision` "int8" runs the 8-bit model (`veil.models.centerface`), "fp32" the shipped one.
+
+A small input (a region look, `SMALL_INPUT` pixels or fewer) runs on a second session with one
+thread: ONNX Runtime splits this network over two cores no faster there (160x128: 1.7 ms either
+way) but at 40% more CPU, which a video's decoding and encoding need meanwhile. Whole looks keep
+every thread, where splitting pays (640x352: 12 ms on two threads, 18 on one).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ __all__ = ["CenterFace", "REGION_FACE", "decode_centerface", "merge_looks"]
 COARSE_SIZE = 640
 LARGE_FACE = 320
 REGION_FACE = 64  # pixels a tracked face is seen at in a region look (at most the full look's size)
+SMALL_INPUT = 224 * 224  # input pixels up to which a look runs on one thread
 _EDGE = 2.0  # pixels: a face this close to a region's inner edge is cut by it
 
 
@@ -106,7 +112,17 @@ class CenterFace:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = threads
-        self._session = ort.InferenceSession(str(centerface_path(precision)), opts, providers=onnx_providers())
+        providers = onnx_providers()
+        path = str(centerface_path(precision))
+        self._session = ort.InferenceSession(path, opts, providers=providers)
+        self._small_session = self._session
+        if threads != 1 and providers == ["CPUExecutionProvider"]:
+            opts.intra_op_num_threads = 1
+            self._small_session = ort.InferenceSession(path, opts, providers=providers)
+        # A session's first run sets up its buffers and kernels (7 ms of a 640x360 video's first look):
+        # done now, with the model's loading, on a tiny input.
+        for session in {self._session, self._small_session}:
+            session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.zeros((1, 3, 32, 32), np.float32)})
         self._blobs = threading.local()  # input buffers by size (`_blob`), one set per thread
 
     def detect(self, image: np.ndarray) -> Faces:
@@ -158,7 +174,8 @@ class CenterFace:
         blob = self._blob(width, height)
         # One pass from the (H, W, 3) uint8 picture into the network's (1, 3, H, W) float input.
         np.copyto(blob[0], resize_padded(image, width, height, scale).transpose(2, 0, 1), casting="unsafe")
-        heat, scl, off, lms = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: blob})
+        session = self._small_session if width * height <= SMALL_INPUT else self._session
+        heat, scl, off, lms = session.run(list(OUTPUT_NAMES), {INPUT_NAME: blob})
         return decode_centerface(heat[0], scl[0], off[0], lms[0], self.threshold).scaled(1.0 / scale)
 
     def _blob(self, width: int, height: int) -> np.ndarray:

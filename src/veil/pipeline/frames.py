@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,6 +43,8 @@ from veil.pipeline.profile import Latency, StageClock
 from veil.protect import Protector, ProtectState, mask_everything
 
 __all__ = ["FrameWriter", "HeldFrame", "protect_frames"]
+
+_Glance = tuple[np.ndarray | None, tuple[float, float]]  # (scene thumbnail, camera motion) of a frame
 
 
 class FrameWriter(Protocol):
@@ -142,8 +144,8 @@ class _FrameLoop:
     def run(self) -> None:
         try:
             if self.live is None:
-                for frame in prefetch(self.clock.timed(self.source), depth=self.depth):
-                    self._push(frame)
+                for frame, glance in prefetch(self._glanced(self.clock.timed(self.source)), depth=self.depth):
+                    self._push(frame, glance)
             else:
                 self._run_live()
             self._emit(self.tracker.flush())
@@ -190,8 +192,25 @@ class _FrameLoop:
             self.anchor = (frame.arrival, t)
         return min(self.anchor[0] + t - self.anchor[1], frame.arrival)
 
-    def _push(self, frame: Frame) -> None:
-        """Detect (when due) and track one decoded frame; hand on the frames that are final."""
+    def _glanced(self, frames: Iterable[Frame]) -> Iterator[tuple[Frame, _Glance | None]]:
+        """A file's frames, each with its `_glance`, taken on the decoding thread: it has time to
+        spare, and the detecting thread, which has none, is spared a millisecond a frame."""
+        for frame in frames:
+            yield frame, (None if self.review is not None else
+                          self._glance(frame, frame.damaged and self.options.on_damage == "mask"))
+
+    def _glance(self, frame: Frame, masked: bool) -> _Glance:
+        """The frame's scene thumbnail and the camera's motion since the previous frame; a masked
+        frame is neither compared for a cut nor for motion (None, no motion)."""
+        if masked:
+            self.camera.reset()
+            return None, (0.0, 0.0)
+        with self.clock.stage("track"):
+            return scene_thumbnail(frame.image), self.camera.update(frame.image)
+
+    def _push(self, frame: Frame, glance: _Glance | None = None) -> None:
+        """Detect (when due) and track one decoded frame; hand on the frames that are final.
+        `glance`: the frame's `_glance`, where it was taken ahead (a file's frames)."""
         masked = frame.damaged and self.options.on_damage == "mask"
         late = False
         due = self._due(frame) if self.live is not None else frame.arrival
@@ -208,15 +227,13 @@ class _FrameLoop:
         if self.review is not None:
             self._push_reviewed(frame, masked, late, due)
             return
-        cut, camera = False, (0.0, 0.0)
-        if not masked:  # a garbled frame is neither looked at for faces nor compared for a cut
-            thumb = scene_thumbnail(frame.image)
+        if glance is None:
+            glance = self._glance(frame, masked)
+        thumb, camera = glance
+        cut = False
+        if thumb is not None:  # a garbled frame is neither looked at for faces nor compared for a cut
             cut = is_scene_cut(self.previous_thumb, thumb)
             self.previous_thumb = thumb
-            with self.clock.stage("track"):
-                camera = self.camera.update(frame.image)
-        else:
-            self.camera.reset()
         whole = cut or self.detect_next
         detected = not masked and (whole or frame.index % self.options.detect_every == 0)
         self.detect_next = masked

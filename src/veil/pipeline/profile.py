@@ -10,6 +10,7 @@ for a core, so a stage's share is larger than its own work where the others crow
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -33,9 +34,11 @@ class StageClock:
 
     def __init__(self) -> None:
         self.seconds = dict.fromkeys(STAGES, 0.0)
+        self._lock = threading.Lock()  # a stage may be timed on two threads (tracking's motion on the decoder's)
 
     def add(self, stage: str, seconds: float) -> None:
-        self.seconds[stage] += seconds
+        with self._lock:
+            self.seconds[stage] += seconds
 
     def stage(self, name: str) -> _Timing:
         return _Timing(self, name)
@@ -49,7 +52,7 @@ class StageClock:
                 item = next(it)
             except StopIteration:
                 return
-            self.seconds[stage] += time.perf_counter() - start
+            self.add(stage, time.perf_counter() - start)
             yield item
 
     def per_frame_ms(self, frames: int) -> dict[str, float]:
@@ -67,7 +70,7 @@ class _Timing:
         self.start = time.perf_counter()
 
     def __exit__(self, *exc: object) -> None:
-        self.clock.seconds[self.name] += time.perf_counter() - self.start
+        self.clock.add(self.name, time.perf_counter() - self.start)
 
 
 class Latency:
