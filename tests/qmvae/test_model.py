@@ -223,6 +223,35 @@ def test_a_settled_carried_choice_is_kept_unsearched(trained):
     assert torch.equal(found, goal)
 
 
+def test_finalists_are_screened_by_the_quick_loss_and_judged_by_the_full_one(trained):
+    """The quick screen ranks the candidates and only each face's ``finalists`` best of it are
+    scored by the full loss, which alone decides: a screen that ranks the one right swap last
+    hides it, one that ranks it first finds it at a fraction of the full loss's work."""
+    model = trained
+    k = model.config.codebook_size
+    torch.manual_seed(4)
+    goal = torch.randint(0, k, (1, 8, 8))
+    start = goal.clone()
+    start[0, 2, 5] = (goal[0, 2, 5] + 3) % k
+    with torch.no_grad():
+        target = model.decode(goal)
+    judged = []
+
+    def loss_fn(faces: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        judged.append(len(faces))
+        return ((faces - target[face]) ** 2).flatten(1).mean(1)
+
+    everything = k * 64
+    loss_fn.quick = lambda faces, face: ((faces - target[face]) ** 2).flatten(1).mean(1)
+    found, _ = search_codes(model, start, loss_fn, steps=1, candidates=everything, finalists=4)
+    assert torch.equal(found, goal) and judged[-1] == 4  # 4 of every swap judged in full
+    loss_fn.quick = lambda faces, face: -((faces - target[face]) ** 2).flatten(1).mean(1)  # ranks it last
+    found, _ = search_codes(model, start, loss_fn, steps=1, candidates=everything, finalists=4)
+    assert not torch.equal(found, goal)
+    found, _ = search_codes(model, start, loss_fn, steps=1, candidates=everything, finalists=None)  # no screen
+    assert torch.equal(found, goal) and judged[-1] == everything
+
+
 def test_code_search_keeps_the_start_when_no_swap_helps(model):
     start = torch.zeros(1, 8, 8, dtype=torch.long)
 

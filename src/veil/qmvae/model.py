@@ -288,7 +288,7 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
                  steps: int = 8, candidates: int = 32, done: float = 0.0,
                  alternative: torch.Tensor | None = None, widest: int | None = None,
                  wide_above: float = 0.0, settled: float | None = None,
-                 narrow: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 narrow: torch.Tensor | None = None, finalists: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Change a few codes of each face's code map where that lowers a per-face loss (the service's).
 
     The model's forward pass picks each cell's code for the reconstruction; the service term of
@@ -308,6 +308,10 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
     (not ``done``) and its search never widens past ``candidates``: in a video, a face that starts
     from the previous frame's choice, near a good one (if that choice still serves, it is kept
     unsearched).
+
+    ``finalists``: where ``loss_fn`` has a ``quick`` estimate (the same call shape, cheaper: the
+    service's plain view only), every candidate is scored by it and only each face's
+    ``finalists`` best by ``loss_fn`` itself, which alone decides whether a swap is kept.
 
     Shape:
         indices, alternative: (B, s, s) long; loss_fn: faces (B', 3, S, S), face (B',) long (which
@@ -352,7 +356,7 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
                 trial = idx[faces].flatten(1).unsqueeze(1).repeat(1, m, 1)  # (G, m, s*s)
                 trial.scatter_(2, cell.unsqueeze(-1), code.unsqueeze(-1))
                 trial = trial.view(-1, *idx.shape[1:])
-                scores = loss_fn(model.decode(trial), faces.repeat_interleave(m)).view(len(faces), m)
+                scores = _scored(model.decode(trial), faces, m, loss_fn, finalists)
                 best, which = scores.min(1)
                 better = best < loss[faces]
                 rows = faces[better]
@@ -364,3 +368,17 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
                 tried[failed] = start + m
                 stuck[failed] = ~widen
     return idx, loss
+
+
+def _scored(decoded: torch.Tensor, faces: torch.Tensor, m: int, loss_fn: Callable, finalists: int | None) -> torch.Tensor:
+    """The loss of each face's ``m`` decoded candidates (see `search_codes`' ``finalists``): inf
+    where a candidate was screened out by ``loss_fn.quick``. Shape: decoded (G*m, 3, S, S) -> (G, m)"""
+    owner = faces.repeat_interleave(m)
+    quick = getattr(loss_fn, "quick", None)
+    if quick is None or not finalists or finalists >= m:
+        return loss_fn(decoded, owner).view(len(faces), m)
+    keep = quick(decoded, owner).view(len(faces), m).topk(finalists, dim=1, largest=False).indices
+    rows = (keep + torch.arange(len(faces)).unsqueeze(1) * m).flatten()
+    scores = torch.full((len(faces), m), float("inf"))
+    scores.scatter_(1, keep, loss_fn(decoded[rows], owner[rows]).view(len(faces), finalists))
+    return scores

@@ -38,7 +38,7 @@ from veil.faces import Faces
 from veil.protect.base import ProtectState, register, rng_for
 from veil.qmvae.checkpoint import default_checkpoint, load_checkpoint
 from veil.qmvae.paste import draw, inside_frame, soft_ellipse
-from veil.qmvae.search import IdentityGuard, ServiceSearch, generate
+from veil.qmvae.search import IdentityGuard, ServiceSearch, generate, with_identity
 
 if TYPE_CHECKING:  # the model (torch, vector-quantize-pytorch) loads only when the method is used
     from veil.qmvae.model import QMVAE
@@ -145,15 +145,11 @@ class QMVAEProtect:
         if close.any():
             reference = reference[close[rows]]
             rows = np.flatnonzero(close)
-            service_loss = search.loss(own[rows], inside[rows])
             identity_loss = guard.loss(frame, faces.landmarks[rows], reference, spec, self._mask)
-
-            def both(f: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-                return service_loss(f, i) + IDENTITY_WEIGHT * identity_loss(f, i)
-
+            both = with_identity(search.loss(own[rows], inside[rows]), identity_loss, IDENTITY_WEIGHT)
             start = torch.stack([codes[i][1] for i in rows])
             plain = torch.stack([codes[i][0] for i in rows])
-            found = search.search(self.model, start, both, plain)
+            found = search.search(self.model, start, both, plain, steps=guard.steps)
             for i, chosen in zip(rows, found):
                 codes[i] = (codes[i][0], chosen)
             generated = generated.copy()
