@@ -91,7 +91,12 @@ class ServiceSearch:
     """The service's forward pass by ONNX Runtime (probabilities), for the candidates the search
     only scores; the gradient step runs the torch module."""
     steps: int = 8
-    candidates: int = 64
+    candidates: int = 32
+    """Swaps decoded and scored per face and step, the best-ranked by the gradient. In a video
+    (`veil protect` then `veil evaluate`, 2 cores): 32 with 8 finalists, 5.6 frames/s and face-api's
+    answer kept on 84.3% of WolfgangLanger_Pexels.mp4's frames; 64 with 16, 3.4 frames/s and 85.2%
+    (on single_face.mp4 6.7 and 98.6% against 4.6 and 97.2%: one frame's search swings a short
+    clip either way)."""
     widest: int = 256
     """Swaps a face whose ``candidates`` best-ranked swaps all fail tries in all, before it stops."""
     wide_above: float = 0.1
@@ -111,12 +116,12 @@ class ServiceSearch:
     scaled and turned (by at most 1 pixel, 3% and 2 degrees, fixed per call). A code map that
     keeps the service's answer only at the exact pixels is an accident of resampling; one that
     keeps it under all of them survives the paste, the encoder and a re-detection."""
-    finalists: int | None = 16
+    finalists: int | None = 8
     """Candidates of a step scored on every view: all are scored on the plain view first, and each
     face's ``finalists`` best of them on all ``views``, which alone decide (None: every candidate
-    on every view). With 64 candidates and 3 views: 112 renderings judged instead of 192. On
-    single_face.mp4 16 finalists kept the same swaps as all 64 on every frame; 8 kept worse ones,
-    which then failed more often in the frames after (more searches)."""
+    on every view). With 32 candidates and 3 views: 56 renderings judged instead of 96. On
+    single_face.mp4, 16 finalists of 64 candidates chose the same swaps as all 64 in 3 views, and 8
+    of 32 the same as all 32 (6.7 frames/s against 5.7), on every frame."""
 
     def search(self, model: QMVAE, indices, loss_fn, alternative=None, carried=None, steps=None):  # noqa: ANN001, ANN201 - torch tensors
         """:func:`veil.qmvae.model.search_codes` with these settings: the chosen code maps.
