@@ -18,7 +18,7 @@ frame. Privacy is checked, not assumed: :class:`IdentityGuard` measures each sea
 its original with dlib's ResNet, searches again with the distance in the loss where it came
 close, and undoes the search where that fails. bench/qmvae_table.py measures what is kept with
 that classifier and with a second, independent one, and the re-identification rate; the search
-costs about 10x the forward pass's time.
+costs about 6x the forward pass's time on a video (most frames keep the previous frame's choice).
 
 The model is loaded when the protection is built, so a missing or broken checkpoint stops the run
 before any frame is written. With no ``checkpoint`` option the shipped model

@@ -66,7 +66,6 @@ def with_identity(service, identity, weight: float):  # noqa: ANN001, ANN201 - t
     """A per-face search loss: the ``service``'s plus ``weight`` times the ``identity`` guard's
     (`IdentityGuard.loss`, built for the same faces). Carries the service's ``quick`` screen, with
     the identity term in full: the recognizer sees every candidate."""
-    import torch
 
     def per_face(faces: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
         return service(faces, face) + weight * identity(faces, face)
@@ -134,8 +133,8 @@ class ServiceSearch:
         from veil.qmvae.model import search_codes
 
         found, _ = search_codes(model, indices, loss_fn, self.steps if steps is None else steps, self.candidates,
-                                self.done, alternative,
-                                self.widest, self.wide_above, self.settled, carried, self.finalists)
+                                self.done, alternative, self.widest, self.wide_above, self.settled, carried,
+                                self.finalists)
         return found
 
     def loss(self, own_crops: np.ndarray, inside: np.ndarray):  # noqa: ANN201 - a torch closure
