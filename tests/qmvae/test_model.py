@@ -136,13 +136,22 @@ def trained() -> QMVAE:
     return load_checkpoint(default_checkpoint()).model.eval()
 
 
+def _cells_off(model: QMVAE, seed: int, faces: int, *changes: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random 8x8 code maps (the goal) and a copy of them (the start) with face 0's cells (y, x)
+    moved by their offsets along the codebook."""
+    k = model.config.codebook_size
+    torch.manual_seed(seed)
+    goal = torch.randint(0, k, (faces, 8, 8))
+    start = goal.clone()
+    for y, x, offset in changes:
+        start[0, y, x] = (goal[0, y, x] + offset) % k
+    return goal, start
+
+
 def test_code_search_finds_a_changed_cell_and_never_raises_the_loss(trained):
     """A target drawn from known codes: the search must find the cell that differs from them."""
     model = trained
-    torch.manual_seed(1)
-    goal = torch.randint(0, model.config.codebook_size, (2, 8, 8))
-    start = goal.clone()
-    start[0, 6, 3] = (goal[0, 6, 3] + 5) % model.config.codebook_size  # face 0: one code off
+    goal, start = _cells_off(model, 1, 2, (6, 3, 5))  # face 0: one code off
     with torch.no_grad():
         target = model.decode(goal)
 
@@ -165,10 +174,7 @@ def test_code_search_widens_where_the_ranking_fails(trained):
     search tries 8 arbitrary ones and stops; widened to every swap it finds the one wrong cell."""
     model = trained
     k = model.config.codebook_size
-    torch.manual_seed(2)
-    goal = torch.randint(0, k, (1, 8, 8))
-    start = goal.clone()
-    start[0, 6, 3] = (goal[0, 6, 3] + 5) % k
+    goal, start = _cells_off(model, 2, 1, (6, 3, 5))
     with torch.no_grad():
         target = torch.round(model.decode(goal) * 255.0)
 
@@ -195,10 +201,7 @@ def test_a_settled_carried_choice_is_kept_unsearched(trained):
     above the carried choice's loss keeps it; below, the search goes on to the exact target."""
     model = trained
     k = model.config.codebook_size
-    torch.manual_seed(3)
-    goal = torch.randint(0, k, (1, 8, 8))
-    start = goal.clone()
-    start[0, 6, 3], start[0, 1, 2] = (goal[0, 6, 3] + 5) % k, (goal[0, 1, 2] + 7) % k
+    goal, start = _cells_off(model, 3, 1, (6, 3, 5), (1, 2, 7))
     carried = start.clone()
     carried[0, 1, 2] = goal[0, 1, 2]
     with torch.no_grad():
@@ -229,10 +232,7 @@ def test_finalists_are_screened_by_the_quick_loss_and_judged_by_the_full_one(tra
     hides it, one that ranks it first finds it at a fraction of the full loss's work."""
     model = trained
     k = model.config.codebook_size
-    torch.manual_seed(4)
-    goal = torch.randint(0, k, (1, 8, 8))
-    start = goal.clone()
-    start[0, 2, 5] = (goal[0, 2, 5] + 3) % k
+    goal, start = _cells_off(model, 4, 1, (2, 5, 3))
     with torch.no_grad():
         target = model.decode(goal)
     judged = []
