@@ -34,6 +34,11 @@ def test_modes_and_overrides() -> None:
     assert get_protector("cloak", mode="high").config.budget_dssim == pytest.approx(0.01)  # type: ignore[attr-defined]
     c = get_protector("cloak", mode="low", budget_dssim="0.002", max_iters="7", reuse=False)
     assert (c.config.budget_dssim, c.config.max_iters, c.reuse) == (0.002, 7, False)  # type: ignore[attr-defined]
+    # high averages over more and wider attacker views; views= sets their number, not their spread
+    high, mid = get_protector("cloak", mode="high").config, get_protector("cloak", mode="mid").config  # type: ignore[attr-defined]
+    assert high.views.samples > mid.views.samples and high.views.rotation_deg > mid.views.rotation_deg
+    two = get_protector("cloak", mode="high", views="2").config.views  # type: ignore[attr-defined]
+    assert (two.samples, two.rotation_deg) == (2, high.views.rotation_deg)
     with pytest.raises(Exception, match="mode"):
         get_protector("cloak", mode="extreme")
     with pytest.raises(Exception, match="optimizer"):

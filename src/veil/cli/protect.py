@@ -95,7 +95,7 @@ def protect(
     color: Annotated[Optional[str], typer.Option(help="solid: fill colour R,G,B.")] = None,
     noise_scale: Annotated[Optional[float], typer.Option(help="noise: Laplace scale in 8-bit pixel units.")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-O", metavar="KEY=VALUE", help="Any option of the method as key=value (repeatable).")] = None,
-    cloak_mode: Annotated[Optional[str], typer.Option(help="cloak: low, mid (default) or high: DSSIM budget 0.007, 0.0085, 0.01.")] = None,
+    cloak_mode: Annotated[Optional[str], typer.Option(help="cloak: low, mid (default) or high: DSSIM budget 0.007, 0.0085, 0.01; high also averages over 4 wider attacker views a step (slower, transfers further).")] = None,
     cloak_recognizers: Annotated[Optional[str], typer.Option(help="cloak: the recognizers it is optimised against, comma-separated (default dlib,faceres,faceres-deep,mobilefacenet).")] = None,
     no_reuse: Annotated[bool, typer.Option("--no-reuse", help="cloak: start every frame from scratch (the paper's baseline).")] = False,
     checkpoint: Annotated[Optional[Path], typer.Option(help="qmvae: model checkpoint (default: the shipped one).")] = None,
