@@ -152,8 +152,9 @@ class Cloak:
     """Adversarial cloak against face recognition, reused between frames (see module docstring).
 
     Options: ``mode`` (low, mid, high: a larger budget and a stronger cloak; mid by default: low
-    held against dlib's own library but left a quarter of one clip's faces to two of the four
-    recognizers in bench/cloak_transfer.py, and its small budget takes more steps, not fewer),
+    held against dlib's own library but left 8-11% of one clip's faces to two of the four
+    recognizers in bench/cloak_transfer.py, and its small budget takes more steps, not fewer; high
+    transfers furthest to networks left out of the ensemble and may run every frame to its cap),
     ``budget_dssim``, ``max_iters``, ``loss_threshold`` (override the mode's), ``recognizers`` (the
     ensemble, comma-separated: `ENSEMBLE` by default), ``views`` (attacker views per step, the
     mode's by default; 1: only veil's own view, as the paper), ``reuse`` (start from the previous frame's cloak),
