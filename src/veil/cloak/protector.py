@@ -157,8 +157,9 @@ class Cloak:
     transfers furthest to networks left out of the ensemble and may run every frame to its cap),
     ``budget_dssim``, ``max_iters``, ``loss_threshold`` (override the mode's), ``recognizers`` (the
     ensemble, comma-separated: `ENSEMBLE` by default), ``views`` (attacker views per step, the
-    mode's by default; 1: only veil's own view, as the paper), ``reuse`` (start from the previous frame's cloak),
-    ``optimizer``, ``lr``, ``targets_dir`` (photos of other people to add to the target bank).
+    mode's by default; 1: only veil's own view, as the paper), ``reuse`` (start from the previous
+    frame's cloak), ``optimizer``, ``lr``, ``targets_dir`` (photos of other people to add to the
+    target bank).
     """
 
     mode: str = "mid"
