@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from veil.align import EXPRESSION_CROP
 from veil.qmvae.checkpoint import CheckpointError, QMVAECheckpoint, TrainConfig, load_checkpoint, save_checkpoint
-from veil.qmvae.data import FaceSet, augment, balance, load_faces
+from veil.qmvae.data import FaceSet, augment, balance, lfw_subset, load_faces
 from veil.qmvae.model import QMVAE, ExpressionService, QMVAEConfig
 from veil.qmvae.train import evaluate_split, paste_mask, prepare, service_targets, train
 
@@ -33,6 +33,22 @@ def test_faces_are_split_per_photo(faces):
     assert faces.sources[4].endswith("0-f1-su-ph.jpg")
     assert faces.service_crops.shape == (5, 112, 112, 3)
     assert faces.subset([1, 4]).service_crops.shape == (2, 112, 112, 3)
+
+
+def test_lfw_faces_are_aligned_photos_that_only_train(tmp_path, media, faces):
+    paths = lfw_subset(tmp_path / "lfw")
+    assert len(paths) == 100 and all(p.is_file() for p in paths)
+    assert lfw_subset(tmp_path / "lfw") == paths  # written once
+    extra = paths[:6]
+    cfg = QMVAEConfig(**SMALL)
+    # LFW first: the store's photos must still be held out as without them
+    both = load_faces([*extra, *(media(n) for n in PHOTOS)], cfg.crop, train_only=extra, log=lambda _: None)
+    lfw = np.asarray([s.startswith(str(tmp_path)) for s in both.sources])
+    assert lfw.sum() >= 5  # the detector aligns (nearly) every enlarged 25-pixel face
+    assert not both.test[lfw].any()
+    assert both.test[~lfw].tolist() == faces.test.tolist()
+    grey = both.crops[lfw].astype(int)
+    assert np.abs(grey[..., 0] - grey[..., 2]).max() <= 1  # grey faces, kept grey
 
 
 def test_service_targets_are_the_classifier_on_the_full_resolution_face(faces):
@@ -225,3 +241,6 @@ def test_train_command_checks_the_service_and_shape_weights(tmp_path):
     assert bad.exit_code == 2 and "bogus" in bad.output
     bad = CliRunner().invoke(app, [*base, "--geometry-weight", "-1"])
     assert bad.exit_code == 2 and "--geometry-weight" in bad.output
+    (tmp_path / "list_eval_partition.txt").write_text("000001.jpg 0\n")
+    bad = CliRunner().invoke(app, [*base, "--lfw"])
+    assert bad.exit_code == 2 and "CelebA" in bad.output

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Collection, Iterator
 
 import cv2
 import numpy as np
@@ -28,7 +28,7 @@ from veil.media.photo import read_photo
 from veil.media.read import read_frames
 
 __all__ = ["FaceSet", "find_sources", "load_faces", "augment", "balance",
-           "default_sources"]
+           "default_sources", "lfw_subset"]
 
 TEST_FRACTION = 0.2
 TRAIN_DETECT_SIZE = 640
@@ -38,7 +38,13 @@ would make ``veil train qmvae --default`` train on other data)."""
 DEFAULT_MEDIA = ("single_face.mp4", "WolfgangLanger_Pexels.mp4", "obama.jpg", "obama2.jpg", "obama3.jpg",
                  "biden.jpg", "0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg",
                  "multi_face.jpg", *(f"faceapi-sample{i}.jpg" for i in range(1, 7)))
-"""The real face media of veil's store that the default model is trained on."""
+"""The real face media of veil's store that the default model is trained and judged on."""
+LFW_SUBSET_SHA256 = "9560ec2f5edfac01973f63a8a99d00053fecd11e21877e18038fbe500f8e872c"
+"""scikit-image's ``data/lfw_subset.npy`` (200 x 25 x 25 grey levels in 0..1: 100 faces of
+Labeled Faces in the Wild, then 100 non-faces), as scikit-image 0.26 ships it."""
+LFW_ENLARGE = 4
+"""How much :func:`lfw_subset` enlarges its 25-pixel faces: at 100 pixels (in a 200-pixel image)
+veil's detector finds 88 of the 100 and their five landmarks."""
 
 
 @dataclass
@@ -133,6 +139,41 @@ def default_sources() -> list[Path]:
     return [fetch(f"media/{name}") for name in DEFAULT_MEDIA]
 
 
+def lfw_subset(folder: Path | None = None) -> list[Path]:
+    """The 100 LFW faces scikit-image ships, as photos for training: extra identities at low resolution.
+
+    The faces are 25x25 grey crops with no landmarks; each is enlarged :data:`LFW_ENLARGE` times
+    (bicubic) and set in a border of its own edge pixels, so that the detector aligns it like any
+    photo. Written once into ``folder`` (default: the cache's ``files/lfw_subset``); the source
+    file is checked against :data:`LFW_SUBSET_SHA256`.
+    """
+    import hashlib
+
+    import skimage
+
+    from veil.models.store import StoreError, veil_home
+
+    folder = Path(folder) if folder is not None else veil_home() / "files" / "lfw_subset"
+    paths = [folder / f"lfw{i:03d}.png" for i in range(100)]
+    if all(p.is_file() for p in paths):
+        return paths
+    source = Path(skimage.__file__).parent / "data" / "lfw_subset.npy"
+    if not source.is_file() or hashlib.sha256(source.read_bytes()).hexdigest() != LFW_SUBSET_SHA256:
+        raise StoreError(f"{source} is missing or not the file veil pins (scikit-image {skimage.__version__}); "
+                         "reinstall scikit-image>=0.24")
+    faces = np.load(source)[:100]
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, face in zip(paths, faces):
+        grey = np.clip(np.rint(face * 255), 0, 255).astype(np.uint8)
+        big = cv2.resize(grey, None, fx=LFW_ENLARGE, fy=LFW_ENLARGE, interpolation=cv2.INTER_CUBIC)
+        pad = big.shape[0] // 2
+        image = cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        tmp = path.with_suffix(".tmp.png")
+        cv2.imwrite(str(tmp), image)
+        tmp.replace(path)
+    return paths
+
+
 def find_sources(path: Path) -> list[Path]:
     """Media files under ``path`` (a file, a folder, or a CelebA root) in a stable order."""
     path = Path(path)
@@ -174,10 +215,13 @@ def _frames(path: Path, stride: int, max_frames: int | None) -> Iterator[tuple[i
 
 def load_faces(sources: list[Path] | Path, spec: CropSpec, *, stride: int = 1, max_frames: int | None = None,
                max_images: int | None = None, min_face: float = 32.0, detector: str = "centerface",
-               service_spec: CropSpec | None = None, log: Callable[[str], None] = print) -> FaceSet:
+               service_spec: CropSpec | None = None, train_only: Collection[Path] = (),
+               log: Callable[[str], None] = print) -> FaceSet:
     """Detect, align and split the faces of the sources (see the module docstring for the split).
 
     With ``service_spec`` each face is also cropped that way from the frame (``service_crops``).
+    Faces of the ``train_only`` sources are never held out (nor do they shift which of the other
+    photos are).
     """
     from veil.detect import get_detector
 
@@ -186,11 +230,13 @@ def load_faces(sources: list[Path] | Path, spec: CropSpec, *, stride: int = 1, m
         find_sources(Path(sources)) if isinstance(sources, (str, Path)) else [Path(s) for s in sources])
     det = get_detector(detector, detect_size=TRAIN_DETECT_SIZE)
     crops, marks, index, test, names, service = [], [], [], [], [], []
-    photo_count = 0
+    photo_count, train_only = 0, {Path(p) for p in train_only}
     for k, path in enumerate(files):
         is_video = not is_photo(path)
         found = [(i, frame, det.detect(frame)) for i, frame in _frames(path, stride, max_frames)]
-        if is_video:
+        if path in train_only:
+            held = [False] * len(found)
+        elif is_video:
             cut = int(round(len(found) * (1 - TEST_FRACTION)))
             held = [j >= cut for j in range(len(found))]
         elif celeba is not None:

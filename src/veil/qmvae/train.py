@@ -2,23 +2,29 @@
 
 The shipped model is trained on the store's real photos and videos by::
 
-    veil train qmvae --default        # about 3 min on 2 CPU cores
+    veil train qmvae --default        # about 6 min on 2 CPU cores
 
 which writes ``src/veil/qmvae/weights/qmvae.pt``; ``veil train qmvae --faces DIR -o model.pt`` trains
 on your own media (photos, videos or the CelebA layout). Training is resumable: rerun the same
 command with ``--resume`` and it continues from the checkpoint's epoch.
 
-The recipe, and why: every video frame, but at most 24 training faces per source (one long video
-of one person otherwise becomes the face the decoder draws, and dlib re-identifies her held-out
-frames); mirrored and jittered copies; 14 epochs of reconstruction alone (longer, and the decoder
-draws the people of the training videos well enough to be re-identified); then Eq. 7 with the
-service judged on the generated face pasted into the frame's crop (as the protection shows it)
-against the classifier's result on the full-resolution face, training only the encoder and
-codebook at a decaying rate, so that the decoder's faces stay the unidentifiable ones. Beside the
-MSE, 1 - SSIM (weight 0.2) asks for the face's local structure from the start; once the service
-joins, the pasted face's expression geometry (face-api's 68 landmarks, weight 1.0) is held to the
-original's: against the same recipe without them, the forward pass kept face-api's expression on
-twice as many held-out faces (bench/qmvae_table.py).
+The recipe, and why: 96-pixel crops; every video frame, but at most 24 training faces per source
+(one long video of one person otherwise becomes the face the decoder draws, and dlib re-identifies
+her held-out frames); mirrored and jittered copies; 14 epochs of reconstruction alone (longer, and
+the decoder draws the people of the training videos well enough to be re-identified); then Eq. 7
+with the service judged on the generated face pasted into the frame's crop (as the protection
+shows it) against the classifiers' result on the full-resolution face, training only the encoder
+and codebook at a decaying rate, so that the decoder's faces stay the unidentifiable ones. The
+service is all three of veil's expression classifiers (face-api's, Human's, fer's; their KL
+divergences averaged). Beside the MSE, 1 - SSIM (weight 0.2) asks for the face's local structure
+from the start; once the service joins, the pasted face's expression geometry (face-api's 68
+landmarks, weight 1.0) is held to the original's. Each of these was measured against the recipe
+without it by bench/qmvae_table.py: SSIM and geometry halved the forward pass's loss of face-api's
+expression (78% to 36% of the held-out faces); the three classifiers and 96 pixels instead of
+face-api's alone at 64 brought the loss by Human's classifier, searched for all three, from 52%
+to 23%. The 100 LFW faces of scikit-image (``--lfw``) are not in the recipe: with them the model
+reconstructs faces it never saw well enough that dlib's own library re-identified 33% of the
+held-out faces drawn by the forward pass, and 11% searched.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import numpy as np
 import torch
@@ -285,9 +291,10 @@ def start_or_resume(out: Path, config: QMVAEConfig, tc: TrainConfig, resume: boo
 def run(faces: Path | list[Path], out: Path, config: QMVAEConfig, tc: TrainConfig, *, resume: bool = False,
         stride: int = 1, max_frames: int | None = None, max_images: int | None = None,
         service: Service | None = None, cap: int | None = None, copies: int = 1, colour: float = 0.0,
-        log: Callable[[str], None] = print) -> QMVAECheckpoint:
+        train_only: Collection[Path] = (), log: Callable[[str], None] = print) -> QMVAECheckpoint:
     """Load faces, split, augment the training split, train and save (what `veil train qmvae` runs).
 
+    ``train_only``: sources whose faces only train, never held out (:func:`~veil.qmvae.data.load_faces`);
     ``cap``: at most this many training faces per source (:func:`~veil.qmvae.data.balance`);
     ``copies``/``colour``: jittered copies per training face and their colour jitter (:func:`augment`).
     """
@@ -300,7 +307,8 @@ def run(faces: Path | list[Path], out: Path, config: QMVAEConfig, tc: TrainConfi
 
         geometry = ExpressionGeometry(config.crop)
     faceset: FaceSet = load_faces(faces, config.crop, stride=stride, max_frames=max_frames,
-                                  max_images=max_images, service_spec=getattr(service, "own_crop", None), log=log)
+                                  max_images=max_images, service_spec=getattr(service, "own_crop", None),
+                                  train_only=train_only, log=log)
     train_set, test_set = balance(faceset.subset(~faceset.test), cap), faceset.subset(faceset.test)
     if len(test_set) == 0:
         raise InputError("the 80/20 split left no test face: give more media (several photos or a video)")
