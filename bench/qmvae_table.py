@@ -6,10 +6,9 @@ in its frame by each method; then, with the original face's landmarks (the attac
 perfect alignment):
 
 - expression loss rate (Eq. 8 averaged): the expression classifier's top class changed;
-  overall (Table 2) and per original expression (Table 3); the classifier is face-api's, the
-  service QM-VAE trains for and searches its codes for; a second, independent one (Human's
-  emotion net: another network, another crop, grayscale) says whether what is kept is an
-  expression or only that network's answer;
+  overall (Table 2: face-api's, the paper's measure, then Human's and fer's, each by its own
+  pipeline) and per original expression (Table 3, face-api's); the shipped model is trained for
+  all three, and ``--method qmvae`` searches its codes for all three by default;
 - the leave-one-out judge (Table 5): the code search steered by each set of veil's expression
   classifiers (face-api's, Human's, fer's; `veil.qmvae.service`), every one judging with its own
   pipeline (its own crop of the detector's box, as its package runs it), so a classifier left out
@@ -60,7 +59,17 @@ JUDGES = ("faceapi", "human", "fer")
 SEARCHES = {"face-api's": "faceapi", "all three": "faceapi,human,fer", "without face-api's": "human,fer",
             "without Human's": "faceapi,fer", "without fer's": "faceapi,human"}
 """Table 5 rows: the classifiers the code search keeps the answer of."""
-VARIANTS.update({f"qmvae, search {name}": ("qmvae", {"service": members}) for name, members in SEARCHES.items()})
+DEFAULT_SERVICE = "faceapi,human,fer"
+"""What ``--method qmvae`` keeps by default: Table 5's row of it is the ``qmvae`` row, measured once."""
+
+
+def search_method(name: str) -> str:
+    """The VARIANTS key of Table 5's row ``name``."""
+    return "qmvae" if SEARCHES[name] == DEFAULT_SERVICE else f"qmvae, search {name}"
+
+
+VARIANTS.update({search_method(name): ("qmvae", {"service": members}) for name, members in SEARCHES.items()
+                 if search_method(name) != "qmvae"})
 METHODS = tuple(VARIANTS)
 RECOGNIZERS = ("dlib", "faceres")
 TABLE2 = tuple(m for m in METHODS if m in ("blindfold", "mosaic", "noise", "cartoon", "qmvae, forward pass", "qmvae"))
@@ -105,7 +114,7 @@ def measure(frames: dict, min_face: float, checkpoint: Path, methods: tuple[str,
             protected[m].append(p(frame, faces, ProtectState(seed=0, frame_index=index)))
     expression = get_expression_model()
     base = expression.describe(originals, marks).argmax(-1)
-    result = {"n": len(base), "labels": base, "changed": {}, "changed_independent": {}, "reid": {},
+    result = {"n": len(base), "labels": base, "changed": {}, "reid": {},
               "sources": np.asarray(face_sources)}
     for m in methods:
         result["changed"][m] = expression.describe(protected[m], marks).argmax(-1) != base
@@ -114,9 +123,6 @@ def measure(frames: dict, min_face: float, checkpoint: Path, methods: tuple[str,
     def emotions(frames_: list[np.ndarray]) -> np.ndarray:
         return np.concatenate([independent.probabilities(f, b) for f, b in zip(frames_, boxes)]).argmax(-1)
 
-    base_independent = emotions(originals)
-    for m in methods:
-        result["changed_independent"][m] = emotions(protected[m]) != base_independent
     # Every classifier by its own pipeline: face-api's on its aligned crop, Human's and fer's on
     # their own cuts of the detector's box.
     fer = FerEmotion.pretrained()
@@ -175,11 +181,12 @@ def table(result: dict, note: str) -> str:
     n, labels = result["n"], result["labels"]
     present = [e for e in range(len(EXPRESSIONS)) if (labels == e).any()]
     lines = [note, "", f"Table 2 (overall, {n} held-out faces): expression loss rate and re-identification rate",
-             "", "| method | expression loss rate | paper | independent classifier | geometry change | "
-             "re-id dlib (0.6) | re-id faceres (0.87) | re-id dlib's library |", "|---|---|---|---|---|---|---|---|"]
+             "", "| method | face-api's loss rate | paper | Human's | fer's | geometry change | "
+             "re-id dlib (0.6) | re-id faceres (0.87) | re-id dlib's library |", "|---|---|---|---|---|---|---|---|---|"]
     for m in TABLE2:
         lines.append(f"| {m} | {result['changed'][m].mean():.3f} | {PAPER_TABLE2[m]:.3f} | "
-                     f"{result['changed_independent'][m].mean():.3f} | {result['geometry'][m].mean():.3f} | "
+                     f"{result['changed_by'][(m, 'human')].mean():.3f} | {result['changed_by'][(m, 'fer')].mean():.3f} | "
+                     f"{result['geometry'][m].mean():.3f} | "
                      + " | ".join(f"{result['reid'][(m, r)].mean():.3f}" for r in RECOGNIZERS) + f" | {_library(result, m)} |")
     lines += ["", "Table 3: expression loss rate per expression of the original face (faces per class in brackets)",
               "", "| method | " + " | ".join(f"{EXPRESSIONS[e]} ({int((labels == e).sum())})" for e in present) + " |",
@@ -200,14 +207,14 @@ def table(result: dict, note: str) -> str:
         sel = sources == name
         lines.append(f"| {name} | {int(sel.sum())} | {int(result['changed']['qmvae'][sel].sum())} | "
                      + " | ".join(str(int(result['reid'][('qmvae', r)][sel].sum())) for r in RECOGNIZERS) + " |")
-    table5 = all(f"qmvae, search {name}" in result["changed"] for name in SEARCHES)
+    table5 = all(search_method(name) in result["changed"] for name in SEARCHES)
     if table5:
         lines += ["", "Table 5: expression loss rate by each classifier's own pipeline, the code search steered by "
                   "some of them (* a classifier the search left out: it judges a protection that never optimised "
                   "against it)", "", "| search keeps | " + " | ".join(JUDGES) + " | geometry change | re-id dlib | re-id faceres "
                   "| re-id dlib's library |", "|---|" + "---|" * (len(JUDGES) + 4)]
         for name, members in SEARCHES.items():
-            m = f"qmvae, search {name}"
+            m = search_method(name)
             cells = [f"{result['changed_by'][(m, j)].mean():.3f}" + ("" if j in members.split(",") else "*") for j in JUDGES]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {result['geometry'][m].mean():.3f} | "
                          + " | ".join(f"{result['reid'][(m, r)].mean():.3f}" for r in RECOGNIZERS) + f" | {_library(result, m)} |")
@@ -221,9 +228,18 @@ def table(result: dict, note: str) -> str:
     best = min(result["changed"][m].mean() for m in TABLE2 if not m.startswith("qmvae"))
     worst_reid = max([result["reid"][("qmvae", r)].mean() for r in RECOGNIZERS]
                      + ([float(lib["qmvae"].mean())] if lib and len(lib["qmvae"]) else []))
-    lines += ["", f"Floors: qmvae's loss rate {qm:.3f} below every single method's (best {best:.3f}): "
+    guided = {j: result["changed_by"][("qmvae", j)].mean() for j in JUDGES if j in DEFAULT_SERVICE.split(",")}
+    lines += ["", f"Floors: qmvae's loss rate by face-api's {qm:.3f} below every single method's (best {best:.3f}): "
               f"{'met' if qm < best else 'NOT met'}; re-identification {worst_reid:.3f} <= 0.05: "
-              f"{'met' if worst_reid <= 0.05 else 'NOT met'}. Aim: loss <= 0.10: {'met' if qm <= 0.10 else 'not met'}."]
+              f"{'met' if worst_reid <= 0.05 else 'NOT met'}; loss <= 0.10 by each classifier that guides the search ("
+              + ", ".join(f"{j} {v:.3f}" for j, v in guided.items())
+              + f"): {'met' if max(guided.values()) <= 0.10 else 'NOT met'}"]
+    if table5:
+        left = {name: result["changed_by"][(search_method(name), j)].mean() for name, members in SEARCHES.items()
+                for j in JUDGES if j not in members.split(",") and name.startswith("without")}
+        lines[-1] += (f"; <= 0.60 by a classifier left out of it (Table 5, the rows without one: worst "
+                      f"{max(left.values()):.3f}): {'met' if max(left.values()) <= 0.60 else 'NOT met'}")
+    lines[-1] += "."
     return "\n".join(lines) + "\n"
 
 

@@ -131,17 +131,22 @@ def test_service_sees_the_face_pasted_under_the_mask(model):
 
 @pytest.fixture(scope="module")
 def trained() -> QMVAE:
-    from veil.qmvae.checkpoint import default_checkpoint, load_checkpoint
-
-    return load_checkpoint(default_checkpoint()).model.eval()
+    """A decoder whose swaps all change the face: random weights and codebook (distinct vectors) at
+    64 px, 8x8 codes (the search tests decode every single swap: 2048 here; the shipped model has
+    4608, at 96 px)."""
+    torch.manual_seed(1)
+    model = QMVAE(QMVAEConfig()).eval()
+    with torch.no_grad():
+        model.vq.codebook = torch.randn(model.config.codebook_size, model.config.codebook_dim)
+    return model
 
 
 def _cells_off(model: QMVAE, seed: int, faces: int, *changes: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random 8x8 code maps (the goal) and a copy of them (the start) with face 0's cells (y, x)
+    """Random code maps (the goal) and a copy of them (the start) with face 0's cells (y, x)
     moved by their offsets along the codebook."""
-    k = model.config.codebook_size
+    k, s = model.config.codebook_size, model.config.latent_size
     torch.manual_seed(seed)
-    goal = torch.randint(0, k, (faces, 8, 8))
+    goal = torch.randint(0, k, (faces, s, s))
     start = goal.clone()
     for y, x, offset in changes:
         start[0, y, x] = (goal[0, y, x] + offset) % k
@@ -162,7 +167,7 @@ def test_code_search_finds_a_changed_cell_and_never_raises_the_loss(trained):
         before = loss_fn(model.decode(start), torch.arange(2))
     found, loss = search_codes(model, start, loss_fn, steps=1, candidates=8)
     assert float(loss[0]) < float(before[0]) and torch.equal(found[1], goal[1])
-    everything = model.config.codebook_size * 64  # every single swap is a candidate: the exact one wins
+    everything = model.config.codebook_size * model.config.latent_size ** 2  # every single swap is a candidate: the exact one wins
     found, loss = search_codes(model, start, loss_fn, steps=4, candidates=everything, done=1e-9)
     assert torch.equal(found[1], goal[1])  # face 1 starts at its optimum (loss 0 <= done): untouched
     assert torch.equal(found[0], goal[0]) and float(loss[0]) < 1e-9
@@ -186,7 +191,7 @@ def test_code_search_widens_where_the_ranking_fails(trained):
     assert before > 0
     narrow, loss = search_codes(model, start, loss_fn, steps=4, candidates=8)
     assert torch.equal(narrow, start) and float(loss[0]) == before
-    everything = k * 64
+    everything = k * model.config.latent_size ** 2
     found, loss = search_codes(model, start, loss_fn, steps=4, candidates=8, widest=everything)
     assert torch.equal(found, goal) and float(loss[0]) == 0.0
     found, _ = search_codes(model, start, loss_fn, steps=1, candidates=10 * everything)  # more than there are
@@ -213,7 +218,7 @@ def test_a_settled_carried_choice_is_kept_unsearched(trained):
     with torch.no_grad():
         own, other = (float(loss_fn(model.decode(c), torch.arange(1))[0]) for c in (start, carried))
     assert 0 < other < own
-    everything = k * 64
+    everything = k * model.config.latent_size ** 2
     narrow = torch.tensor([True])
     kept, loss = search_codes(model, start, loss_fn, steps=4, candidates=everything, alternative=carried,
                               settled=other * 1.01, narrow=narrow)
@@ -221,6 +226,9 @@ def test_a_settled_carried_choice_is_kept_unsearched(trained):
     found, loss = search_codes(model, start, loss_fn, steps=4, candidates=everything, done=1e-9, alternative=carried,
                                settled=other * 0.5, narrow=narrow)
     assert float(loss[0]) <= other * 0.5 and not torch.equal(found, carried)
+    held, loss = search_codes(model, start, loss_fn, steps=4, candidates=everything, done=1e-9, alternative=carried,
+                              settled=other * 0.5, narrow=narrow, kept=other * 1.01)
+    assert torch.equal(held, carried) and float(loss[0]) == other  # within `kept`: left as it is
     found, loss = search_codes(model, start, loss_fn, steps=4, candidates=everything, done=1e-9, alternative=carried,
                                settled=other * 1.01)  # not narrow: searched down to `done`
     assert torch.equal(found, goal)
@@ -241,7 +249,7 @@ def test_finalists_are_screened_by_the_quick_loss_and_judged_by_the_full_one(tra
         judged.append(len(faces))
         return ((faces - target[face]) ** 2).flatten(1).mean(1)
 
-    everything = k * 64
+    everything = k * model.config.latent_size ** 2
     loss_fn.quick = lambda faces, face: ((faces - target[face]) ** 2).flatten(1).mean(1)
     found, _ = search_codes(model, start, loss_fn, steps=1, candidates=everything, finalists=4)
     assert torch.equal(found, goal) and judged[-1] == 4  # 4 of every swap judged in full

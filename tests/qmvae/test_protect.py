@@ -87,10 +87,10 @@ def test_pipeline_protects_a_real_clip(tmp_path, media, clip):
     assert float(np.linalg.norm(a - b)) > model.threshold
 
 
-@pytest.mark.parametrize("name", ["0-f1-su-ph.jpg", "obama2.jpg"])
+@pytest.mark.parametrize("name", ["0-f1-su-ph.jpg", "obama3.jpg"])
 def test_code_search_keeps_the_expression_the_forward_pass_loses(protector, load_rgb, name):
-    """Surprise and anger become neutral and sad by the model alone; the code search keeps them,
-    and the face stays unrecognizable to both recognizers."""
+    """Surprise and a smile become neutral and disgust by the model alone (face-api's reading);
+    the code search keeps them, and the face stays unrecognizable to both recognizers."""
     frame = load_rgb(name)
     faces = detect(frame, precision="fp32")  # the cases were chosen on the shipped model's key points
     plain = get_protector("qmvae", service_steps=0)
@@ -151,7 +151,8 @@ def test_identity_guard_scores_the_original_as_close_and_the_models_face_as_far(
         return torch.from_numpy(crop_faces(image, faces.landmarks, spec)).permute(0, 3, 1, 2).float() / 255.0
 
     with torch.no_grad():
-        # the person himself, drawn at the model's 64 px: distance ~0.22, well inside the match threshold
+        # the person himself, resampled to the model's crop: well inside the match threshold
         assert float(loss(model_crop(frame), torch.tensor([0]))[0]) > guard.limit - 0.35
-        assert float(loss(model_crop(protected), torch.tensor([0]))[0]) == 0.0  # what veil shows: far enough
+        # what veil shows: beyond the limit (the loss asks for `aim` more than that)
+        assert float(loss(model_crop(protected), torch.tensor([0]))[0]) < guard.aim
     assert guard.distances(reference, protected, faces.landmarks)[0] > guard.limit

@@ -288,7 +288,8 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
                  steps: int = 8, candidates: int = 32, done: float = 0.0,
                  alternative: torch.Tensor | None = None, widest: int | None = None,
                  wide_above: float = 0.0, settled: float | None = None,
-                 narrow: torch.Tensor | None = None, finalists: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 narrow: torch.Tensor | None = None, finalists: int | None = None,
+                 kept: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Change a few codes of each face's code map where that lowers a per-face loss (the service's).
 
     The model's forward pass picks each cell's code for the reconstruction; the service term of
@@ -307,7 +308,10 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
     its loss is lower. ``narrow``: per face, True where the face is done at a loss of ``settled``
     (not ``done``) and its search never widens past ``candidates``: in a video, a face that starts
     from the previous frame's choice, near a good one (if that choice still serves, it is kept
-    unsearched).
+    unsearched). ``kept``: a narrow face whose start is at most this (above ``settled``) is left
+    as it is, and one above it is searched down to ``settled``: a margin between the two, so that
+    a choice searched to just under ``settled`` is not searched again on the next frame for
+    drifting just over it.
 
     ``finalists``: where ``loss_fn`` has a ``quick`` estimate (the same call shape, cheaper: the
     service's plain view only), every candidate is scored by it and only each face's
@@ -337,6 +341,8 @@ def search_codes(model: QMVAE, indices: torch.Tensor, loss_fn: Callable[[torch.T
         limit[narrow] = min(candidates, widest)
         if settled is not None:
             goal[narrow] = max(float(settled), float(done))
+        if kept is not None:
+            stuck |= narrow & (loss <= kept)
     for _ in range(steps):
         active = torch.nonzero((loss > goal) & ~stuck).flatten()
         if len(active) == 0:

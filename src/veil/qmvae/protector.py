@@ -5,20 +5,20 @@ names them), run the model, paste the generated crop back under a feathered elli
 face only ever reaches the model through those de-identified versions.
 
 Service search (``service_steps``, default 8; 0 is the paper's plain forward pass): the service's
-answer on the original face (face-api's expression classifier, the service the model is trained
-for; with the ``service`` option, an ensemble of veil's expression classifiers,
-:mod:`veil.qmvae.service`) is known at protection time, so the model's code map is then searched for it
+answer on the original face (the ensemble of veil's three expression classifiers that the model
+is trained for, :mod:`veil.qmvae.service`; the ``service`` option picks some of them) is known at
+protection time, so the model's code map is then searched for it
 (:func:`veil.qmvae.model.search_codes`): a few of the codes the encoder chose are swapped for
 other entries of the codebook where that brings the service's output on the shown face (the
 generated face under the mask, the frame around it) closer to its output on the original. The
 face is still drawn by the model's decoder from its codebook, so the search chooses among faces
 the model can draw; it never copies pixels of the original. Only the classifiers' 7 probabilities
 of the original steer it. In a video, each tracked face starts from its swaps of the previous
-frame. Privacy is checked, not assumed: :class:`IdentityGuard` measures each searched face against
+frame. Privacy is checked, not assumed: :class:`IdentityGuard` measures every shown face against
 its original with dlib's ResNet, searches again with the distance in the loss where it came
-close, and undoes the search where that fails. bench/qmvae_table.py measures what is kept with
-that classifier and with a second, independent one, and the re-identification rate; the search
-costs about 6x the forward pass's time on a video (most frames keep the previous frame's choice).
+close, and where that fails keeps the farther of that search's face and the model's own.
+bench/qmvae_table.py measures what is kept by each classifier, with and without it in the
+search, and the re-identification rate; bench/qmvae_speed.py what the search costs on a video.
 
 The model is loaded when the protection is built, so a missing or broken checkpoint stops the run
 before any frame is written. With no ``checkpoint`` option the shipped model
@@ -59,13 +59,14 @@ class QMVAEProtect:
     file; default: the shipped model), ``mask_radius``/``feather`` (the pasted ellipse, fractions of
     the crop), ``service_steps`` (code-search steps for the expression service; 0: none),
     ``service`` (the expression classifiers the search keeps the answer of, comma-separated: any of
-    faceapi, human, fer; default faceapi, the service the shipped model was trained for)."""
+    faceapi, human, fer; default all three, the service the shipped model was trained for: leave
+    one out to judge with it, or keep face-api's alone for speed)."""
 
     checkpoint: str | None = None
     mask_radius: float = 0.47
     feather: float = 0.08
     service_steps: int = 8
-    service: str = "faceapi"  # of veil.qmvae.service.MEMBERS (a module that loads torch: not imported here)
+    service: str = "faceapi,human,fer"  # of veil.qmvae.service.MEMBERS (a module that loads torch: not imported here)
     model: QMVAE = field(init=False, repr=False)
     faces_only = True  # the model draws aligned faces
 
@@ -121,46 +122,48 @@ class QMVAEProtect:
     def _guard_identity(self, frame: np.ndarray, out: np.ndarray, faces: Faces, generated: np.ndarray,
                         codes: list[tuple], own: np.ndarray, inside: np.ndarray,
                         state: ProtectState) -> tuple[np.ndarray, list[tuple]]:
-        """Keep the search from drawing the person: search again, or undo it, where it came close.
+        """Keep the model and the search from drawing the person: search again where a face came close.
 
         The search steers by the service alone; a swap that keeps an expression may also draw
-        more of the person. The shown face is compared with the original by dlib's ResNet (the
-        recognizer the cloak also uses). Where their distance is under its threshold plus
-        ``GUARD_MARGIN``, the codes are searched once more for the service and for distance
-        together; a face still that close goes back to the model's own codes (the forward pass).
+        more of the person, and the model's own codes may draw them too. Every shown face is
+        compared with its original by dlib's ResNet (the recognizer the cloak also uses). Where
+        their distance is under its threshold plus ``GUARD_MARGIN``, the codes are searched once
+        more for the service and for distance together; a face still that close is drawn from
+        whichever of that search's codes and the model's own lies farther from the original.
         """
         import torch
 
-        def searched() -> np.ndarray:
-            return np.array([not torch.equal(enc, chosen) for enc, chosen in codes])
-
-        spec = self.model.config.crop
-        guard, search = self._guard, self._search
-        close = searched()
-        if not close.any():  # the model's own codes everywhere: nothing to check
+        spec, guard, search = self.model.config.crop, self._guard, self._search
+        reference = guard.descriptors(frame, faces.landmarks)
+        close = guard.distances(reference, out, faces.landmarks) < guard.limit
+        if not close.any():
             return out, codes
         rows = np.flatnonzero(close)
-        reference = guard.descriptors(frame, faces.landmarks[rows])
-        close[rows] = guard.distances(reference, out, faces.landmarks[rows]) < guard.limit
-        if close.any():
-            reference = reference[close[rows]]
-            rows = np.flatnonzero(close)
-            identity_loss = guard.loss(frame, faces.landmarks[rows], reference, spec, self._mask)
-            both = with_identity(search.loss(own[rows], inside[rows]), identity_loss, IDENTITY_WEIGHT)
-            start = torch.stack([codes[i][1] for i in rows])
-            plain = torch.stack([codes[i][0] for i in rows])
-            found = search.search(self.model, start, both, plain, steps=guard.steps)
-            for i, chosen in zip(rows, found):
-                codes[i] = (codes[i][0], chosen)
-            generated = generated.copy()
-            generated[rows] = draw(self.model, found)
-            out = paste_faces(frame, generated, faces.landmarks, spec, mask=self._mask)
-            still = np.zeros_like(close)
-            still[rows] = guard.distances(reference, out, faces.landmarks[rows]) < guard.limit
-            still &= searched()
-            if still.any():
-                generated[still] = draw(self.model, torch.stack([codes[i][0] for i in np.flatnonzero(still)]))
-                codes = [(enc, enc) if u else (enc, chosen) for (enc, chosen), u in zip(codes, still)]
+        identity_loss = guard.loss(frame, faces.landmarks[rows], reference[rows], spec, self._mask)
+        both = with_identity(search.loss(own[rows], inside[rows]), identity_loss, IDENTITY_WEIGHT)
+        start = torch.stack([codes[i][1] for i in rows])
+        plain = torch.stack([codes[i][0] for i in rows])
+        found = search.search(self.model, start, both, plain, steps=guard.steps)
+        for i, chosen in zip(rows, found):
+            codes[i] = (codes[i][0], chosen)
+        generated = generated.copy()
+        generated[rows] = draw(self.model, found)
+        out = paste_faces(frame, generated, faces.landmarks, spec, mask=self._mask)
+        distance = guard.distances(reference[rows], out, faces.landmarks[rows])
+        still = [(i, d) for i, d in zip(rows, distance) if d < guard.limit and not torch.equal(*codes[i])]
+        undone = 0
+        if still:
+            idx = np.array([i for i, _ in still])
+            alternative = generated.copy()
+            alternative[idx] = draw(self.model, torch.stack([codes[i][0] for i in idx]))
+            shown = paste_faces(frame, alternative, faces.landmarks, spec, mask=self._mask)
+            farther = guard.distances(reference[idx], shown, faces.landmarks[idx]) > np.array([d for _, d in still])
+            if farther.any():
+                back = idx[farther]
+                generated[back] = alternative[back]
+                for i in back:
+                    codes[i] = (codes[i][0], codes[i][0])
                 out = paste_faces(frame, generated, faces.landmarks, spec, mask=self._mask)
-            state.stats.setdefault("qmvae_search_undone", []).append(int(still.sum()))
+                undone = len(back)
+        state.stats.setdefault("qmvae_search_undone", []).append(undone)
         return out, codes

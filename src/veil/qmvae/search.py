@@ -92,7 +92,8 @@ class ServiceSearch:
     steps: int = 8
     candidates: int = 32
     """Swaps decoded and scored per face and step, the best-ranked by the gradient. In a video
-    (`veil protect` then `veil evaluate`, 2 cores): 32 with 8 finalists, 5.6 frames/s and face-api's
+    (`veil protect` then `veil evaluate`, 2 cores; an earlier 64-pixel model searched for face-api's
+    answer alone): 32 with 8 finalists, 5.6 frames/s and face-api's
     answer kept on 84.3% of WolfgangLanger_Pexels.mp4's frames; 64 with 16, 3.4 frames/s and 85.2%
     (on single_face.mp4 6.7 and 98.6% against 4.6 and 97.2%: one frame's search swings a short
     clip either way)."""
@@ -106,10 +107,15 @@ class ServiceSearch:
     left as they are."""
     settled: float | None = 0.1
     """In a video, a tracked face starts from its previous frame's choice, carried to this frame's
-    codes, and is searched only down to this divergence, not to ``done``: where the carried choice
-    keeps it, the face is drawn with it unsearched (None: every frame searched down to ``done``).
-    On single_face.mp4 with the previous shipped model: 3.1 frames/s and face-api's answer kept on
-    96% of the frames, against 2.1 frames/s and 99% searching every frame down to ``done``."""
+    codes, and is searched only down to this divergence, not to ``done`` (None: every frame
+    searched down to ``done``). On single_face.mp4 with an earlier 64-pixel model: 3.1 frames/s and
+    face-api's answer kept on 96% of the frames, against 2.1 frames/s and 99% searching every
+    frame down to ``done``."""
+    kept: float | None = 0.3
+    """A tracked face whose carried choice is within this divergence is drawn with it unsearched;
+    one beyond it is searched down to ``settled``. On single_face.mp4 with the three classifiers
+    (the 96-pixel model), 0.3 against 0.1: 2.4 frames/s against 1.9, and the three keep their
+    answer on 97/90/97% of the frames (face-api's, Human's, fer's) against 93/79/99%."""
     views: int = 3
     """Renderings the loss is the worst of: the plain one and ``views - 1`` slightly moved,
     scaled and turned (by at most 1 pixel, 3% and 2 degrees, fixed per call). A code map that
@@ -119,13 +125,14 @@ class ServiceSearch:
     """Candidates of a step scored on every view: all are scored on the plain view first, and each
     face's ``finalists`` best of them on all ``views``, which alone decide (None: every candidate
     on every view). With 32 candidates and 3 views: 56 renderings judged instead of 96. On
-    single_face.mp4, 16 finalists of 64 candidates chose the same swaps as all 64 in 3 views, and 8
+    single_face.mp4 (the same earlier model), 16 finalists of 64 candidates chose the same swaps as all 64 in 3 views, and 8
     of 32 the same as all 32 (6.7 frames/s against 5.7), on every frame."""
 
     def search(self, model: QMVAE, indices, loss_fn, alternative=None, carried=None, steps=None):  # noqa: ANN001, ANN201 - torch tensors
         """:func:`veil.qmvae.model.search_codes` with these settings: the chosen code maps.
         ``carried``: per face, True where ``alternative`` is the previous frame's choice (such a
-        face starts near a good choice: it is searched down to ``settled`` only, and narrowly).
+        face starts near a good choice: it is kept within ``kept``, else searched down to ``settled``
+        only, and narrowly).
         ``steps``: another step budget than ``self.steps``.
 
         Shape: indices, alternative (B, s, s) long; carried (B,) bool -> (B, s, s) long
@@ -134,7 +141,7 @@ class ServiceSearch:
 
         found, _ = search_codes(model, indices, loss_fn, self.steps if steps is None else steps, self.candidates,
                                 self.done, alternative, self.widest, self.wide_above, self.settled, carried,
-                                self.finalists)
+                                self.finalists, self.kept)
         return found
 
     def loss(self, own_crops: np.ndarray, inside: np.ndarray):  # noqa: ANN201 - a torch closure
