@@ -156,3 +156,20 @@ def test_identity_guard_scores_the_original_as_close_and_the_models_face_as_far(
         # what veil shows: beyond the limit (the loss asks for `aim` more than that)
         assert float(loss(model_crop(protected), torch.tensor([0]))[0]) < guard.aim
     assert guard.distances(reference, protected, faces.landmarks)[0] > guard.limit
+
+
+def test_a_face_the_guard_cannot_move_far_enough_is_drawn_from_the_farther_codes(load_rgb):
+    """With a limit no face reaches, the guard's second search fails on every face: the face shown
+    is then whichever of that search's codes and the model's own lies farther from the original."""
+    guarded = get_protector("qmvae", service_steps=2)
+    guarded._guard.limit = 10.0
+    frame = load_rgb("obama.jpg")
+    faces = detect(frame)
+    state = ProtectState()
+    out = guarded(frame, faces, state)
+    guard = guarded._guard
+    reference = guard.descriptors(frame, faces.landmarks)
+    own = get_protector("qmvae", service_steps=0)(frame, faces, ProtectState())  # the same de-identified inputs
+    shown, alone = (guard.distances(reference, f, faces.landmarks)[0] for f in (out, own))
+    assert shown >= alone - 1e-6
+    assert len(state.stats["qmvae_search_undone"]) == 1

@@ -57,10 +57,11 @@ searches again: privacy first."""
 class QMVAEProtect:
     """QM-VAE (utility-keeping de-identification). Options: ``checkpoint`` (a `veil train qmvae`
     file; default: the shipped model), ``mask_radius``/``feather`` (the pasted ellipse, fractions of
-    the crop), ``service_steps`` (code-search steps for the expression service; 0: none),
-    ``service`` (the expression classifiers the search keeps the answer of, comma-separated: any of
-    faceapi, human, fer; default all three, the service the shipped model was trained for: leave
-    one out to judge with it, or keep face-api's alone for speed)."""
+    the crop), ``service_steps`` (code-search steps for the expression service; 0: none, the
+    paper's forward pass, with no identity guard either: it re-identifies more faces, see the
+    README), ``service`` (the expression classifiers the search keeps the answer of,
+    comma-separated: any of faceapi, human, fer; default all three, the service the shipped model
+    was trained for: leave one out to judge with it, or keep face-api's alone for speed)."""
 
     checkpoint: str | None = None
     mask_radius: float = 0.47
@@ -150,14 +151,14 @@ class QMVAEProtect:
         generated[rows] = draw(self.model, found)
         out = paste_faces(frame, generated, faces.landmarks, spec, mask=self._mask)
         distance = guard.distances(reference[rows], out, faces.landmarks[rows])
-        still = [(i, d) for i, d in zip(rows, distance) if d < guard.limit and not torch.equal(*codes[i])]
+        still = (distance < guard.limit) & np.array([not torch.equal(*codes[i]) for i in rows])
         undone = 0
-        if still:
-            idx = np.array([i for i, _ in still])
+        if still.any():
+            idx = rows[still]
             alternative = generated.copy()
             alternative[idx] = draw(self.model, torch.stack([codes[i][0] for i in idx]))
             shown = paste_faces(frame, alternative, faces.landmarks, spec, mask=self._mask)
-            farther = guard.distances(reference[idx], shown, faces.landmarks[idx]) > np.array([d for _, d in still])
+            farther = guard.distances(reference[idx], shown, faces.landmarks[idx]) > distance[still]
             if farther.any():
                 back = idx[farther]
                 generated[back] = alternative[back]
