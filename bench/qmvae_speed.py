@@ -17,7 +17,7 @@ aligned crop, Human's and fer's on their own cuts of the detector's box on the o
 names the same top expression on the written frame as on the original ("agreement"). What is
 hidden: ``veil evaluate``'s re-identification rate by veil's four recognizers, the worst of them.
 
-    python bench/qmvae_speed.py        # writes bench/results/qmvae_speed.md (about 10 min on 2 cores)
+    python bench/qmvae_speed.py        # writes bench/results/qmvae_speed.md (about 18 min on 2 cores)
 """
 
 from __future__ import annotations

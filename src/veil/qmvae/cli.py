@@ -56,16 +56,16 @@ def train_qmvae_command(
                                                "beside the MSE.")] = 0.2,
     geometry_weight: Annotated[float, typer.Option(help="Weight of the change of the expression's geometry (face-api's "
                                                    "68 landmarks: mouth, brows, eyes) in the service epochs.")] = 1.0,
-    lfw: Annotated[bool, typer.Option("--lfw/--no-lfw", help="Also train on the 100 faces of Labeled "
-                                                "Faces in the Wild that scikit-image ships (25 px, grey, enlarged "
-                                                "4x) as extra people; never held out. Not in --default's "
-                                                "recipe: the faces it drew became re-identifiable.")] = False,
+    lfw: Annotated[bool, typer.Option("--lfw/--no-lfw", help="Also train on the 100 faces of Labeled Faces "
+                                      "in the Wild that scikit-image ships (25 px, grey, enlarged 4x) as extra "
+                                      "people; never held out. Not in --default's recipe: the faces it drew "
+                                      "became re-identifiable.")] = False,
 ) -> None:
     """Train QM-VAE (Eq. 7, Adam) on an 80/20 split; prints progress and saves after every epoch."""
     import torch
 
     from veil.qmvae.checkpoint import TrainConfig, default_checkpoint, save_checkpoint
-    from veil.qmvae.data import default_sources, lfw_subset
+    from veil.qmvae.data import default_sources, find_sources, lfw_subset
     from veil.qmvae.model import QMVAEConfig
     from veil.qmvae.service import parse_members, service_for
     from veil.qmvae.train import run
@@ -92,14 +92,10 @@ def train_qmvae_command(
     out = output or default_checkpoint()
     if lfw and faces is not None and (faces / "list_eval_partition.txt").is_file():
         fail("--lfw adds people to photos and videos, not to a CelebA root (which has its own split)")
-    extra = lfw_subset() if lfw else []
     sources = default_sources() if default else faces
+    extra = lfw_subset() if lfw else []
     if extra:
-        if not isinstance(sources, list):
-            from veil.qmvae.data import find_sources
-
-            sources = find_sources(sources)
-        sources = [*sources, *extra]
+        sources = [*(sources if isinstance(sources, list) else find_sources(sources)), *extra]
     ckpt = run(sources, out, config, tc, resume=resume, stride=stride, max_frames=max_frames, max_images=max_images,
                service=service_for(config.crop, members), cap=cap or None, copies=copies, colour=0.15,
                train_only=extra, log=lambda line: typer.echo(line, err=True))
