@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from veil.detect import get_detector
-from veil.evaluate.privacy import get_expression_model
 from veil.evaluate.run import EvaluateConfig, evaluate
 from veil.media.read import read_frames
-from veil.models.emotion import HumanEmotion
-from veil.models.fer import FerEmotion
 from veil.models.store import fetch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from qmvae_table import OwnPipelines  # noqa: E402 - a sibling script: the same judges as the table's
 
 RESULTS = Path(__file__).parent / "results" / "qmvae_speed.md"
 CLIPS = ["single_face.mp4", "WolfgangLanger_Pexels.mp4"]
@@ -66,26 +66,19 @@ def protect(clip: Path, out: Path, args: list[str], checkpoint: Path | None) -> 
 
 
 class Judges:
-    """The three expression classifiers, each by its own pipeline, on the original's faces."""
+    """The three expression classifiers by their own pipelines, on the faces of a clip's frames."""
 
     def __init__(self, clip: Path) -> None:
         detector = get_detector("centerface")
-        self.frames = list(read_frames(clip))
-        found = [detector.detect(f) for f in self.frames]
+        frames = list(read_frames(clip))
+        found = [detector.detect(f) for f in frames]
         self.keep = [i for i, f in enumerate(found) if len(f)]
-        self.marks = [found[i].landmarks for i in self.keep]
-        self.boxes = [found[i].boxes for i in self.keep]
-        self.faceapi, self.human, self.fer = get_expression_model(), HumanEmotion.pretrained(), FerEmotion.pretrained()
-        self.base = self.labels([self.frames[i] for i in self.keep])
-
-    def labels(self, frames: list[np.ndarray]) -> dict[str, np.ndarray]:
-        return {"faceapi": self.faceapi.describe(frames, self.marks).argmax(-1),
-                "human": np.concatenate([self.human.probabilities(f, b) for f, b in zip(frames, self.boxes)]).argmax(-1),
-                "fer": np.concatenate([self.fer.probabilities(f, b) for f, b in zip(frames, self.boxes)]).argmax(-1)}
+        self.judges = OwnPipelines([found[i].landmarks for i in self.keep], [found[i].boxes for i in self.keep])
+        self.base = self.judges.labels([frames[i] for i in self.keep])
 
     def agreement(self, video: Path) -> dict[str, float]:
         written = list(read_frames(video))
-        shown = self.labels([written[i] for i in self.keep])
+        shown = self.judges.labels([written[i] for i in self.keep])
         return {name: float(np.mean(shown[name] == self.base[name])) for name in self.base}
 
 

@@ -95,6 +95,27 @@ def test_frames(sources: list[str], frame_index: np.ndarray) -> dict[tuple[str, 
     return frames
 
 
+class OwnPipelines:
+    """Each expression classifier by its own pipeline (face-api's on its aligned crop, Human's and
+    fer's on their own cuts of the detector's box), on the faces found in a list of frames.
+
+    Shape: marks: per frame (N, 5, 2); boxes: per frame (N, 4)
+    """
+
+    def __init__(self, marks: list[np.ndarray], boxes: list[np.ndarray]) -> None:
+        self.marks, self.boxes = marks, boxes
+        self.faceapi, self.human, self.fer = get_expression_model(), HumanEmotion.pretrained(), FerEmotion.pretrained()
+
+    def labels(self, frames: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Each classifier's top expression per face of ``frames`` (the frames the faces were found
+        in, or the same frames protected). Shape: -> name: (faces,)"""
+        def boxed(net) -> np.ndarray:  # noqa: ANN001 - HumanEmotion or FerEmotion
+            return np.concatenate([net.probabilities(f, b) for f, b in zip(frames, self.boxes)]).argmax(-1)
+
+        return {"faceapi": self.faceapi.describe(frames, self.marks).argmax(-1), "human": boxed(self.human),
+                "fer": boxed(self.fer)}
+
+
 def measure(frames: dict, min_face: float, checkpoint: Path, methods: tuple[str, ...] = METHODS) -> dict:
     """Protect each test frame by each method; expression and identity per face per method."""
     detector = get_detector("centerface")
@@ -112,27 +133,19 @@ def measure(frames: dict, min_face: float, checkpoint: Path, methods: tuple[str,
         face_sources += [Path(source).name] * len(faces)
         for m, p in protectors.items():
             protected[m].append(p(frame, faces, ProtectState(seed=0, frame_index=index)))
-    expression = get_expression_model()
+    judges = OwnPipelines(marks, boxes)
+    expression = judges.faceapi
     base = expression.describe(originals, marks).argmax(-1)
     result = {"n": len(base), "labels": base, "changed": {}, "reid": {},
               "sources": np.asarray(face_sources)}
     for m in methods:
         result["changed"][m] = expression.describe(protected[m], marks).argmax(-1) != base
-    independent = HumanEmotion.pretrained()
-
-    def emotions(frames_: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate([independent.probabilities(f, b) for f, b in zip(frames_, boxes)]).argmax(-1)
-
-    # Every classifier by its own pipeline: face-api's on its aligned crop, Human's and fer's on
-    # their own cuts of the detector's box.
-    fer = FerEmotion.pretrained()
-    judges = {"faceapi": lambda fs: expression.describe(fs, marks).argmax(-1), "human": emotions,
-              "fer": lambda fs: np.concatenate([fer.probabilities(f, b) for f, b in zip(fs, boxes)]).argmax(-1)}
     result["changed_by"] = {}
-    for j, judge in judges.items():
-        base_j = judge(originals)
-        for m in methods:
-            result["changed_by"][(m, j)] = judge(protected[m]) != base_j
+    base_by = judges.labels(originals)
+    for m in methods:
+        shown = judges.labels(protected[m])
+        for j in JUDGES:
+            result["changed_by"][(m, j)] = shown[j] != base_by[j]
     for r in RECOGNIZERS:
         model = get_recognizer(r)
         ref = model.describe(originals, marks)
