@@ -92,9 +92,9 @@ class ServiceSearch:
     steps: int = 8
     candidates: int = 32
     """Swaps decoded and scored per face and step, the best-ranked by the gradient. In a video
-    (`veil protect` then `veil evaluate`, 2 cores; an earlier 64-pixel model searched for face-api's
-    answer alone): 32 with 8 finalists, 5.6 frames/s and face-api's
-    answer kept on 84.3% of WolfgangLanger_Pexels.mp4's frames; 64 with 16, 3.4 frames/s and 85.2%
+    (`veil protect` then `veil evaluate`, 2 cores; an earlier 64-pixel model searched for
+    face-api's answer alone): 32 with 8 finalists, 5.6 frames/s and face-api's answer kept on
+    84.3% of WolfgangLanger_Pexels.mp4's frames; 64 with 16, 3.4 frames/s and 85.2%
     (on single_face.mp4 6.7 and 98.6% against 4.6 and 97.2%: one frame's search swings a short
     clip either way)."""
     widest: int = 256
