@@ -38,7 +38,7 @@ from veil.faces import Faces
 from veil.protect.base import ProtectState, register, rng_for
 from veil.qmvae.checkpoint import default_checkpoint, load_checkpoint
 from veil.qmvae.paste import draw, inside_frame, soft_ellipse
-from veil.qmvae.search import IdentityGuard, ServiceSearch, generate, with_identity
+from veil.qmvae.search import IdentityGuard, ServiceSearch, face_rolls, generate, with_identity
 
 if TYPE_CHECKING:  # the model (torch, vector-quantize-pytorch) loads only when the method is used
     from veil.qmvae.model import QMVAE
@@ -111,7 +111,7 @@ class QMVAEProtect:
         ids = [int(t) for t in faces.track_ids]
         carried = [tracks.get(t) if t >= 0 else None for t in ids]
         generated, codes = generate(self.model, crops, rng_for(state.seed, state.frame_index), self._search, own,
-                                    inside, carried)
+                                    inside, carried, face_rolls(faces.landmarks))
         out = paste_faces(frame, generated, faces.landmarks, spec, mask=self._mask)
         if self._search:
             out, codes = self._guard_identity(frame, out, faces, generated, codes, own, inside, state)
@@ -141,7 +141,8 @@ class QMVAEProtect:
             return out, codes
         rows = np.flatnonzero(close)
         identity_loss = guard.loss(frame, faces.landmarks[rows], reference[rows], spec, self._mask)
-        both = with_identity(search.loss(own[rows], inside[rows]), identity_loss, IDENTITY_WEIGHT)
+        both = with_identity(search.loss(own[rows], inside[rows], face_rolls(faces.landmarks[rows])), identity_loss,
+                             IDENTITY_WEIGHT)
         start = torch.stack([codes[i][1] for i in rows])
         plain = torch.stack([codes[i][0] for i in rows])
         found = search.search(self.model, start, both, plain, steps=guard.steps)
