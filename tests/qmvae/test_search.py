@@ -83,7 +83,8 @@ def test_the_turned_view_is_judged_against_the_original_seen_the_same_way(turned
         x = torch.from_numpy(own).permute(0, 3, 1, 2).float() / 255.0
         grid = F.affine_grid(in_frame(face_rolls(faces.landmarks)), list(x.shape), align_corners=False)
         straight = F.log_softmax(service.on_own_crop(x), -1)
-        lying = F.log_softmax(service.on_own_crop(F.grid_sample(x, grid, padding_mode="border", align_corners=False)), -1)
+        as_it_lies = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+        lying = F.log_softmax(service.on_own_crop(as_it_lies), -1)
         apart = float((straight.exp() * (straight - lying)).sum(-1).mean())
     # the original face, pasted over itself, keeps its answer in every view, the turned one included
     assert float(turned_back[0]) < 0.05 and float(plain_only[0]) < 0.05

@@ -128,8 +128,9 @@ class ServiceSearch:
     """Candidates of a step scored on every view: all are scored on the plain view first, and each
     face's ``finalists`` best of them on all ``views``, which alone decide (None: every candidate
     on every view). With 32 candidates and 3 views: 56 renderings judged instead of 96. On
-    single_face.mp4 (the same earlier model), 16 finalists of 64 candidates chose the same swaps as all 64 in 3 views, and 8
-    of 32 the same as all 32 (6.7 frames/s against 5.7), on every frame."""
+    single_face.mp4 (the same earlier model), 16 finalists of 64 candidates chose the same swaps
+    as all 64 in 3 views, and 8 of 32 the same as all 32 (6.7 frames/s against 5.7), on every
+    frame."""
 
     turned_above: float = 4.0
     """A face turned more than this (degrees) in the frame has its second view turned back by it
